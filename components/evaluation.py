@@ -1,0 +1,112 @@
+"""Evaluator settings built from the task config, and the TFMA metric that scores every task type.
+
+TFMA's built-in metrics count padding positions of token outputs and cannot skip unlabelled examples
+per output, so each task is scored by `TaskMetric`, which counts with the same functions as test-split
+scoring (mtmoe.tasks). Thresholds gate every task, on the overall slice only.
+"""
+import json
+from typing import Dict, Iterable, List
+
+import apache_beam as beam
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.metrics import metric_types, metric_util
+
+from mtmoe.config import TaskConfig
+from mtmoe.tasks import TASK_TYPES, label_key, task_type
+
+PREDICT_SIGNATURE = "serving_examples"
+TRANSFORM_SIGNATURE = "transform_features"
+
+
+class TaskMetric(metric_types.Metric):
+    """All scores of one task type (e.g. span_f1, precision, recall) from exact per-example counts.
+
+    `name` is the task type's primary metric, the key that thresholds bind to.
+    """
+
+    def __init__(self, task_type: str, name: str = "task_metric"):
+        super().__init__(metric_util.merge_per_key_computations(_task_metric), name=name,
+                         task_type=task_type)
+
+
+metric_types.register_metric(TaskMetric)
+
+
+def _task_metric(name, task_type, eval_config=None, model_name="", output_name="", sub_key=None,
+                 aggregation_type=None, class_weights=None, example_weighted=False):
+    kind = TASK_TYPES[task_type]
+    keys = {metric: metric_types.MetricKey(name=metric, model_name=model_name,
+                                           output_name=output_name, sub_key=sub_key,
+                                           example_weighted=example_weighted)
+            for metric in kind.score({})}
+    return [metric_types.MetricComputation(
+        keys=list(keys.values()), preprocessors=None,
+        combiner=_TaskMetricCombiner(keys, task_type, eval_config, model_name, output_name))]
+
+
+class _TaskMetricCombiner(beam.CombineFn):
+    def __init__(self, keys, task_type, eval_config, model_name, output_name):
+        self._keys = keys
+        self._task_type = task_type
+        self._eval_config = eval_config
+        self._model_name = model_name
+        self._output_name = output_name
+
+    def create_accumulator(self) -> Dict[str, float]:
+        return {}
+
+    def add_input(self, accumulator, element):
+        kind = TASK_TYPES[self._task_type]
+        for label, prediction, _ in metric_util.to_label_prediction_example_weight(
+                element, eval_config=self._eval_config, model_name=self._model_name,
+                output_name=self._output_name, flatten=False, squeeze=False):
+            counts = kind.count(label, prediction)
+            if counts:
+                for key, value in counts.items():
+                    accumulator[key] = accumulator.get(key, 0) + value
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[Dict[str, float]]):
+        merged: Dict[str, float] = {}
+        for accumulator in accumulators:
+            for key, value in accumulator.items():
+                merged[key] = merged.get(key, 0) + value
+        return merged
+
+    def extract_output(self, accumulator):
+        scores = TASK_TYPES[self._task_type].score(accumulator)
+        return {key: scores[metric] for metric, key in self._keys.items()}
+
+
+def _thresholds(task: TaskConfig) -> List[tfma.PerSliceMetricThreshold]:
+    threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": task.min_value}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -task.max_drop}))
+    return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
+
+
+def build_eval_config(tasks) -> tfma.EvalConfig:
+    """One model spec with every task's output and label, one gated metric spec per task."""
+    metrics_specs = []
+    for task in tasks:
+        kind = task_type(task)
+        metrics = [
+            tfma.MetricConfig(class_name="ExampleCount"),
+            # One instance emits every score of the task; the threshold binds to its name.
+            tfma.MetricConfig(class_name="TaskMetric", module=__name__,
+                              config=json.dumps({"task_type": task.type,
+                                                 "name": kind.primary_metric}),
+                              per_slice_thresholds=_thresholds(task)),
+        ]
+        metrics_specs.append(tfma.MetricsSpec(output_names=[kind.eval_output(task)],
+                                              metrics=metrics))
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(
+            signature_name=PREDICT_SIGNATURE,
+            preprocessing_function_names=[TRANSFORM_SIGNATURE],
+            label_keys={task_type(t).eval_output(t): label_key(t) for t in tasks},
+            model_type="tf_generic")],
+        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=metrics_specs,
+    )

@@ -1,0 +1,126 @@
+"""The `mtmoe` command: run the pipeline, predict, make and convert data."""
+import argparse
+import json
+import os
+import sys
+
+import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
+from mtmoe.errors import UserError
+
+DEFAULT_WORK_DIR = "mtmoe_work"
+
+
+def _run(args) -> None:
+    from mtmoe.config import load_config
+    from mtmoe.formats import check_latest_span, existing_spans, read_splits, write_span
+    from mtmoe.sample import write_sample
+    from pipeline.local_runner import run_pipeline
+    from pipeline.pipeline import Paths
+
+    config = load_config(args.config)
+    if args.epochs is not None:
+        config = config.with_overrides(epochs=args.epochs)
+    work_dir = os.path.abspath(args.work_dir)
+    data_root = os.path.abspath(args.data) if args.data else os.path.join(work_dir, "data")
+    if not args.data and not existing_spans(data_root):
+        sample_dir = os.path.join(work_dir, "sample")
+        write_sample(sample_dir)
+        write_span(read_splits("jsonl", sample_dir, [t.label_field for t in config.tasks],
+                               [t.label_field for t in config.tasks if t.type == "token_tagging"]),
+                   data_root)
+        print(f"generated the sample data into {data_root}")
+    span = check_latest_span(data_root, config.tasks)
+    print(f"config {config.source}; data {span}; work dir {work_dir}")
+    os.makedirs(work_dir, exist_ok=True)
+    summary = run_pipeline(config, Paths(data_root=data_root, work_dir=work_dir))
+    print(format_summary(summary))
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["", f"run {summary['run_id']}: "
+             + ("blessed, pushed to " + summary["pushed_model"] if summary["pushed_model"]
+                else "blessed" if summary["blessed"] else "NOT blessed, nothing pushed"),
+             "", "test split metrics:", f"  {'task':<16} {'metric':<12} {'value':>8}"]
+    for task, scores in summary["test_metrics"].items():
+        for metric, value in scores.items():
+            shown = f"{value:8.4f}" if isinstance(value, float) else f"{value:>8}"
+            lines.append(f"  {task:<16} {metric:<12} {shown}")
+    return "\n".join(lines)
+
+
+def _predict(args) -> None:
+    from serving.predict import Predictor
+
+    model = args.model or os.path.join(DEFAULT_WORK_DIR, "serving_model")
+    for row in Predictor(model).predict(args.texts):
+        print(json.dumps(row, ensure_ascii=False))
+
+
+def _sample(args) -> None:
+    from mtmoe.sample import write_sample
+
+    counts = write_sample(args.out, args.num_examples, args.seed)
+    print(f"wrote {counts} examples as JSONL to {args.out}")
+
+
+def _convert(args) -> None:
+    from mtmoe.config import load_config
+    from mtmoe.formats import read_splits, write_span
+
+    tasks = load_config(args.config).tasks
+    splits = read_splits(args.format, args.input, [t.label_field for t in tasks],
+                         [t.label_field for t in tasks if t.type == "token_tagging"],
+                         label_field=args.label_field, tags_field=args.tags_field)
+    path, counts = write_span(splits, args.output, args.span)
+    print(f"wrote {counts} examples to {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtmoe", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the TFX pipeline: train, evaluate, push")
+    run.add_argument("--config", help="task config YAML (default: the packaged banking config)")
+    run.add_argument("--data", help="data root holding span-<N>/ folders (default: generate the sample)")
+    run.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
+    run.add_argument("--epochs", type=int, help="override training.epochs")
+    run.set_defaults(handler=_run)
+
+    predict = commands.add_parser("predict", help="predict every task for each text")
+    predict.add_argument("--model", help="SavedModel or serving folder "
+                                         f"(default: {DEFAULT_WORK_DIR}/serving_model)")
+    predict.add_argument("texts", nargs="+", metavar="TEXT")
+    predict.set_defaults(handler=_predict)
+
+    data = commands.add_parser("data", help="make or convert input data").add_subparsers(
+        dest="data_command", required=True)
+    sample = data.add_parser("sample", help="write the banking sample as JSONL")
+    sample.add_argument("--out", required=True)
+    sample.add_argument("--num-examples", type=int, default=3000)
+    sample.add_argument("--seed", type=int, default=13)
+    sample.set_defaults(handler=_sample)
+
+    convert = data.add_parser("convert", help="convert a dataset into a new span of TFRecords")
+    convert.add_argument("--format", required=True, choices=("jsonl", "slu", "conll"))
+    convert.add_argument("input", metavar="IN", help="folder with train / dev|eval / test data")
+    convert.add_argument("output", metavar="OUT", help="data root; the span-<N> folder goes inside")
+    convert.add_argument("--span", type=int, default=0, help="span number (default: the next one)")
+    convert.add_argument("--config", help="config whose label fields the JSONL may hold")
+    convert.add_argument("--label-field", default="intent", help="slu: field for the sentence label")
+    convert.add_argument("--tags-field", default="slots", help="slu / conll: field for the tags")
+    convert.set_defaults(handler=_convert)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The one config every stage reads: tasks, text settings, model, training and pipeline options.
+
+A config is YAML (the default ships in mtmoe/configs/default.yaml). It becomes a frozen `Config`; the
+pipeline hands `Config.to_dict()` to Transform and Trainer as `custom_config`, and they rebuild it with
+`Config.from_dict`, so every stage sees the same tasks in the same order.
+"""
+import dataclasses
+import os
+import re
+from importlib import resources
+from typing import Any, Dict, Optional, Tuple
+
+import yaml
+
+from mtmoe.errors import UserError
+from mtmoe.feature_names import RESERVED
+
+DEFAULT_CONFIG = "default.yaml"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    name: str
+    type: str
+    label_field: str
+    loss_weight: float = 1.0
+    min_value: float = 0.0
+    max_drop: float = 1.0
+    max_labels: int = 8  # multilabel: most labels one example may carry
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    max_tokens: int = 32
+    vocab_size: int = 20000
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    embedding_dim: int = 64
+    num_blocks: int = 2
+    num_heads: int = 4
+    ff_dim: int = 128
+    dropout: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 0.002
+    seed: int = 42
+    mixed_precision: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    name: str = "mtmoe"
+    beam_workers: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    tasks: Tuple[TaskConfig, ...]
+    text: TextConfig = TextConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    source: str = "<dict>"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Dict[str, Any], source: str = "<dict>") -> "Config":
+        return _parse(raw, source)
+
+    def with_overrides(self, **training) -> "Config":
+        return dataclasses.replace(self, training=dataclasses.replace(self.training, **training))
+
+
+def load_config(path: Optional[str] = None) -> Config:
+    """Reads a YAML config (the packaged default when `path` is None) and validates it."""
+    if path is None:
+        source = f"mtmoe/configs/{DEFAULT_CONFIG}"
+        text = resources.files("mtmoe.configs").joinpath(DEFAULT_CONFIG).read_text()
+    else:
+        source = path
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: config file not found")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f"{source}:{line + 1}" if line is not None else source
+        raise UserError(f"{where}: config is not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: config must be a mapping with a 'tasks' list")
+    return _parse(raw, source)
+
+
+def _section(cls, raw: Dict[str, Any], key: str, source: str):
+    values = raw.get(key) or {}
+    if not isinstance(values, dict):
+        raise UserError(f"{source}: '{key}' must be a mapping")
+    return _build(cls, values, f"{source}: {key}")
+
+
+def _build(cls, values: Dict[str, Any], where: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = fields[name].default
+        expected = type(default) if default is not dataclasses.MISSING else str
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise UserError(f"{where}.{name}: expected {expected.__name__}, got {value!r}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        missing = [f for f, spec in fields.items()
+                   if f not in kwargs and spec.default is dataclasses.MISSING]
+        raise UserError(f"{where}: missing field(s) {', '.join(missing)}") from e
+
+
+def _parse(raw: Dict[str, Any], source: str) -> Config:
+    from mtmoe.tasks import TASK_TYPES  # the registry of task types; imports TensorFlow
+
+    raw_tasks = raw.get("tasks")
+    if not isinstance(raw_tasks, (list, tuple)) or not raw_tasks:
+        raise UserError(f"{source}: 'tasks' must be a non-empty list")
+    tasks = []
+    for i, raw_task in enumerate(raw_tasks):
+        where = f"{source}: tasks[{i}]"
+        if not isinstance(raw_task, dict):
+            raise UserError(f"{where}: each task must be a mapping")
+        task = _build(TaskConfig, raw_task, where)
+        if not _NAME.match(task.name):
+            raise UserError(f"{where}.name: {task.name!r} must be lower_snake_case")
+        if task.type not in TASK_TYPES:
+            raise UserError(f"{where}.type: unknown task type {task.type!r}; "
+                            f"known: {', '.join(sorted(TASK_TYPES))}")
+        if task.loss_weight < 0:
+            raise UserError(f"{where}.loss_weight: must be >= 0, got {task.loss_weight}")
+        for attr in ("name", "label_field"):
+            if getattr(task, attr) in RESERVED:
+                raise UserError(f"{where}.{attr}: {getattr(task, attr)!r} is reserved for the input text")
+        tasks.append(task)
+    for attr in ("name", "label_field"):
+        seen = [getattr(t, attr) for t in tasks]
+        dupes = sorted({v for v in seen if seen.count(v) > 1})
+        if dupes:
+            raise UserError(f"{source}: tasks: duplicate {attr} {', '.join(dupes)}")
+    unknown = sorted(set(raw) - {"tasks", "text", "model", "training", "pipeline", "source"})
+    if unknown:
+        raise UserError(f"{source}: unknown section(s) {', '.join(unknown)}")
+    config = Config(
+        tasks=tuple(tasks),
+        text=_section(TextConfig, raw, "text", source),
+        model=_section(ModelConfig, raw, "model", source),
+        training=_section(TrainingConfig, raw, "training", source),
+        pipeline=_section(PipelineConfig, raw, "pipeline", source),
+        source=raw.get("source", source),
+    )
+    if config.training.mixed_precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
+        raise UserError(f"{source}: training.mixed_precision: unknown policy "
+                        f"{config.training.mixed_precision!r}")
+    return config

@@ -1,0 +1,7 @@
+"""Names of the features that pass between stages (raw examples, Transform outputs, serving outputs)."""
+
+TEXT = "text"            # raw input: the utterance
+TOKENS = "tokens"        # Transform output and serving output: raw whitespace tokens, '' padded
+TOKEN_IDS = "token_ids"  # Transform output and model input: vocabulary ids, PAD_ID padded
+PAD_ID = 0
+RESERVED = (TEXT, TOKENS, TOKEN_IDS)

@@ -1,0 +1,64 @@
+"""Count-based task metrics on numpy arrays, shared by the Evaluator (TFMA) and test-split scoring.
+
+Each metric accumulates integer counts per example, so that results can be merged across batches and
+Beam workers and stay exact.
+"""
+from typing import Dict, Iterable, Sequence, Set, Tuple
+
+import numpy as np
+
+Span = Tuple[str, int, int]
+
+
+def bio_spans(tags: Sequence[str]) -> Set[Span]:
+    """Chunks `(type, start, end)` of a BIO tag sequence, read as conlleval / seqeval (default mode) do.
+
+    A chunk starts at `B-X`, or at `I-X` that does not continue a chunk of type X; it ends before any
+    tag that is not `I-` of its own type. `O` and '' (padding) are outside every chunk.
+    """
+    chunks = set()
+    kind, start = None, 0
+    for i, tag in enumerate(list(tags) + ["O"]):
+        prefix, _, label = tag.partition("-") if tag not in ("O", "") else ("O", "", "")
+        if kind is not None and not (prefix == "I" and label == kind):
+            chunks.add((kind, start, i))
+            kind = None
+        if prefix == "B" or (prefix == "I" and kind is None):
+            kind, start = label, i
+    return chunks
+
+
+def span_counts(gold: Sequence[str], predicted: Sequence[str]) -> Dict[str, int]:
+    gold_spans, predicted_spans = bio_spans(gold), bio_spans(predicted)
+    hits = len(gold_spans & predicted_spans)
+    return {"tp": hits, "fp": len(predicted_spans) - hits, "fn": len(gold_spans) - hits}
+
+
+def f1_from_counts(counts: Dict[str, float]) -> Dict[str, float]:
+    tp, fp, fn = counts.get("tp", 0), counts.get("fp", 0), counts.get("fn", 0)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def span_f1(gold: Iterable[Sequence[str]], predicted: Iterable[Sequence[str]]) -> Dict[str, float]:
+    """Micro span precision / recall / F1 over sentences (conlleval)."""
+    total: Dict[str, int] = {"tp": 0, "fp": 0, "fn": 0}
+    for g, p in zip(gold, predicted):
+        for key, value in span_counts(g, p).items():
+            total[key] += value
+    return f1_from_counts(total)
+
+
+def multilabel_counts(gold: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> Dict[str, int]:
+    predicted = np.asarray(scores) >= threshold
+    gold = np.asarray(gold) > 0.5
+    return {"tp": int(np.sum(predicted & gold)), "fp": int(np.sum(predicted & ~gold)),
+            "fn": int(np.sum(~predicted & gold))}
+
+
+def add_counts(total: Dict[str, float], counts: Dict[str, float]) -> Dict[str, float]:
+    for key, value in counts.items():
+        total[key] = total.get(key, 0) + value
+    return total

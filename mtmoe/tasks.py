@@ -1,0 +1,299 @@
+"""The registry of task types: everything that differs between task types, stage by stage.
+
+A task type says how its labels are transformed (Transform), turned into model targets, predicted by a
+head and scored by a loss (Trainer), decoded into strings (serving), and counted into metrics (Evaluator
+and test scoring). Adding a task type means adding one class here and one line to TASK_TYPES.
+
+Label conventions shared by all stages: Transform maps label strings to ids through a vocabulary with
+one reserved id for labels it never saw (the last class, named UNKNOWN_LABEL), and writes -1 where a
+label is absent. A -1 target means "unlabelled": it adds nothing to the loss or the metrics.
+"""
+from typing import Dict, List, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from mtmoe import metrics
+from mtmoe.feature_names import TOKENS
+
+UNLABELLED = -1
+UNKNOWN_LABEL = "<unknown>"
+
+
+def label_key(task) -> str:
+    """Transformed feature (and TFMA label key) holding a task's labels."""
+    return f"{task.name}_label"
+
+
+def label_vocabulary_name(task) -> str:
+    return f"{task.name}_labels"
+
+
+def _ragged_strings(raw) -> tf.RaggedTensor:
+    """A raw label feature (sparse when some examples lack it, dense [B, k] otherwise) as [B, None]."""
+    if isinstance(raw, tf.SparseTensor):
+        return tf.RaggedTensor.from_sparse(raw)
+    return tf.RaggedTensor.from_tensor(raw)
+
+
+def _label_ids(task, raw, tft, width: int) -> tf.Tensor:
+    """Label strings -> ids [B, width] (vocabulary + one reserved unknown id), -1 where absent."""
+    values = _ragged_strings(raw)
+    vocabulary = tft.vocabulary(values, vocab_filename=label_vocabulary_name(task))
+    ids = tft.apply_vocabulary(values, vocabulary, num_oov_buckets=1)
+    return ids.to_tensor(default_value=UNLABELLED, shape=[None, width])
+
+
+class _MaskedMean(keras.metrics.Metric):
+    """Mean of per-item hits over labelled items (targets >= 0)."""
+
+    def __init__(self, name="accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.hits = self.add_variable(shape=(), initializer="zeros", name="hits")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "int32")
+        mask = ops.cast(y_true >= 0, "float32")
+        correct = ops.cast(ops.equal(ops.argmax(y_pred, axis=-1), ops.maximum(y_true, 0)), "float32")
+        self.hits.assign_add(ops.sum(correct * mask))
+        self.count.assign_add(ops.sum(mask))
+
+    def result(self):
+        return self.hits / ops.maximum(self.count, 1.0)
+
+    def reset_state(self):
+        self.hits.assign(0.0)
+        self.count.assign(0.0)
+
+
+class _MicroF1(keras.metrics.Metric):
+    """Micro-averaged F1 of sigmoid scores >= 0.5 over labelled rows (targets >= 0)."""
+
+    def __init__(self, name="micro_f1", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.tp = self.add_variable(shape=(), initializer="zeros", name="tp")
+        self.fp = self.add_variable(shape=(), initializer="zeros", name="fp")
+        self.fn = self.add_variable(shape=(), initializer="zeros", name="fn")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "float32")
+        rows = ops.cast(ops.min(y_true, axis=-1, keepdims=True) >= 0, "float32")
+        predicted = ops.cast(y_pred >= 0.5, "float32") * rows
+        gold = ops.maximum(y_true, 0.0) * rows
+        self.tp.assign_add(ops.sum(predicted * gold))
+        self.fp.assign_add(ops.sum(predicted * (1 - gold)))
+        self.fn.assign_add(ops.sum((1 - predicted) * gold))
+
+    def result(self):
+        return 2 * self.tp / ops.maximum(2 * self.tp + self.fp + self.fn, 1.0)
+
+    def reset_state(self):
+        for v in (self.tp, self.fp, self.fn):
+            v.assign(0.0)
+
+
+class MaskedSparseCrossEntropy(keras.losses.Loss):
+    """Cross-entropy averaged over labelled examples only.
+
+    For [B] targets: mean over examples with a target >= 0. For [B, L] token targets: each example's
+    mean over its labelled tokens, then the mean over examples with at least one labelled token.
+    """
+
+    def __init__(self, name="masked_sparse_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "int32")
+        mask = ops.cast(y_true >= 0, "float32")
+        loss = keras.losses.sparse_categorical_crossentropy(ops.maximum(y_true, 0),
+                                                             ops.cast(y_pred, "float32"))
+        if len(loss.shape) == 2:
+            tokens = ops.sum(mask, axis=-1)
+            loss = ops.sum(loss * mask, axis=-1) / ops.maximum(tokens, 1.0)
+            mask = ops.cast(tokens > 0, "float32")
+        return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+class MaskedBinaryCrossEntropy(keras.losses.Loss):
+    """Per-example mean binary cross-entropy, averaged over labelled rows (no -1 target)."""
+
+    def __init__(self, name="masked_binary_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        rows = ops.cast(ops.min(y_true, axis=-1) >= 0, "float32")
+        loss = keras.losses.binary_crossentropy(ops.maximum(y_true, 0.0), ops.cast(y_pred, "float32"))
+        return ops.sum(loss * rows) / ops.maximum(ops.sum(rows), 1.0)
+
+
+class Classification:
+    """One label per example: softmax over the label vocabulary, accuracy."""
+
+    primary_metric = "accuracy"
+
+    def transform(self, task, raw, tft, text):
+        return _label_ids(task, raw, tft, width=1)[:, 0]
+
+    def targets(self, labels, num_classes):
+        return tf.cast(labels, tf.int32)
+
+    def head(self, task, sequence, pooled, num_classes):
+        x = keras.layers.Dense(pooled.shape[-1], activation="gelu", name=f"{task.name}_tower")(pooled)
+        return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=task.name)(x)
+
+    def loss(self):
+        return MaskedSparseCrossEntropy()
+
+    def keras_metrics(self):
+        return [_MaskedMean(name="accuracy")]
+
+    def decode(self, task, probs, class_names, token_mask):
+        return {f"{task.name}_label": tf.gather(class_names, tf.argmax(probs, axis=-1)),
+                f"{task.name}_score": tf.reduce_max(probs, axis=-1)}
+
+    def prediction_json(self, task, outputs, i):
+        return {"label": _text(outputs[f"{task.name}_label"][i]),
+                "score": float(outputs[f"{task.name}_score"][i])}
+
+    def eval_output(self, task):
+        return task.name
+
+    def eval_label(self, targets, class_names):
+        return targets
+
+    def count(self, label, prediction) -> Optional[Dict[str, int]]:
+        label = int(np.asarray(label).reshape(-1)[0])
+        if label < 0:
+            return None
+        return {"correct": int(np.argmax(prediction) == label), "total": 1}
+
+    def score(self, counts):
+        return {"accuracy": counts.get("correct", 0) / max(counts.get("total", 0), 1),
+                "examples": counts.get("total", 0)}
+
+
+class Multilabel:
+    """Any number of labels per example: one sigmoid per label, micro-F1 at 0.5."""
+
+    primary_metric = "micro_f1"
+
+    def transform(self, task, raw, tft, text):
+        return _label_ids(task, raw, tft, width=task.max_labels)
+
+    def targets(self, labels, num_classes):
+        multi_hot = tf.reduce_max(tf.one_hot(labels, num_classes), axis=1)
+        labelled = tf.reduce_any(labels >= 0, axis=1, keepdims=True)
+        return tf.where(labelled, multi_hot, float(UNLABELLED))
+
+    def head(self, task, sequence, pooled, num_classes):
+        x = keras.layers.Dense(pooled.shape[-1], activation="gelu", name=f"{task.name}_tower")(pooled)
+        return keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name=task.name)(x)
+
+    def loss(self):
+        return MaskedBinaryCrossEntropy()
+
+    def keras_metrics(self):
+        return [_MicroF1(name="micro_f1")]
+
+    def decode(self, task, probs, class_names, token_mask):
+        order = tf.argsort(probs, axis=-1, direction="DESCENDING")
+        return {f"{task.name}_labels": tf.gather(class_names, order),
+                f"{task.name}_scores": tf.gather(probs, order, batch_dims=1)}
+
+    def prediction_json(self, task, outputs, i, threshold=0.5):
+        """The labels whose score reaches the threshold, best first."""
+        pairs = zip(outputs[f"{task.name}_labels"][i], outputs[f"{task.name}_scores"][i])
+        chosen = [(_text(label), float(score)) for label, score in pairs if score >= threshold]
+        return {"labels": [label for label, _ in chosen], "scores": [score for _, score in chosen]}
+
+    def eval_output(self, task):
+        return task.name
+
+    def eval_label(self, targets, class_names):
+        return targets
+
+    def count(self, label, prediction) -> Optional[Dict[str, int]]:
+        label = np.asarray(label)
+        if label.min() < 0:
+            return None
+        return metrics.multilabel_counts(label, prediction)
+
+    def score(self, counts):
+        scores = metrics.f1_from_counts(counts)
+        return {"micro_f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
+
+
+class TokenTagging:
+    """One tag per token (BIO): per-token softmax, span F1 as conlleval counts it."""
+
+    primary_metric = "span_f1"
+
+    def transform(self, task, raw, tft, text):
+        return _label_ids(task, raw, tft, width=text.max_tokens)
+
+    def targets(self, labels, num_classes):
+        return tf.cast(labels, tf.int32)
+
+    def head(self, task, sequence, pooled, num_classes):
+        x = keras.layers.Dense(sequence.shape[-1], activation="gelu", name=f"{task.name}_tower")(sequence)
+        return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=task.name)(x)
+
+    def loss(self):
+        return MaskedSparseCrossEntropy()
+
+    def keras_metrics(self):
+        return [_MaskedMean(name="token_accuracy")]
+
+    def decode(self, task, probs, class_names, token_mask):
+        tags = tf.gather(class_names, tf.argmax(probs, axis=-1))
+        return {f"{task.name}_tags": tf.where(token_mask, tags, ""),
+                f"{task.name}_scores": tf.where(token_mask, tf.reduce_max(probs, axis=-1), 0.0)}
+
+    def prediction_json(self, task, outputs, i):
+        n = sum(1 for token in outputs[TOKENS][i] if _text(token))
+        return {"tokens": [_text(t) for t in outputs[TOKENS][i][:n]],
+                "tags": [_text(t) for t in outputs[f"{task.name}_tags"][i][:n]],
+                "scores": [round(float(s), 4) for s in outputs[f"{task.name}_scores"][i][:n]]}
+
+    def eval_output(self, task):
+        return f"{task.name}_tags"
+
+    def eval_label(self, targets, class_names):
+        """Gold tags as strings ('' where unlabelled), so span metrics need no vocabulary."""
+        return tf.where(targets >= 0, tf.gather(class_names, tf.maximum(targets, 0)), "")
+
+    def count(self, label, prediction) -> Optional[Dict[str, int]]:
+        gold = [_text(t) for t in np.asarray(label).reshape(-1)]
+        predicted = [_text(t) for t in np.asarray(prediction).reshape(-1)]
+        positions = [i for i, tag in enumerate(gold) if tag]
+        if not positions:
+            return None
+        return metrics.span_counts([gold[i] for i in positions], [predicted[i] for i in positions])
+
+    def score(self, counts):
+        scores = metrics.f1_from_counts(counts)
+        return {"span_f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+TASK_TYPES = {
+    "classification": Classification(),
+    "multilabel": Multilabel(),
+    "token_tagging": TokenTagging(),
+}
+
+
+def task_type(task):
+    return TASK_TYPES[task.type]
+
+
+def class_names_from_vocabulary(vocabulary: List[str]) -> List[str]:
+    """Output classes of a task: its label vocabulary, then the reserved unknown-label class."""
+    return list(vocabulary) + [UNKNOWN_LABEL]

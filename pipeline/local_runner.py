@@ -1,0 +1,130 @@
+"""Runs the pipeline with LocalDagRunner and reads what the run produced back from ML Metadata."""
+import json
+import logging
+import os
+import re
+import sys
+import time
+from typing import Dict, Optional
+
+from absl import logging as absl_logging
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from components.test_scoring import METRICS_FILE
+from pipeline.pipeline import Paths, create_pipeline
+
+SUMMARY_FILE = "summary.json"
+_PROGRESS = re.compile(r"^Component (\S+) is (running|finished)\.$")
+
+
+class _ComponentTimer(logging.Handler):
+    """Turns LocalDagRunner's 'Component X is running/finished.' log lines into progress and timings."""
+
+    def __init__(self, echo):
+        super().__init__(level=logging.INFO)
+        self.echo = echo
+        self.started: Dict[str, float] = {}
+        self.seconds: Dict[str, float] = {}
+
+    def emit(self, record):
+        match = _PROGRESS.match(record.getMessage())
+        if not match:
+            return
+        node, state = match.groups()
+        if state == "running":
+            self.started[node] = time.monotonic()
+            self.echo(f"-> {node}")
+        else:
+            self.seconds[node] = round(time.monotonic() - self.started.pop(node), 2)
+            self.echo(f"   {node} done in {self.seconds[node]:.1f} s")
+
+
+def run_pipeline(config, paths: Paths, echo=print) -> dict:
+    """Runs every component in order; returns (and writes) the run summary."""
+    timer = _ComponentTimer(echo)
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setLevel(logging.WARNING)
+    absl_logger = logging.getLogger("absl")
+    previous = absl_logging.get_verbosity(), absl_logger.propagate
+    # TensorFlow resets the absl logger's level to absl's verbosity while it saves models, so the
+    # verbosity itself must be INFO for the timer to see every component; only warnings are printed.
+    absl_logging.set_verbosity(absl_logging.INFO)
+    absl_logger.propagate = False
+    absl_logger.addHandler(timer)
+    absl_logger.addHandler(warnings)
+    try:
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(config, paths))
+    finally:
+        for handler in (timer, warnings):
+            absl_logger.removeHandler(handler)
+        absl_logging.set_verbosity(previous[0])
+        absl_logger.propagate = previous[1]
+    summary = summarize_latest_run(paths, config.pipeline.name)
+    summary["components"] = timer.seconds
+    with open(os.path.join(paths.work_dir, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def _store(paths: Paths) -> metadata_store.MetadataStore:
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = paths.metadata
+    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(connection)
+
+
+def _node_outputs(store, run_context_id: int, pipeline_name: str):
+    """{node id: {artifact type name: [artifacts]}} for the executions of one pipeline run."""
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    outputs: Dict[str, Dict[str, list]] = {}
+    for execution in store.get_executions_by_context(run_context_id):
+        node = next((c.name.split(".", 1)[-1] for c in store.get_contexts_by_execution(execution.id)
+                     if c.name.startswith(pipeline_name + ".")), None)
+        if node is None:
+            continue
+        events = [e for e in store.get_events_by_execution_ids([execution.id])
+                  if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        for artifact in store.get_artifacts_by_id([e.artifact_id for e in events]):
+            outputs.setdefault(node, {}).setdefault(types[artifact.type_id], []).append(artifact)
+        outputs.setdefault(node, {})
+    return outputs
+
+
+def _property(artifact, name: str):
+    value = artifact.custom_properties.get(name)
+    if value is None:
+        return None
+    return value.int_value if value.HasField("int_value") else value.string_value
+
+
+def summarize_latest_run(paths: Paths, pipeline_name: str) -> dict:
+    store = _store(paths)
+    runs = [c for c in store.get_contexts_by_type("pipeline_run")]
+    if not runs:
+        raise RuntimeError(f"{paths.metadata}: no pipeline run recorded")
+    run = max(runs, key=lambda c: c.create_time_since_epoch)
+    outputs = _node_outputs(store, run.id, pipeline_name)
+
+    def artifact(type_name: str) -> Optional[object]:
+        found = [a for node in outputs.values() for a in node.get(type_name, [])]
+        return found[-1] if found else None
+
+    blessing = artifact("ModelBlessing")
+    pushed = artifact("PushedModel")
+    test_metrics = artifact("MtmoeTestMetrics")
+    metrics = {}
+    if test_metrics is not None:
+        with open(os.path.join(test_metrics.uri, METRICS_FILE)) as f:
+            metrics = json.load(f)
+    pushed_path = None
+    if pushed is not None and _property(pushed, "pushed") == 1:
+        pushed_path = _property(pushed, "pushed_destination")
+    return {
+        "run_id": run.name,
+        "components": {},
+        "test_metrics": metrics,
+        "blessed": bool(blessing is not None and _property(blessing, "blessed") == 1),
+        "pushed_model": pushed_path,
+    }

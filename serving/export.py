@@ -1,0 +1,78 @@
+"""The exported SavedModel: Transform graph + Keras model behind explicit signatures.
+
+- `serving_default(text)`: a batch of raw strings -> per task, labels as strings plus scores, and the
+  `tokens` that token-level outputs align with.
+- `serving_examples(examples)`: serialized tf.Examples -> the same, plus each task's raw model output
+  under the task name (what the Evaluator scores).
+- `transform_features(examples)`: serialized tf.Examples -> per-task labels in the form the Evaluator
+  compares with (`<task>_label`), used by TFMA as its preprocessing function.
+
+The TFT layer is a tf_keras object and cannot sit inside a Keras 3 model, so both hang off one tf.Module.
+"""
+import json
+import os
+
+import tensorflow as tf
+
+from mtmoe.feature_names import PAD_ID, TEXT, TOKEN_IDS, TOKENS
+from mtmoe.tasks import label_key, task_type
+from trainer.features import class_names, model_inputs, model_targets
+
+SIGNATURES = ("serving_default", "serving_examples", "transform_features")
+CONFIG_FILE = os.path.join("assets.extra", "mtmoe_config.json")
+
+
+class ServingModule(tf.Module):
+    def __init__(self, model, tft_output, config):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tft_output.transform_features_layer()
+        self._tasks = config.tasks
+        names = {task.name: class_names(tft_output, task) for task in config.tasks}
+        self._num_classes = {name: len(v) for name, v in names.items()}
+        self._class_names = {name: tf.constant(v) for name, v in names.items()}
+        self._raw_spec = tft_output.raw_feature_spec()
+
+    def _predict(self, transformed):
+        probabilities = self.model(model_inputs(transformed), training=False)
+        token_mask = tf.not_equal(transformed[TOKEN_IDS], PAD_ID)
+        outputs = {TOKENS: transformed[TOKENS]}
+        for task in self._tasks:
+            outputs.update(task_type(task).decode(
+                task, probabilities[task.name], self._class_names[task.name], token_mask))
+        return outputs, probabilities
+
+    def _transform_text(self, text):
+        return self.tft_layer({TEXT: tf.reshape(text, [-1, 1])})
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve_text(self, text):
+        outputs, _ = self._predict(self._transform_text(text))
+        return outputs
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples):
+        raw = tf.io.parse_example(examples, {TEXT: self._raw_spec[TEXT]})
+        outputs, probabilities = self._predict(self._transform_text(raw[TEXT]))
+        return {**outputs, **probabilities}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(self, examples):
+        transformed = self.tft_layer(tf.io.parse_example(examples, self._raw_spec))
+        targets = model_targets(transformed, self._tasks, self._num_classes)
+        return {label_key(task): task_type(task).eval_label(targets[task.name],
+                                                            self._class_names[task.name])
+                for task in self._tasks}
+
+
+def export_serving_model(model, tft_output, config, export_dir: str) -> None:
+    module = ServingModule(model, tft_output, config)
+    tf.saved_model.save(module, export_dir, signatures={
+        "serving_default": module.serve_text,
+        "serving_examples": module.serve_examples,
+        "transform_features": module.transform_features,
+    })
+    # The config the model was trained with, so clients know its tasks (TF Serving ignores this).
+    os.makedirs(os.path.join(export_dir, os.path.dirname(CONFIG_FILE)), exist_ok=True)
+    with open(os.path.join(export_dir, CONFIG_FILE), "w") as f:
+        json.dump(config.to_dict(), f, indent=1)

@@ -1,0 +1,40 @@
+"""In-process predictions from an exported model directory (a version folder or a serving folder)."""
+import json
+import os
+from typing import List, Sequence
+
+from mtmoe.config import Config
+from mtmoe.errors import UserError
+from serving.export import CONFIG_FILE
+
+
+def resolve_model_dir(path: str) -> str:
+    """A SavedModel folder as given, or the highest integer version inside a serving folder."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = [int(v) for v in os.listdir(path) if v.isdigit()] if os.path.isdir(path) else []
+    if not versions:
+        raise UserError(f"{path}: no SavedModel and no version folders found; run `mtmoe run` first")
+    return os.path.join(path, str(max(versions)))
+
+
+class Predictor:
+    """Loads an exported model once and turns raw texts into per-task JSON predictions."""
+
+    def __init__(self, model_dir: str):
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401  registers the tokenizer ops the graph uses
+
+        self.model_dir = resolve_model_dir(model_dir)
+        with open(os.path.join(self.model_dir, CONFIG_FILE)) as f:
+            self.tasks = Config.from_dict(json.load(f)).tasks
+        self._serve = tf.saved_model.load(self.model_dir).signatures["serving_default"]
+
+    def predict(self, texts: Sequence[str]) -> List[dict]:
+        import tensorflow as tf
+        from mtmoe.tasks import task_type
+
+        outputs = {k: v.numpy() for k, v in self._serve(text=tf.constant(list(texts))).items()}
+        return [{"text": text, **{task.name: task_type(task).prediction_json(task, outputs, i)
+                                  for task in self.tasks}}
+                for i, text in enumerate(texts)]

@@ -1,0 +1,25 @@
+"""Packaging for mtmoe: multi-task text models trained and shipped by a TFX pipeline.
+
+Dependencies are pinned in requirements.lock (installed by `make`); install_requires names only the
+top-level packages so that `pip install -e .` never re-resolves the stack.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="mtmoe",
+    version="0.1.0",
+    description="A TFX pipeline for multi-task text models with a mixture-of-experts trunk",
+    python_requires=">=3.9,<3.11",
+    packages=find_packages(include=["mtmoe", "mtmoe.*", "pipeline", "components", "trainer", "serving"]),
+    package_data={"mtmoe": ["configs/*.yaml"]},
+    install_requires=[
+        "tfx==1.16.0",
+        "tensorflow==2.16.2",
+        "tensorflow-text==2.16.1",
+        "keras==3.6.0",
+        "keras-tuner==1.4.7",
+        "apache-beam==2.59.0",
+        "pyyaml",
+    ],
+    entry_points={"console_scripts": ["mtmoe = mtmoe.cli:main"]},
+)
