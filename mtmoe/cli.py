@@ -14,8 +14,6 @@ def _run(args) -> None:
     from mtmoe.config import load_config
     from mtmoe.formats import check_latest_span, existing_spans, read_splits, write_span
     from mtmoe.sample import write_sample
-    from pipeline.local_runner import run_pipeline
-    from pipeline.pipeline import Paths
 
     config = load_config(args.config)
     if args.epochs is not None:
@@ -31,6 +29,9 @@ def _run(args) -> None:
         print(f"generated the sample data into {data_root}")
     span = check_latest_span(data_root, config.tasks)
     print(f"config {config.source}; data {span}; work dir {work_dir}")
+    from pipeline.local_runner import run_pipeline  # TFX loads slowly: only once the input is checked
+    from pipeline.pipeline import Paths
+
     os.makedirs(work_dir, exist_ok=True)
     summary = run_pipeline(config, Paths(data_root=data_root, work_dir=work_dir))
     print(format_summary(summary))
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # Python 3.10 end-of-support notices from google-api-core, repeated by every Beam worker process.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)

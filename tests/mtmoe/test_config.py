@@ -1,0 +1,69 @@
+import pytest
+
+from mtmoe.config import Config, load_config
+from mtmoe.errors import UserError
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_default_config_declares_every_task_type():
+    config = load_config()
+    assert {t.type for t in config.tasks} == {"classification", "multilabel", "token_tagging"}
+    assert all(t.loss_weight > 0 for t in config.tasks)
+
+
+def test_round_trip_through_custom_config_dict():
+    config = load_config()
+    assert Config.from_dict(config.to_dict()) == config
+
+
+def test_epochs_override_keeps_everything_else():
+    config = load_config()
+    changed = config.with_overrides(epochs=1)
+    assert changed.training.epochs == 1
+    assert changed.tasks == config.tasks and changed.model == config.model
+
+
+def test_unknown_task_type_names_field_and_known_types(tmp_path):
+    path = _write(tmp_path, "tasks:\n  - {name: a, type: regression, label_field: a}\n")
+    with pytest.raises(UserError, match=r"tasks\[0\]\.type: unknown task type 'regression'.*"
+                                        r"classification, multilabel, token_tagging"):
+        load_config(path)
+
+
+def test_missing_label_field_is_reported(tmp_path):
+    path = _write(tmp_path, "tasks:\n  - {name: a, type: classification}\n")
+    with pytest.raises(UserError, match=r"tasks\[0\]: missing field\(s\) label_field"):
+        load_config(path)
+
+
+def test_unknown_key_and_wrong_type_are_reported(tmp_path):
+    with pytest.raises(UserError, match=r"tasks\[0\]: unknown field\(s\) weight"):
+        load_config(_write(tmp_path, "tasks:\n  - {name: a, type: multilabel, label_field: a, "
+                                     "weight: 2}\n"))
+    with pytest.raises(UserError, match=r"training\.epochs: expected int, got 'many'"):
+        load_config(_write(tmp_path, "tasks:\n  - {name: a, type: multilabel, label_field: a}\n"
+                                     "training: {epochs: many}\n"))
+
+
+def test_duplicate_and_reserved_names_are_rejected(tmp_path):
+    with pytest.raises(UserError, match="duplicate name a"):
+        load_config(_write(tmp_path, "tasks:\n  - {name: a, type: multilabel, label_field: x}\n"
+                                     "  - {name: a, type: multilabel, label_field: y}\n"))
+    with pytest.raises(UserError, match="'tokens' is reserved"):
+        load_config(_write(tmp_path, "tasks:\n  - {name: tokens, type: multilabel, label_field: x}\n"))
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = _write(tmp_path, "tasks:\n  - name: a\n    type: [unclosed\n")
+    with pytest.raises(UserError, match=r"config\.yaml:\d+: config is not valid YAML"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(str(tmp_path / "nope.yaml"))

@@ -1,0 +1,37 @@
+from mtmoe.metrics import bio_spans, f1_from_counts, multilabel_counts, span_f1
+
+
+def test_spans_follow_seqeval_get_entities_example():
+    # seqeval README: get_entities(['B-PER', 'I-PER', 'O', 'B-LOC']) == [('PER', 0, 1), ('LOC', 3, 3)]
+    assert bio_spans(["B-PER", "I-PER", "O", "B-LOC"]) == {("PER", 0, 2), ("LOC", 3, 4)}
+
+
+def test_span_f1_matches_seqeval_readme_example():
+    # seqeval README: f1_score / precision_score / recall_score of these are all 0.50.
+    y_true = [["O", "O", "O", "B-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
+    y_pred = [["O", "O", "B-MISC", "I-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
+    scores = span_f1(y_true, y_pred)
+    assert scores == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+
+
+def test_span_needs_type_and_both_boundaries():
+    gold = [["B-date", "I-date", "O", "B-amount"]]
+    assert span_f1(gold, [["B-date", "O", "O", "B-amount"]])["f1"] == 0.5      # end differs
+    assert span_f1(gold, [["B-time", "I-time", "O", "B-amount"]])["f1"] == 0.5  # type differs
+    assert span_f1(gold, gold)["f1"] == 1.0
+
+
+def test_i_tag_opens_a_chunk_like_conlleval():
+    assert bio_spans(["I-PER", "I-PER", "O"]) == {("PER", 0, 2)}
+    assert bio_spans(["B-PER", "I-LOC"]) == {("PER", 0, 1), ("LOC", 1, 2)}
+    assert bio_spans(["B-PER", "B-PER"]) == {("PER", 0, 1), ("PER", 1, 2)}
+    assert bio_spans(["O", "", ""]) == set()
+
+
+def test_no_spans_gives_zero_not_division_error():
+    assert span_f1([["O"]], [["O"]]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert f1_from_counts({}) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+def test_multilabel_counts_threshold_at_half():
+    assert multilabel_counts([1, 0, 1, 0], [0.9, 0.6, 0.4, 0.1]) == {"tp": 1, "fp": 1, "fn": 1}

@@ -1,0 +1,116 @@
+"""`mtmoe run` on a small sample, end to end, as a user runs it; then what it left behind."""
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+
+import pytest
+import yaml
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+COMPONENTS = ("ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
+              "Trainer", "Evaluator", "TestScorer", "Pusher")
+TEXTS = ["transfer $50 to my savings tomorrow", "I LOST MY VISA CARD!!", ""]
+
+
+def _config_without_thresholds(path):
+    config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
+    for task in config["tasks"]:
+        task["min_value"] = 0.0
+    path.write_text(yaml.safe_dump(config))
+    return config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cli):
+    """A 400-example sample, 1 epoch, value thresholds at 0 so that a first model is blessed."""
+    root = tmp_path_factory.mktemp("e2e")
+    config = _config_without_thresholds(root / "config.yaml")
+    assert cli("data", "sample", "--out", root / "sample", "--num-examples", 400).returncode == 0
+    assert cli("data", "convert", "--format", "jsonl", root / "sample", root / "data").returncode == 0
+    result = cli("run", "--config", root / "config.yaml", "--data", root / "data",
+                 "--work-dir", root / "work", "--epochs", 1, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return {"work": root / "work", "config": config, "stdout": result.stdout}
+
+
+def _node_executions(metadata_path):
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = str(metadata_path)
+    store = metadata_store.MetadataStore(connection)
+    states = {}
+    for execution in store.get_executions():
+        for context in store.get_contexts_by_execution(execution.id):
+            if context.type_id == store.get_context_type("node").id:
+                states[context.name.split(".", 1)[1]] = execution.last_known_state
+    return states
+
+
+def test_every_component_execution_is_recorded_in_ml_metadata(run):
+    states = _node_executions(run["work"] / "metadata.sqlite")
+    for component in COMPONENTS:
+        assert states.get(component) == metadata_store_pb2.Execution.COMPLETE, (component, states)
+
+
+def test_model_was_blessed_and_pushed_under_an_integer_version(run):
+    summary = json.loads((run["work"] / "summary.json").read_text())
+    assert summary["blessed"] is True
+    versions = os.listdir(run["work"] / "serving_model")
+    assert len(versions) == 1 and versions[0].isdigit()
+    pushed = run["work"] / "serving_model" / versions[0]
+    assert os.path.realpath(summary["pushed_model"]) == os.path.realpath(pushed)
+    assert (pushed / "saved_model.pb").exists()
+
+
+def test_summary_has_documented_keys_with_real_numbers(run):
+    summary = json.loads((run["work"] / "summary.json").read_text())
+    assert set(summary) == {"run_id", "components", "test_metrics", "blessed", "pushed_model"}
+    assert set(COMPONENTS) <= set(summary["components"])
+    assert all(seconds >= 0 for seconds in summary["components"].values())
+    assert summary["components"]["Trainer"] > 0.5
+    primary = {"classification": "accuracy", "multilabel": "micro_f1", "token_tagging": "span_f1"}
+    for task in run["config"]["tasks"]:
+        value = summary["test_metrics"][task["name"]][primary[task["type"]]]
+        assert 0.0 <= value <= 1.0
+    # Two intents or more are learnable in one epoch: better than always guessing one of eight.
+    assert summary["test_metrics"]["intent"]["accuracy"] > 0.2
+    assert "test split metrics" in run["stdout"] and "Trainer done in" in run["stdout"]
+
+
+def test_fresh_process_loads_pushed_model_and_predicts_every_task(run):
+    model_dir = run["work"] / "serving_model"
+    version = model_dir / os.listdir(model_dir)[0]
+    script = (
+        "import json, sys, tensorflow as tf, tensorflow_text\n"
+        "model = tf.saved_model.load(sys.argv[1])\n"
+        "out = model.signatures['serving_default'](text=tf.constant(json.loads(sys.argv[2])))\n"
+        "print(json.dumps({k: v.numpy().tolist() if v.dtype != tf.string else "
+        "[[x.decode() for x in row] if hasattr(row, '__len__') and not isinstance(row, bytes) "
+        "else row.decode() for row in v.numpy()] for k, v in out.items()}))\n")
+    result = subprocess.run([sys.executable, "-c", script, str(version), json.dumps(TEXTS)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outputs["tokens"][0][:6] == ["transfer", "$50", "to", "my", "savings", "tomorrow"]
+    for task in run["config"]["tasks"]:
+        name = task["name"]
+        keys = {"classification": [f"{name}_label", f"{name}_score"],
+                "multilabel": [f"{name}_labels", f"{name}_scores"],
+                "token_tagging": [f"{name}_tags", f"{name}_scores"]}[task["type"]]
+        for key in keys:
+            assert len(outputs[key]) == len(TEXTS), key
+    assert all(isinstance(label, str) and label for label in outputs["intent_label"])
+    assert outputs["slots_tags"][2] == [""] * len(outputs["slots_tags"][2])  # empty text: no tags
+
+
+def test_predict_command_prints_one_json_object_per_text(run, cli):
+    result = cli("predict", "--model", run["work"] / "serving_model", *TEXTS[:2])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [row["text"] for row in rows] == TEXTS[:2]
+    for row in rows:
+        assert {t["name"] for t in run["config"]["tasks"]} < set(row)
+        assert len(row["slots"]["tags"]) == len(row["slots"]["tokens"]) == len(row["text"].split())
+        assert 0.0 <= row["intent"]["score"] <= 1.0
