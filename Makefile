@@ -1,6 +1,7 @@
 # `make run` trains, evaluates and pushes a model on generated sample data; `make test` runs the tests.
 # Both (re)create .venv with Python 3.10 when it is missing or the lock changed.
-PYTHON310 ?= $(or $(shell command -v python3.10 2>/dev/null),$(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.10.13/bin/python3.10)
+PYENV_ROOT ?= $(HOME)/.pyenv
+PYTHON310 ?= $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/3.10.*/bin/python3.10))),python3.10)
 VENV := .venv
 BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
@@ -11,6 +12,8 @@ PROJECT_STAMP := $(VENV)/.project-installed
 venv: $(PROJECT_STAMP)
 
 $(LOCK_STAMP): requirements.lock
+	@$(PYTHON310) -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null || \
+	  { echo "error: Python 3.10 not found (tried $(PYTHON310)); install it or pass PYTHON310=/path/to/python3.10" >&2; exit 2; }
 	rm -rf $(VENV)
 	$(PYTHON310) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
