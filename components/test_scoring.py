@@ -12,6 +12,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
 from mtmoe.config import Config
+from mtmoe.tasks import TaskScorer
 
 METRICS_FILE = "metrics.json"
 TEST_SPLIT = "test"
@@ -25,21 +26,14 @@ class TestMetrics(types.Artifact):
 
 
 def score_examples(saved_model, serialized_batches, tasks):
-    """Per-task metrics of a loaded SavedModel over batches of serialized tf.Examples."""
-    from mtmoe.tasks import label_key, task_type
-
+    """Per-task metrics and overall accuracy of a loaded SavedModel over serialized tf.Examples."""
     predict = saved_model.signatures["serving_examples"]
     transform = saved_model.signatures["transform_features"]
-    totals = {task.name: {} for task in tasks}
+    scorer = TaskScorer(tasks)
     for batch in serialized_batches:
-        predictions = {k: v.numpy() for k, v in predict(examples=batch).items()}
-        labels = {k: v.numpy() for k, v in transform(examples=batch).items()}
-        for task in tasks:
-            kind = task_type(task)
-            for label, prediction in zip(labels[label_key(task)], predictions[kind.eval_output(task)]):
-                for key, value in (kind.count(label, prediction) or {}).items():
-                    totals[task.name][key] = totals[task.name].get(key, 0) + value
-    return {task.name: task_type(task).score(totals[task.name]) for task in tasks}
+        scorer.add({k: v.numpy() for k, v in transform(examples=batch).items()},
+                   {k: v.numpy() for k, v in predict(examples=batch).items()})
+    return scorer.result()
 
 
 def read_split(examples_artifact, split: str, batch_size: int = BATCH_SIZE):

@@ -5,8 +5,9 @@ Tokens are whitespace-separated words (tensorflow-text's WhitespaceTokenizer, an
 form without leading or trailing punctuation, so "Balance?" and "balance" share an id while the raw
 token stays aligned with its tag. Ids: 0 = padding, 1.. = vocabulary, last = out-of-vocabulary.
 
-Outputs: `token_ids` int64 [B, max_tokens], `tokens` string [B, max_tokens] (raw tokens, '' padded, so
-serving can return them next to per-token tags) and `<task>_label` per task (see mtmoe.tasks).
+Outputs: `token_ids` int64 [B, max_tokens], `char_ids` int64 [B, max_tokens, max_chars] (characters
+of each vocabulary key, so that unseen words are not blind), `tokens` string [B, max_tokens] (raw
+tokens, '' padded, so serving can return them next to per-token tags) and `<task>_label` per task.
 Each output depends on the text alone or on one label field alone, so serving can transform raw text.
 """
 import tensorflow as tf
@@ -14,10 +15,11 @@ import tensorflow_text as tf_text
 import tensorflow_transform as tft
 
 from mtmoe.config import Config
-from mtmoe.feature_names import PAD_ID, TEXT, TOKEN_IDS, TOKENS
+from mtmoe.feature_names import CHAR_IDS, PAD_ID, TEXT, TOKEN_IDS, TOKENS
 from mtmoe.tasks import label_key, task_type
 
 TOKEN_VOCABULARY = "tokens"
+CHAR_VOCABULARY = "chars"
 
 
 def vocabulary_key(tokens: tf.RaggedTensor) -> tf.RaggedTensor:
@@ -36,13 +38,19 @@ def preprocessing_fn(inputs, custom_config):
     config = Config.from_dict(custom_config["config"])
     max_tokens = config.text.max_tokens
     tokens = tokenize(inputs[TEXT])
+    keys = vocabulary_key(tokens)
     ids = tft.compute_and_apply_vocabulary(
-        vocabulary_key(tokens), top_k=config.text.vocab_size, num_oov_buckets=1,
-        vocab_filename=TOKEN_VOCABULARY)
+        keys, top_k=config.text.vocab_size, num_oov_buckets=1, vocab_filename=TOKEN_VOCABULARY)
     outputs = {
         TOKEN_IDS: (ids + 1).to_tensor(default_value=PAD_ID, shape=[None, max_tokens]),
         TOKENS: tokens.to_tensor(default_value="", shape=[None, max_tokens]),
     }
+    if config.text.max_chars:
+        chars = tf.strings.unicode_split(keys, "UTF-8")
+        char_ids = tft.compute_and_apply_vocabulary(chars, num_oov_buckets=1,
+                                                    vocab_filename=CHAR_VOCABULARY)
+        outputs[CHAR_IDS] = (char_ids + 1).to_tensor(
+            default_value=PAD_ID, shape=[None, max_tokens, config.text.max_chars])
     for task in config.tasks:
         outputs[label_key(task)] = task_type(task).transform(
             task, inputs[task.label_field], tft, config.text)

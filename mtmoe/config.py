@@ -34,14 +34,28 @@ class TaskConfig:
 class TextConfig:
     max_tokens: int = 32
     vocab_size: int = 20000
+    max_chars: int = 12  # characters per token for the spelling signal; 0 turns it off
+
+
+TRUNKS = ("dense", "mmoe", "deepseek_moe")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    trunk: str = "deepseek_moe"
     embedding_dim: int = 64
+    char_dim: int = 16
     num_blocks: int = 2
     num_heads: int = 4
-    ff_dim: int = 128
+    ff_dim: int = 128            # dense: feed-forward width; mmoe: width of each expert
+    num_experts: int = 4         # mmoe: experts shared by the task gates
+    shared_experts: int = 1      # deepseek_moe: K_s always-on experts
+    routed_experts: int = 8      # deepseek_moe: N_r fine-grained routed experts
+    top_k: int = 2
+    expert_dim: int = 32         # deepseek_moe: width of each expert
+    capacity_factor: float = 1.25
+    dense_dispatch: bool = False
+    balance_alpha: float = 0.01
     dropout: float = 0.1
 
 
@@ -50,6 +64,10 @@ class TrainingConfig:
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 0.002
+    weight_decay: float = 0.004
+    label_smoothing: float = 0.0
+    gradient_accumulation_steps: int = 1
+    fgm_epsilon: float = 0.0     # > 0: adversarial training on the token embeddings (FGM)
     seed: int = 42
     mixed_precision: str = "auto"
 
@@ -170,6 +188,13 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         pipeline=_section(PipelineConfig, raw, "pipeline", source),
         source=raw.get("source", source),
     )
+    if config.model.trunk not in TRUNKS:
+        raise UserError(f"{source}: model.trunk: unknown trunk {config.model.trunk!r}; "
+                        f"known: {', '.join(TRUNKS)}")
+    if not 1 <= config.model.top_k <= config.model.routed_experts:
+        raise UserError(f"{source}: model.top_k: must be between 1 and model.routed_experts")
+    if config.model.embedding_dim % config.model.num_heads:
+        raise UserError(f"{source}: model.embedding_dim must be a multiple of model.num_heads")
     if config.training.mixed_precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
         raise UserError(f"{source}: training.mixed_precision: unknown policy "
                         f"{config.training.mixed_precision!r}")

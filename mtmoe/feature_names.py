@@ -3,5 +3,7 @@
 TEXT = "text"            # raw input: the utterance
 TOKENS = "tokens"        # Transform output and serving output: raw whitespace tokens, '' padded
 TOKEN_IDS = "token_ids"  # Transform output and model input: vocabulary ids, PAD_ID padded
+CHAR_IDS = "char_ids"    # Transform output and model input: [tokens, chars] character ids, PAD_ID padded
 PAD_ID = 0
-RESERVED = (TEXT, TOKENS, TOKEN_IDS)
+OVERALL = "overall"      # metrics key: examples whose every labelled task is right
+RESERVED = (TEXT, TOKENS, TOKEN_IDS, CHAR_IDS, OVERALL)

@@ -16,7 +16,7 @@ import tensorflow as tf
 from keras import ops
 
 from mtmoe import metrics
-from mtmoe.feature_names import TOKENS
+from mtmoe.feature_names import OVERALL, TOKENS
 
 UNLABELLED = -1
 UNKNOWN_LABEL = "<unknown>"
@@ -100,34 +100,50 @@ class MaskedSparseCrossEntropy(keras.losses.Loss):
 
     For [B] targets: mean over examples with a target >= 0. For [B, L] token targets: each example's
     mean over its labelled tokens, then the mean over examples with at least one labelled token.
+    With label smoothing e: `(1 - e) CE + e * mean_c(-log p_c)`.
     """
 
-    def __init__(self, name="masked_sparse_cross_entropy", **kwargs):
+    def __init__(self, label_smoothing=0.0, name="masked_sparse_cross_entropy", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "int32")
         mask = ops.cast(y_true >= 0, "float32")
-        loss = keras.losses.sparse_categorical_crossentropy(ops.maximum(y_true, 0),
-                                                             ops.cast(y_pred, "float32"))
+        y_pred = ops.cast(y_pred, "float32")
+        loss = keras.losses.sparse_categorical_crossentropy(ops.maximum(y_true, 0), y_pred)
+        if self.label_smoothing:
+            uniform = -ops.mean(ops.log(ops.clip(y_pred, 1e-7, 1.0)), axis=-1)
+            loss = (1 - self.label_smoothing) * loss + self.label_smoothing * uniform
         if len(loss.shape) == 2:
             tokens = ops.sum(mask, axis=-1)
             loss = ops.sum(loss * mask, axis=-1) / ops.maximum(tokens, 1.0)
             mask = ops.cast(tokens > 0, "float32")
         return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
 
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
 
 class MaskedBinaryCrossEntropy(keras.losses.Loss):
-    """Per-example mean binary cross-entropy, averaged over labelled rows (no -1 target)."""
+    """Per-example mean binary cross-entropy, averaged over labelled rows (no -1 target).
 
-    def __init__(self, name="masked_binary_cross_entropy", **kwargs):
+    With label smoothing e, targets become `y (1 - e) + e / 2`.
+    """
+
+    def __init__(self, label_smoothing=0.0, name="masked_binary_cross_entropy", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "float32")
         rows = ops.cast(ops.min(y_true, axis=-1) >= 0, "float32")
-        loss = keras.losses.binary_crossentropy(ops.maximum(y_true, 0.0), ops.cast(y_pred, "float32"))
+        targets = ops.maximum(y_true, 0.0) * (1 - self.label_smoothing) + self.label_smoothing / 2
+        loss = keras.losses.binary_crossentropy(targets, ops.cast(y_pred, "float32"))
         return ops.sum(loss * rows) / ops.maximum(ops.sum(rows), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 class Classification:
@@ -145,8 +161,8 @@ class Classification:
         x = keras.layers.Dense(pooled.shape[-1], activation="gelu", name=f"{task.name}_tower")(pooled)
         return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=task.name)(x)
 
-    def loss(self):
-        return MaskedSparseCrossEntropy()
+    def loss(self, label_smoothing=0.0):
+        return MaskedSparseCrossEntropy(label_smoothing)
 
     def keras_metrics(self):
         return [_MaskedMean(name="accuracy")]
@@ -171,6 +187,10 @@ class Classification:
             return None
         return {"correct": int(np.argmax(prediction) == label), "total": 1}
 
+    def exact(self, label, prediction) -> Optional[bool]:
+        counts = self.count(label, prediction)
+        return None if counts is None else bool(counts["correct"])
+
     def score(self, counts):
         return {"accuracy": counts.get("correct", 0) / max(counts.get("total", 0), 1),
                 "examples": counts.get("total", 0)}
@@ -193,8 +213,8 @@ class Multilabel:
         x = keras.layers.Dense(pooled.shape[-1], activation="gelu", name=f"{task.name}_tower")(pooled)
         return keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name=task.name)(x)
 
-    def loss(self):
-        return MaskedBinaryCrossEntropy()
+    def loss(self, label_smoothing=0.0):
+        return MaskedBinaryCrossEntropy(label_smoothing)
 
     def keras_metrics(self):
         return [_MicroF1(name="micro_f1")]
@@ -222,6 +242,10 @@ class Multilabel:
             return None
         return metrics.multilabel_counts(label, prediction)
 
+    def exact(self, label, prediction) -> Optional[bool]:
+        counts = self.count(label, prediction)
+        return None if counts is None else counts["fp"] == counts["fn"] == 0
+
     def score(self, counts):
         scores = metrics.f1_from_counts(counts)
         return {"micro_f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
@@ -242,8 +266,8 @@ class TokenTagging:
         x = keras.layers.Dense(sequence.shape[-1], activation="gelu", name=f"{task.name}_tower")(sequence)
         return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=task.name)(x)
 
-    def loss(self):
-        return MaskedSparseCrossEntropy()
+    def loss(self, label_smoothing=0.0):
+        return MaskedSparseCrossEntropy(label_smoothing)
 
     def keras_metrics(self):
         return [_MaskedMean(name="token_accuracy")]
@@ -274,6 +298,13 @@ class TokenTagging:
             return None
         return metrics.span_counts([gold[i] for i in positions], [predicted[i] for i in positions])
 
+    def exact(self, label, prediction) -> Optional[bool]:
+        """Every labelled token's tag right (the sentence-level criterion of SLU overall accuracy)."""
+        gold = [_text(t) for t in np.asarray(label).reshape(-1)]
+        predicted = [_text(t) for t in np.asarray(prediction).reshape(-1)]
+        positions = [i for i, tag in enumerate(gold) if tag]
+        return all(gold[i] == predicted[i] for i in positions) if positions else None
+
     def score(self, counts):
         scores = metrics.f1_from_counts(counts)
         return {"span_f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
@@ -297,3 +328,46 @@ def task_type(task):
 def class_names_from_vocabulary(vocabulary: List[str]) -> List[str]:
     """Output classes of a task: its label vocabulary, then the reserved unknown-label class."""
     return list(vocabulary) + [UNKNOWN_LABEL]
+
+
+def decode_outputs(tasks, probabilities, class_names, token_mask):
+    """Model outputs -> {decoded strings and scores per task, plus each task's raw output}."""
+    outputs = dict(probabilities)
+    for task in tasks:
+        outputs.update(task_type(task).decode(task, probabilities[task.name], class_names[task.name],
+                                              token_mask))
+    return outputs
+
+
+class TaskScorer:
+    """Accumulates per-task scores and overall accuracy over batches of labels and predictions.
+
+    `labels` are keyed by label_key(task), `predictions` by each type's eval_output(task): the forms
+    of the `transform_features` and `serving_examples` signatures. The Evaluator's TFMA metric counts
+    with the same `count` functions.
+    """
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+        self.counts = {task.name: {} for task in tasks}
+        self.overall = {"correct": 0, "total": 0}
+
+    def add(self, labels, predictions) -> None:
+        size = len(next(iter(labels.values())))
+        for i in range(size):
+            verdicts = []
+            for task in self.tasks:
+                kind = task_type(task)
+                label, prediction = labels[label_key(task)][i], predictions[kind.eval_output(task)][i]
+                metrics.add_counts(self.counts[task.name], kind.count(label, prediction) or {})
+                verdicts.append(kind.exact(label, prediction))
+            verdicts = [v for v in verdicts if v is not None]
+            if verdicts:
+                self.overall["total"] += 1
+                self.overall["correct"] += all(verdicts)
+
+    def result(self) -> Dict[str, Dict[str, float]]:
+        scores = {task.name: task_type(task).score(self.counts[task.name]) for task in self.tasks}
+        scores[OVERALL] = {"accuracy": self.overall["correct"] / max(self.overall["total"], 1),
+                           "examples": self.overall["total"]}
+        return scores

@@ -14,6 +14,7 @@ from tfx import v1 as tfx
 
 from components.test_scoring import METRICS_FILE
 from pipeline.pipeline import Paths, create_pipeline
+from trainer.module import GATES_FILE
 
 SUMMARY_FILE = "summary.json"
 _PROGRESS = re.compile(r"^Component (\S+) is (running|finished)\.$")
@@ -111,6 +112,11 @@ def summarize_latest_run(paths: Paths, pipeline_name: str) -> dict:
         found = [a for node in outputs.values() for a in node.get(type_name, [])]
         return found[-1] if found else None
 
+    model_run = artifact("ModelRun")
+    gates = {}
+    if model_run is not None and os.path.exists(os.path.join(model_run.uri, GATES_FILE)):
+        with open(os.path.join(model_run.uri, GATES_FILE)) as f:
+            gates = json.load(f)
     blessing = artifact("ModelBlessing")
     pushed = artifact("PushedModel")
     test_metrics = artifact("MtmoeTestMetrics")
@@ -127,4 +133,5 @@ def summarize_latest_run(paths: Paths, pipeline_name: str) -> dict:
         "test_metrics": metrics,
         "blessed": bool(blessing is not None and _property(blessing, "blessed") == 1),
         "pushed_model": pushed_path,
+        "gate_statistics": gates,
     }

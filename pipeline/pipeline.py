@@ -63,7 +63,9 @@ def beam_args(config: Config):
 
 
 def create_pipeline(config: Config, paths: Paths) -> tfx.dsl.Pipeline:
-    custom_config = {"config": config.to_dict(), "source_fingerprint": source_fingerprint()}
+    fingerprint = source_fingerprint()
+    # Transform sees only the sections it reads, so that a model or training change keeps its cache.
+    transform_config = {"tasks": config.to_dict()["tasks"], "text": config.to_dict()["text"]}
 
     example_gen = tfx.components.ImportExampleGen(
         input_base=paths.data_root,
@@ -79,7 +81,7 @@ def create_pipeline(config: Config, paths: Paths) -> tfx.dsl.Pipeline:
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config=custom_config,
+        custom_config={"config": transform_config, "source_fingerprint": fingerprint},
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
@@ -88,7 +90,7 @@ def create_pipeline(config: Config, paths: Paths) -> tfx.dsl.Pipeline:
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config=custom_config)
+        custom_config={"config": config.to_dict(), "source_fingerprint": fingerprint})
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),

@@ -15,7 +15,7 @@ import os
 import tensorflow as tf
 
 from mtmoe.feature_names import PAD_ID, TEXT, TOKEN_IDS, TOKENS
-from mtmoe.tasks import label_key, task_type
+from mtmoe.tasks import decode_outputs, label_key, task_type
 from trainer.features import class_names, model_inputs, model_targets
 
 SIGNATURES = ("serving_default", "serving_examples", "transform_features")
@@ -36,11 +36,9 @@ class ServingModule(tf.Module):
     def _predict(self, transformed):
         probabilities = self.model(model_inputs(transformed), training=False)
         token_mask = tf.not_equal(transformed[TOKEN_IDS], PAD_ID)
-        outputs = {TOKENS: transformed[TOKENS]}
-        for task in self._tasks:
-            outputs.update(task_type(task).decode(
-                task, probabilities[task.name], self._class_names[task.name], token_mask))
-        return outputs, probabilities
+        outputs = decode_outputs(self._tasks, probabilities, self._class_names, token_mask)
+        raw = {task.name: outputs.pop(task.name) for task in self._tasks}
+        return {TOKENS: transformed[TOKENS], **outputs}, raw
 
     def _transform_text(self, text):
         return self.tft_layer({TEXT: tf.reshape(text, [-1, 1])})

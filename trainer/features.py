@@ -3,8 +3,8 @@ from typing import Dict, List
 
 import tensorflow as tf
 
-from components.transform import TOKEN_VOCABULARY
-from mtmoe.feature_names import TOKEN_IDS
+from components.transform import CHAR_VOCABULARY, TOKEN_VOCABULARY
+from mtmoe.feature_names import CHAR_IDS, TOKEN_IDS
 from mtmoe.tasks import class_names_from_vocabulary, label_key, label_vocabulary_name, task_type
 
 
@@ -13,13 +13,16 @@ def class_names(tft_output, task) -> List[str]:
     return class_names_from_vocabulary([v.decode("utf-8") for v in vocabulary])
 
 
-def token_vocabulary_size(tft_output) -> int:
-    """Embedding rows: padding, the vocabulary, and the out-of-vocabulary id."""
-    return tft_output.vocabulary_size_by_name(TOKEN_VOCABULARY) + 2
+def vocabulary_sizes(tft_output, config) -> Dict[str, int]:
+    """Embedding rows per id input: padding, the vocabulary, and the out-of-vocabulary id."""
+    sizes = {TOKEN_IDS: tft_output.vocabulary_size_by_name(TOKEN_VOCABULARY) + 2}
+    if config.text.max_chars:
+        sizes[CHAR_IDS] = tft_output.vocabulary_size_by_name(CHAR_VOCABULARY) + 2
+    return sizes
 
 
 def model_inputs(transformed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    return {TOKEN_IDS: transformed[TOKEN_IDS]}
+    return {name: transformed[name] for name in (TOKEN_IDS, CHAR_IDS) if name in transformed}
 
 
 def model_targets(transformed: Dict[str, tf.Tensor], tasks, num_classes: Dict[str, int]

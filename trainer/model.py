@@ -1,118 +1,137 @@
-"""The multi-task Keras 3 model: shared token encoder, one named head per task."""
-from typing import Dict
+"""The multi-task Keras 3 model: shared embeddings and trunk, one named float32 head per task.
+
+    token ids, char ids -> embeddings -> N x (SelfAttention, feed-forward) -> per-task sequence
+        -> per-task head (pooled for sentence tasks, per token for tagging)
+
+The trunk (config `model.trunk`) decides the feed-forward layers: `dense` everywhere; `mmoe`, dense
+blocks then a last block of experts with one softmax gate per task; `deepseek_moe`, DeepSeekMoE in
+every block, one shared router in the earlier blocks and one router per task in the last.
+"""
+from typing import Dict, List
 
 import keras
 from keras import ops
 
-from mtmoe.feature_names import PAD_ID, TOKEN_IDS
+from mtmoe.feature_names import CHAR_IDS, PAD_ID, TOKEN_IDS
 from mtmoe.tasks import task_type
+from trainer.layers import (CharacterEncoder, DeepSeekMoE, FeedForward, MaskedMeanPooling,
+                            MultiGateExperts, SelfAttention, TokenAndPositionEmbedding)
+
+SHARED_ROUTER = "shared"
+EMBEDDING = "embedding"
 
 
-class TokenAndPositionEmbedding(keras.layers.Layer):
-    """`E_tok[ids] + E_pos[0..L)`: learned token and absolute-position embeddings.
+class MultiTaskModel(keras.Model):
+    """The functional model; with `fgm_epsilon > 0` every step also trains on adversarial embeddings.
 
-    Args:
-        vocabulary_size: rows of the token table (padding and OOV ids included).
-        max_length: longest sequence.
-        dim: embedding width.
-
-    Example:
-        >>> layer = TokenAndPositionEmbedding(100, 16, 8)
-        >>> layer(ops.ones((2, 16), dtype="int32")).shape  # (2, 16, 8)
+    FGM (Miyato et al. 2017): the token embedding table moves by `r = eps * g / ||g||_2`, g the loss
+    gradient on it; the gradients at the perturbed point are added to the clean ones, and the table
+    moves back before the update. Training steps use TensorFlow (the pipeline's backend).
     """
 
-    def __init__(self, vocabulary_size, max_length, dim, **kwargs):
-        super().__init__(**kwargs)
-        self.vocabulary_size = vocabulary_size
-        self.max_length = max_length
-        self.dim = dim
-        self.tokens = keras.layers.Embedding(vocabulary_size, dim, name="tokens")
-        self.positions = keras.layers.Embedding(max_length, dim, name="positions")
+    def __init__(self, *args, fgm_epsilon=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fgm_epsilon = fgm_epsilon
 
-    def call(self, ids):
-        positions = ops.arange(ops.shape(ids)[-1])
-        return self.tokens(ids) + self.positions(positions)[None, :, :]
+    def train_step(self, data):
+        if not self.fgm_epsilon:
+            return super().train_step(data)
+        import tensorflow as tf
+        from keras.src.trainers.data_adapters import data_adapter_utils
 
-    def get_config(self):
-        return {**super().get_config(), "vocabulary_size": self.vocabulary_size,
-                "max_length": self.max_length, "dim": self.dim}
+        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        weights = self.trainable_weights
+        table = self.get_layer(EMBEDDING).tokens.embeddings
+        at = next(i for i, w in enumerate(weights) if w is table)
 
+        def gradients(track):
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                          training=True)
+                if track:
+                    self._loss_tracker.update_state(loss, sample_weight=tf.shape(x[TOKEN_IDS])[0])
+                scaled = self.optimizer.scale_loss(loss)
+            return y_pred, tape.gradient(scaled, weights)
 
-class EncoderBlock(keras.layers.Layer):
-    """Pre-norm Transformer block: `x + Attn(LN(x))`, then `x + FFN(LN(x))`; padding keys masked.
-
-    Args:
-        dim: model width.
-        num_heads: attention heads.
-        ff_dim: hidden width of the feed-forward block.
-        dropout: dropout rate after attention and feed-forward.
-
-    Example:
-        >>> block = EncoderBlock(16, 2, 32)
-        >>> block(ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool")).shape  # (2, 5, 16)
-    """
-
-    def __init__(self, dim, num_heads, ff_dim, dropout=0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.dim, self.num_heads, self.ff_dim, self.dropout = dim, num_heads, ff_dim, dropout
-        self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6)
-        self.attention = keras.layers.MultiHeadAttention(num_heads, dim // num_heads, dropout=dropout)
-        self.ff_norm = keras.layers.LayerNormalization(epsilon=1e-6)
-        self.ff_in = keras.layers.Dense(ff_dim, activation="gelu")
-        self.ff_out = keras.layers.Dense(dim)
-        self.drop = keras.layers.Dropout(dropout)
-
-    def call(self, x, padding_mask, training=None):
-        keys = ops.broadcast_to(padding_mask[:, None, :], (ops.shape(x)[0], ops.shape(x)[1],
-                                                           ops.shape(x)[1]))
-        h = self.attention_norm(x)
-        x = x + self.drop(self.attention(h, h, attention_mask=keys, training=training),
-                          training=training)
-        h = self.ff_out(self.ff_in(self.ff_norm(x)))
-        return x + self.drop(h, training=training)
-
-    def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "num_heads": self.num_heads,
-                "ff_dim": self.ff_dim, "dropout": self.dropout}
+        y_pred, clean = gradients(track=True)
+        direction = tf.convert_to_tensor(clean[at])
+        delta = self.fgm_epsilon * direction / (tf.norm(direction) + 1e-12)
+        table.assign_add(delta)
+        _, adversarial = gradients(track=False)
+        table.assign_sub(delta)
+        self.optimizer.apply_gradients(zip([tf.convert_to_tensor(c) + tf.convert_to_tensor(a)
+                                            for c, a in zip(clean, adversarial)], weights))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
-class MaskedMeanPooling(keras.layers.Layer):
-    """`sum_t m_t x_t / sum_t m_t`: the mean of the non-padding positions.
-
-    Example:
-        >>> MaskedMeanPooling()(ops.ones((2, 5, 4)), ops.ones((2, 5), dtype="bool")).shape  # (2, 4)
-    """
-
-    def call(self, x, mask):
-        weights = ops.cast(mask, x.dtype)[:, :, None]
-        return ops.sum(x * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
-
-
-def build_model(config, vocabulary_size: int, num_classes: Dict[str, int]) -> keras.Model:
-    """Token ids [B, L] -> {task name: float32 output} for every task of the config."""
+def feed_forward(config, block: int, task_names: List[str]) -> keras.layers.Layer:
+    """The feed-forward layer of one block; a list-returning layer when its gates are per task."""
     m = config.model
-    token_ids = keras.Input(shape=(config.text.max_tokens,), dtype="int32", name=TOKEN_IDS)
-    padding_mask = ops.not_equal(token_ids, PAD_ID)
-    x = TokenAndPositionEmbedding(vocabulary_size, config.text.max_tokens, m.embedding_dim,
-                                  name="embedding")(token_ids)
+    last = block == m.num_blocks - 1
+    name = f"ffn_{block}"
+    if m.trunk == "mmoe" and last:
+        return MultiGateExperts(m.embedding_dim, m.ff_dim, m.num_experts, task_names, m.dropout,
+                                name=name)
+    if m.trunk == "deepseek_moe":
+        return DeepSeekMoE(m.embedding_dim, m.expert_dim, m.shared_experts, m.routed_experts,
+                           m.top_k, task_names if last else [SHARED_ROUTER], m.capacity_factor,
+                           m.dense_dispatch, m.balance_alpha, m.dropout, name=name)
+    return FeedForward(m.embedding_dim, m.ff_dim, m.dropout, name=name)
+
+
+def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str, int]
+                ) -> keras.Model:
+    """{token_ids [B, L], char_ids [B, L, C]} -> {task name: float32 output} for every task."""
+    m, text = config.model, config.text
+    task_names = [task.name for task in config.tasks]
+    inputs = {TOKEN_IDS: keras.Input(shape=(text.max_tokens,), dtype="int32", name=TOKEN_IDS)}
+    padding_mask = ops.not_equal(inputs[TOKEN_IDS], PAD_ID)
+    x = TokenAndPositionEmbedding(vocabulary_sizes[TOKEN_IDS], text.max_tokens, m.embedding_dim,
+                                  name=EMBEDDING)(inputs[TOKEN_IDS])
+    if text.max_chars:
+        inputs[CHAR_IDS] = keras.Input(shape=(text.max_tokens, text.max_chars), dtype="int32",
+                                       name=CHAR_IDS)
+        x = x + CharacterEncoder(vocabulary_sizes[CHAR_IDS], m.char_dim, m.embedding_dim,
+                                 name="characters")(inputs[CHAR_IDS])
     x = keras.layers.Dropout(m.dropout)(x)
-    for i in range(m.num_blocks):
-        x = EncoderBlock(m.embedding_dim, m.num_heads, m.ff_dim, m.dropout, name=f"encoder_{i}")(
+    sequences = None
+    for block in range(m.num_blocks):
+        x = SelfAttention(m.embedding_dim, m.num_heads, m.dropout, name=f"attention_{block}")(
             x, padding_mask)
-    sequence = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)
-    pooled = MaskedMeanPooling(name="pooling")(sequence, padding_mask)
-    outputs = {task.name: task_type(task).head(task, sequence, pooled, num_classes[task.name])
-               for task in config.tasks}
-    return keras.Model(inputs={TOKEN_IDS: token_ids}, outputs=outputs, name="mtmoe")
+        out = feed_forward(config, block, task_names)(x, padding_mask)
+        if isinstance(out, list) and block == m.num_blocks - 1:
+            sequences = dict(zip(task_names, out))  # one gate per task: one sequence per task
+        else:
+            x = out[0] if isinstance(out, list) else out
+    sequences = sequences or {name: x for name in task_names}
+    final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+    pooling = MaskedMeanPooling(name="pooling")
+    outputs = {}
+    for task in config.tasks:
+        sequence = final_norm(sequences[task.name])
+        pooled = pooling(sequence, padding_mask)
+        outputs[task.name] = task_type(task).head(task, sequence, pooled, num_classes[task.name])
+    return MultiTaskModel(inputs=inputs, outputs=outputs, name="mtmoe",
+                          fgm_epsilon=config.training.fgm_epsilon)
 
 
 def compile_model(model: keras.Model, config) -> keras.Model:
-    """L = sum_t w_t L_t, each L_t averaged over the examples labelled for task t."""
+    """L = sum_t w_t L_t (+ the MoE balance losses), each L_t averaged over task t's labelled examples."""
+    t = config.training
     types = {task.name: task_type(task) for task in config.tasks}
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=config.training.learning_rate),
-        loss={name: t.loss() for name, t in types.items()},
+        optimizer=keras.optimizers.AdamW(
+            learning_rate=t.learning_rate, weight_decay=t.weight_decay,
+            gradient_accumulation_steps=t.gradient_accumulation_steps
+            if t.gradient_accumulation_steps > 1 else None),
+        loss={name: kind.loss(t.label_smoothing) for name, kind in types.items()},
         loss_weights={task.name: task.loss_weight for task in config.tasks},
-        metrics={name: t.keras_metrics() for name, t in types.items()},
+        metrics={name: kind.keras_metrics() for name, kind in types.items()},
     )
     return model
+
+
+def moe_layers(model: keras.Model):
+    """The gated feed-forward layers of a model, in block order."""
+    return [layer for layer in model.layers if isinstance(layer, (DeepSeekMoE, MultiGateExperts))]

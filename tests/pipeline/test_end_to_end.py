@@ -66,7 +66,7 @@ def test_model_was_blessed_and_pushed_under_an_integer_version(run):
 
 def test_summary_has_documented_keys_with_real_numbers(run):
     summary = json.loads((run["work"] / "summary.json").read_text())
-    assert set(summary) == {"run_id", "components", "test_metrics", "blessed", "pushed_model"}
+    assert set(summary) >= {"run_id", "components", "test_metrics", "blessed", "pushed_model"}
     assert set(COMPONENTS) <= set(summary["components"])
     assert all(seconds >= 0 for seconds in summary["components"].values())
     assert summary["components"]["Trainer"] > 0.5
@@ -76,7 +76,18 @@ def test_summary_has_documented_keys_with_real_numbers(run):
         assert 0.0 <= value <= 1.0
     # Two intents or more are learnable in one epoch: better than always guessing one of eight.
     assert summary["test_metrics"]["intent"]["accuracy"] > 0.2
+    assert 0.0 <= summary["test_metrics"]["overall"]["accuracy"] <= 1.0
     assert "test split metrics" in run["stdout"] and "Trainer done in" in run["stdout"]
+
+
+def test_summary_reports_how_each_task_gate_spreads_over_the_experts(run):
+    summary = json.loads((run["work"] / "summary.json").read_text())
+    assert run["config"]["model"]["trunk"] == "deepseek_moe"
+    last = summary["gate_statistics"][f"ffn_{run['config']['model']['num_blocks'] - 1}"]
+    assert set(last) == {task["name"] for task in run["config"]["tasks"]}
+    for router in last.values():
+        assert len(router["mean_gate"]) == run["config"]["model"]["routed_experts"]
+        assert sum(router["load"]) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_fresh_process_loads_pushed_model_and_predicts_every_task(run):

@@ -1,0 +1,138 @@
+"""The trunk's layers: routing, the balance loss, capacity dispatch against dense dispatch."""
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from trainer.layers import CharacterEncoder, DeepSeekMoE, MultiGateExperts
+
+DIM, EXPERTS, TOP_K = 8, 4, 2
+
+
+def _moe(**kwargs):
+    settings = dict(dim=DIM, expert_dim=6, num_shared=1, num_routed=EXPERTS, top_k=TOP_K,
+                    router_names=["shared"], capacity_factor=1.25, balance_alpha=0.5)
+    settings.update(kwargs)
+    layer = DeepSeekMoE(**settings)
+    layer.build((None, None, DIM))
+    return layer
+
+
+def _inputs(batch=3, length=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, length, DIM)).astype("float32")
+    mask = np.ones((batch, length), bool)
+    mask[0, 3:] = False
+    return x, mask
+
+
+def _copy_weights(source, target, x, mask):
+    source(x, mask)
+    target(x, mask)  # builds every sublayer, so that both hold the same weight list
+    target.set_weights(source.get_weights())
+
+
+def test_each_token_gets_exactly_top_k_distinct_experts():
+    layer = _moe()
+    x, _ = _inputs()
+    scores, gates, experts = layer.route(layer.norm(ops.reshape(x, (-1, DIM))), "shared")
+    experts = ops.convert_to_numpy(experts)
+    assert experts.shape == (15, TOP_K)
+    assert all(len(set(row)) == TOP_K for row in experts)
+    scores, gates = ops.convert_to_numpy(scores), ops.convert_to_numpy(gates)
+    np.testing.assert_allclose(scores.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(gates, np.take_along_axis(scores, experts, axis=1), rtol=1e-6)
+    assert np.all(gates >= np.sort(scores, axis=1)[:, -TOP_K][:, None] - 1e-7)
+
+
+def test_balance_loss_matches_hand_computation():
+    layer = _moe()
+    scores = np.array([[0.6, 0.3, 0.05, 0.05],
+                       [0.1, 0.5, 0.3, 0.1],
+                       [0.25, 0.25, 0.4, 0.1]], dtype="float32")
+    experts = np.array([[0, 1], [1, 2], [2, 0]])
+    valid = np.array([1, 1, 0], dtype="float32")  # the third token is padding
+    # f_i = N_r / (K T) * tokens choosing i over T=2 tokens: expert 0 once, 1 twice, 2 once, 3 never.
+    f = np.array([1, 2, 1, 0]) * EXPERTS / (TOP_K * 2)
+    p = (scores[0] + scores[1]) / 2
+    expected = 0.5 * np.sum(f * p)
+    assert float(layer.balance_loss(scores, experts, valid)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_capacity_dispatch_equals_dense_dispatch_when_no_token_overflows():
+    x, mask = _inputs()
+    # capacity = ceil(T * k / N_r * f) = T when f = N_r / k: room for every token in every expert.
+    capacity = _moe(capacity_factor=EXPERTS / TOP_K)
+    dense = _moe(dense_dispatch=True)
+    _copy_weights(capacity, dense, x, mask)
+    assert capacity.capacity(15) == 15
+    np.testing.assert_allclose(ops.convert_to_numpy(capacity(x, mask)[0]),
+                               ops.convert_to_numpy(dense(x, mask)[0]), rtol=1e-5, atol=1e-5)
+
+
+def test_overflow_tokens_keep_the_residual_and_shared_path():
+    x, mask = _inputs()
+    tight = _moe(capacity_factor=0.1)  # capacity ceil(15 * 2 / 4 * 0.1) = 1 slot per expert
+    assert tight.capacity(15) == 1
+    out = ops.convert_to_numpy(tight(x, mask)[0]).reshape(-1, DIM)
+    h = tight.norm(ops.reshape(x, (-1, DIM)))
+    shared = ops.convert_to_numpy(tight.shared_out(tight.shared_in(h)))
+    without_routed = x.reshape(-1, DIM) + shared
+    differs = ~np.all(np.isclose(out, without_routed, atol=1e-6), axis=-1)
+    # At most one token per expert got routed help: at most N_r tokens differ from x + shared(x).
+    assert 1 <= differs.sum() <= EXPERTS
+    assert not differs.reshape(3, 5)[0, 3:].any()  # padding never takes a slot
+
+
+def test_routed_compute_follows_top_k_not_the_number_of_experts():
+    few, many = _moe(num_routed=4), _moe(num_routed=32)
+    tokens = 1024
+    slots = [layer.num_routed * layer.capacity(tokens) for layer in (few, many)]
+    assert slots[0] == pytest.approx(slots[1], rel=0.05)  # ~ tokens * top_k * capacity_factor
+    assert slots[0] == pytest.approx(tokens * TOP_K * 1.25, rel=0.05)
+
+
+def test_per_task_routers_share_experts_and_give_one_output_each():
+    layer = _moe(router_names=["intent", "slots"])
+    x, mask = _inputs()
+    outputs = layer(x, mask)
+    assert len(outputs) == 2 and all(o.shape == (3, 5, DIM) for o in outputs)
+    assert len(layer.losses) == 2  # one balance loss per router
+    assert not np.allclose(ops.convert_to_numpy(outputs[0]), ops.convert_to_numpy(outputs[1]))
+    gates = layer.gate_probabilities(x)
+    assert set(gates) == {"intent", "slots"}
+
+
+def test_mmoe_gates_are_softmax_per_task():
+    layer = MultiGateExperts(DIM, 6, 3, ["a", "b", "c"])
+    x, mask = _inputs()
+    outputs = layer(x, mask)
+    assert len(outputs) == 3
+    for probs in layer.gate_probabilities(x).values():
+        np.testing.assert_allclose(ops.convert_to_numpy(probs).sum(-1), 1.0, rtol=1e-5)
+
+
+def test_character_encoder_ignores_padding_characters():
+    layer = CharacterEncoder(10, 4, 6)
+    ids = np.array([[[1, 2, 0, 0], [3, 0, 0, 0]]])
+    padded_differently = np.array([[[1, 2, 0, 0], [3, 0, 0, 0]]])
+    out = ops.convert_to_numpy(layer(ids))
+    assert out.shape == (1, 2, 6)
+    np.testing.assert_allclose(out, ops.convert_to_numpy(layer(padded_differently)))
+
+
+@pytest.mark.parametrize("layer", [
+    _moe(router_names=["a", "b"], dense_dispatch=True),
+    MultiGateExperts(DIM, 6, 3, ["a", "b"], dropout=0.1),
+    CharacterEncoder(10, 4, 6, kernel_size=2),
+])
+def test_get_config_round_trips(layer):
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_capacity_formula():
+    assert _moe().capacity(100) == math.ceil(100 * TOP_K / EXPERTS * 1.25)
+    assert keras.__version__.startswith("3.")

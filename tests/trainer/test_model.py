@@ -1,0 +1,121 @@
+"""The whole model for each trunk: named float32 outputs, mixed precision, export round trip, gates."""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtmoe.config import TRUNKS, load_config
+from trainer.introspection import gate_statistics
+from trainer.model import build_model, compile_model
+
+VOCABULARY = {"token_ids": 40, "char_ids": 20}
+CLASSES = {"intent": 5, "slots": 7, "sentiment": 4, "signals": 3}
+
+
+def _config(trunk="deepseek_moe", **training):
+    config = load_config()
+    config = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, trunk=trunk, embedding_dim=16, ff_dim=16, expert_dim=8, num_heads=2))
+    return config.with_overrides(**training) if training else config
+
+
+def _batch(config, size=6, seed=0):
+    rng = np.random.default_rng(seed)
+    length, chars = config.text.max_tokens, config.text.max_chars
+    ids = rng.integers(1, VOCABULARY["token_ids"], (size, length))
+    ids[:, 7:] = 0
+    inputs = {"token_ids": ids, "char_ids": rng.integers(0, VOCABULARY["char_ids"], (size, length, chars))}
+    slots = rng.integers(0, CLASSES["slots"], (size, length))
+    slots[:, 7:] = -1
+    targets = {"intent": rng.integers(-1, CLASSES["intent"], size), "slots": slots,
+               "sentiment": rng.integers(-1, CLASSES["sentiment"], size),
+               "signals": rng.integers(0, 2, (size, CLASSES["signals"])).astype("float32")}
+    return inputs, targets
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("trunk", TRUNKS)
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_outputs_are_named_shaped_and_float32(trunk, policy):
+    keras.mixed_precision.set_global_policy(policy)
+    config = _config(trunk)
+    model = build_model(config, VOCABULARY, CLASSES)
+    inputs, _ = _batch(config)
+    outputs = model(inputs)
+    length = config.text.max_tokens
+    assert {k: tuple(v.shape) for k, v in outputs.items()} == {
+        "intent": (6, 5), "slots": (6, length, 7), "sentiment": (6, 4), "signals": (6, 3)}
+    assert all(v.dtype == "float32" for v in outputs.values())
+    np.testing.assert_allclose(np.sum(outputs["intent"], -1), 1.0, rtol=1e-3)
+
+
+def test_moe_trunk_adds_one_balance_loss_per_router():
+    config = _config("deepseek_moe")
+    model = build_model(config, VOCABULARY, CLASSES)
+    model(_batch(config)[0])
+    # Block 0 has the shared router, the last block one router per task.
+    assert len(model.losses) == 1 + len(CLASSES)
+    assert all(float(loss) > 0 for loss in model.losses)
+
+
+def test_saved_model_round_trip_gives_the_same_outputs(tmp_path):
+    config = _config("deepseek_moe")
+    model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
+    inputs, targets = _batch(config)
+    model.fit(inputs, targets, epochs=1, verbose=0)
+    expected = model(inputs, training=False)
+    module = tf.Module()
+    module.model = model  # exported the way serving/export.py does: a tf.Module with a signature
+    specs = {k: tf.TensorSpec((None,) + v.shape[1:], tf.int32, name=k) for k, v in inputs.items()}
+    serve = tf.function(lambda features: module.model(features, training=False),
+                        input_signature=[specs])
+    tf.saved_model.save(module, str(tmp_path / "model"), signatures={"serve": serve})
+    reloaded = tf.saved_model.load(str(tmp_path / "model")).signatures["serve"]
+    actual = reloaded(**{k: tf.constant(v, tf.int32) for k, v in inputs.items()})
+    for name in CLASSES:
+        np.testing.assert_allclose(actual[name].numpy(), expected[name].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("trunk", ["mmoe", "deepseek_moe"])
+def test_gate_statistics_per_task_sum_to_one(trunk):
+    config = _config(trunk)
+    model = build_model(config, VOCABULARY, CLASSES)
+    stats = gate_statistics(model, [_batch(config, seed=s)[0] for s in range(2)])
+    last = stats[f"ffn_{config.model.num_blocks - 1}"]
+    assert set(last) == set(CLASSES)
+    for router in last.values():
+        assert sum(router["mean_gate"]) == pytest.approx(1.0, abs=1e-4)
+        assert sum(router["load"]) == pytest.approx(1.0, abs=1e-4)
+    if trunk == "deepseek_moe":
+        assert len(last["intent"]["load"]) == config.model.routed_experts
+
+
+def test_dense_trunk_has_no_gates():
+    config = _config("dense")
+    assert gate_statistics(build_model(config, VOCABULARY, CLASSES), [_batch(config)[0]]) == {}
+
+
+def test_fgm_step_trains_and_puts_the_embeddings_back():
+    config = _config("dense", fgm_epsilon=1.0, learning_rate=0.0, weight_decay=0.0)
+    model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
+    inputs, targets = _batch(config)
+    table = model.get_layer("embedding").tokens.embeddings
+    before = np.array(table.numpy())
+    history = model.fit(inputs, targets, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    np.testing.assert_allclose(table.numpy(), before, atol=1e-6)
+
+
+def test_training_options_reach_the_optimizer_and_losses():
+    config = _config("dense", gradient_accumulation_steps=4, label_smoothing=0.1)
+    model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
+    assert model.optimizer.gradient_accumulation_steps == 4
+    assert model.optimizer.weight_decay == config.training.weight_decay
+    assert model.loss["intent"].label_smoothing == 0.1
