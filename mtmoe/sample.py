@@ -84,6 +84,14 @@ def _typo(word: str, rng: random.Random) -> str:
     return word[:i] + word[i + 1:]
 
 
+def _amount(rng: random.Random) -> str:
+    """A listed amount, or a fresh number so that amounts are learned by shape, not by heart."""
+    if rng.random() < 0.5:
+        return rng.choice(SLOT_VALUES["amount"])
+    value = rng.choice([rng.randint(1, 99), rng.randint(100, 5000), round(rng.uniform(1, 500), 2)])
+    return rng.choice(["${}", "{} dollars", "{} euros", "€{}"]).format(value)
+
+
 def make_example(rng: random.Random) -> Dict:
     intent = rng.choice(sorted(TEMPLATES))
     template, is_question = rng.choice(TEMPLATES[intent])
@@ -101,20 +109,21 @@ def make_example(rng: random.Random) -> Dict:
 
     openers, closers = SENTIMENT_PHRASES[sentiment]
     add(rng.choice(openers))
-    if polite:
+    polite_at_start = polite and rng.random() < 0.6
+    if polite_at_start:
         add(rng.choice(POLITE_OPENERS))
     for word in template.split():
         if word.startswith("{"):
             slot = word.strip("{}")
-            add(rng.choice(SLOT_VALUES[slot]), slot)
+            add(_amount(rng) if slot == "amount" else rng.choice(SLOT_VALUES[slot]), slot)
         else:
             add(_typo(word, rng) if rng.random() < 0.04 else word)
     if urgent:
         add(rng.choice(URGENT))
     if rng.random() < 0.5:
         add(rng.choice(closers))
-    if polite and rng.random() < 0.5:
-        add("thank you")
+    if polite and not polite_at_start:
+        add(rng.choice(["please", "thank you", "thanks"]))
     end = "?" if is_question else rng.choice([".", "", "!" if sentiment != "neutral" else ""])
     if end:
         tokens[-1] += end
