@@ -3,6 +3,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
 from mtmoe.errors import UserError
@@ -114,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    # Python 3.10 end-of-support notices from google-api-core, repeated by every Beam worker process.
+    # Python 3.10 end-of-support notices from google-api-core, here and in every Beam worker process.
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    warnings.filterwarnings("ignore", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
