@@ -12,6 +12,7 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 
 from mtmoe.config import TaskConfig
+from mtmoe.metrics import add_counts
 from mtmoe.tasks import TASK_TYPES, label_key, task_type
 
 PREDICT_SIGNATURE = "serving_examples"
@@ -60,17 +61,13 @@ class _TaskMetricCombiner(beam.CombineFn):
         for label, prediction, _ in metric_util.to_label_prediction_example_weight(
                 element, eval_config=self._eval_config, model_name=self._model_name,
                 output_name=self._output_name, flatten=False, squeeze=False):
-            counts = kind.count(label, prediction)
-            if counts:
-                for key, value in counts.items():
-                    accumulator[key] = accumulator.get(key, 0) + value
+            add_counts(accumulator, kind.count(label, prediction) or {})
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[Dict[str, float]]):
         merged: Dict[str, float] = {}
         for accumulator in accumulators:
-            for key, value in accumulator.items():
-                merged[key] = merged.get(key, 0) + value
+            add_counts(merged, accumulator)
         return merged
 
     def extract_output(self, accumulator):
