@@ -290,20 +290,22 @@ class TokenTagging:
         """Gold tags as strings ('' where unlabelled), so span metrics need no vocabulary."""
         return tf.where(targets >= 0, tf.gather(class_names, tf.maximum(targets, 0)), "")
 
+    @staticmethod
+    def _labelled_tags(label, prediction):
+        """(gold, predicted) tag strings at the labelled positions (gold tag not '')."""
+        pairs = [(_text(g), _text(p)) for g, p in zip(np.asarray(label).reshape(-1),
+                                                     np.asarray(prediction).reshape(-1))]
+        labelled = [(g, p) for g, p in pairs if g]
+        return [g for g, _ in labelled], [p for _, p in labelled]
+
     def count(self, label, prediction) -> Optional[Dict[str, int]]:
-        gold = [_text(t) for t in np.asarray(label).reshape(-1)]
-        predicted = [_text(t) for t in np.asarray(prediction).reshape(-1)]
-        positions = [i for i, tag in enumerate(gold) if tag]
-        if not positions:
-            return None
-        return metrics.span_counts([gold[i] for i in positions], [predicted[i] for i in positions])
+        gold, predicted = self._labelled_tags(label, prediction)
+        return metrics.span_counts(gold, predicted) if gold else None
 
     def exact(self, label, prediction) -> Optional[bool]:
         """Every labelled token's tag right (the sentence-level criterion of SLU overall accuracy)."""
-        gold = [_text(t) for t in np.asarray(label).reshape(-1)]
-        predicted = [_text(t) for t in np.asarray(prediction).reshape(-1)]
-        positions = [i for i, tag in enumerate(gold) if tag]
-        return all(gold[i] == predicted[i] for i in positions) if positions else None
+        gold, predicted = self._labelled_tags(label, prediction)
+        return gold == predicted if gold else None
 
     def score(self, counts):
         scores = metrics.f1_from_counts(counts)
