@@ -19,6 +19,8 @@ setup(
         "keras==3.6.0",
         "keras-tuner==1.4.7",
         "apache-beam==2.59.0",
+        "matplotlib==3.10.9",
+        "markdown",
         "pyyaml",
     ],
     entry_points={"console_scripts": ["mtmoe = mtmoe.cli:main"]},

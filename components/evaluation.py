@@ -2,7 +2,7 @@
 
 TFMA's built-in metrics count padding positions of token outputs and cannot skip unlabelled examples
 per output, so each task is scored by `TaskMetric`, which counts with the same functions as test-split
-scoring (mtmoe.tasks). Thresholds gate every task, on the overall slice only.
+scoring (mtmoe.tasks). Thresholds gate every task, on the overall slice only; every metric is also reported per text-length bucket.
 """
 import json
 from typing import Dict, Iterable, List
@@ -12,6 +12,7 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 
 from mtmoe.config import TaskConfig
+from mtmoe.feature_names import LENGTH_BUCKET
 from mtmoe.metrics import add_counts
 from mtmoe.tasks import TASK_TYPES, label_key, task_type
 
@@ -84,7 +85,8 @@ def _thresholds(task: TaskConfig) -> List[tfma.PerSliceMetricThreshold]:
 
 
 def build_eval_config(tasks) -> tfma.EvalConfig:
-    """One model spec with every task's output and label, one gated metric spec per task."""
+    """One model spec with every task's output and label, one gated metric spec per task, sliced
+    overall and by text length."""
     metrics_specs = []
     for task in tasks:
         kind = task_type(task)
@@ -104,6 +106,6 @@ def build_eval_config(tasks) -> tfma.EvalConfig:
             preprocessing_function_names=[TRANSFORM_SIGNATURE],
             label_keys={task_type(t).eval_output(t): label_key(t) for t in tasks},
             model_type="tf_generic")],
-        slicing_specs=[tfma.SlicingSpec()],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[LENGTH_BUCKET])],
         metrics_specs=metrics_specs,
     )

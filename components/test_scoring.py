@@ -15,25 +15,27 @@ from mtmoe.config import Config
 from mtmoe.tasks import TaskScorer
 
 METRICS_FILE = "metrics.json"
+BREAKDOWN_FILE = "breakdown.json"
 TEST_SPLIT = "test"
 BATCH_SIZE = 256
 
 
 class TestMetrics(types.Artifact):
-    """Per-task metrics on the test split, as METRICS_FILE."""
+    """Per-task metrics on the test split (METRICS_FILE) and their breakdowns (BREAKDOWN_FILE)."""
 
     TYPE_NAME = "MtmoeTestMetrics"
 
 
-def score_examples(saved_model, serialized_batches, tasks):
-    """Per-task metrics and overall accuracy of a loaded SavedModel over serialized tf.Examples."""
+def score_examples(saved_model, serialized_batches, tasks, class_names=None) -> TaskScorer:
+    """Scores a loaded SavedModel over serialized tf.Examples: per-task metrics, overall accuracy
+    and, given class names, per-task breakdowns."""
     predict = saved_model.signatures["serving_examples"]
     transform = saved_model.signatures["transform_features"]
-    scorer = TaskScorer(tasks)
+    scorer = TaskScorer(tasks, class_names)
     for batch in serialized_batches:
         scorer.add({k: v.numpy() for k, v in transform(examples=batch).items()},
                    {k: v.numpy() for k, v in predict(examples=batch).items()})
-    return scorer.result()
+    return scorer
 
 
 def read_split(examples_artifact, split: str, batch_size: int = BATCH_SIZE):
@@ -46,14 +48,21 @@ def read_split(examples_artifact, split: str, batch_size: int = BATCH_SIZE):
 
 @component
 def TestScorer(examples: InputArtifact[standard_artifacts.Examples],
+               transform_graph: InputArtifact[standard_artifacts.TransformGraph],
                model: InputArtifact[standard_artifacts.Model],
                test_metrics: OutputArtifact[TestMetrics],
                config: Parameter[str]):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  registers the tokenizer ops the graph uses
+    import tensorflow_transform as tft
+
+    from trainer.features import class_names
 
     tasks = Config.from_dict(json.loads(config)).tasks
+    tft_output = tft.TFTransformOutput(transform_graph.uri)
     saved_model = tf.saved_model.load(os.path.join(model.uri, "Format-Serving"))
-    scores = score_examples(saved_model, read_split(examples, TEST_SPLIT), tasks)
-    with tf.io.gfile.GFile(os.path.join(test_metrics.uri, METRICS_FILE), "w") as f:
-        json.dump(scores, f, indent=1)
+    scorer = score_examples(saved_model, read_split(examples, TEST_SPLIT), tasks,
+                            {task.name: class_names(tft_output, task) for task in tasks})
+    for name, value in ((METRICS_FILE, scorer.result()), (BREAKDOWN_FILE, scorer.breakdown())):
+        with tf.io.gfile.GFile(os.path.join(test_metrics.uri, name), "w") as f:
+            json.dump(value, f, indent=1)

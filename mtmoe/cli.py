@@ -1,5 +1,6 @@
-"""The `mtmoe` command: run the pipeline, predict, make and convert data."""
+"""The `mtmoe` command: run the pipeline, read its reports, predict, make and convert data."""
 import argparse
+import glob
 import json
 import os
 import sys
@@ -36,18 +37,37 @@ def _run(args) -> None:
     os.makedirs(work_dir, exist_ok=True)
     summary = run_pipeline(config, Paths(data_root=data_root, work_dir=work_dir))
     print(format_summary(summary))
+    print(f"\nreport: {summary['report']}")
 
 
 def format_summary(summary: dict) -> str:
     lines = ["", f"run {summary['run_id']}: "
              + ("blessed, pushed to " + summary["pushed_model"] if summary["pushed_model"]
                 else "blessed" if summary["blessed"] else "NOT blessed, nothing pushed"),
+             *[f"  refused: {failure}" for failure in summary["failures"]],
              "", "test split metrics:", f"  {'task':<16} {'metric':<12} {'value':>8}"]
     for task, scores in summary["test_metrics"].items():
         for metric, value in scores.items():
             shown = f"{value:8.4f}" if isinstance(value, float) else f"{value:>8}"
             lines.append(f"  {task:<16} {metric:<12} {shown}")
     return "\n".join(lines)
+
+
+def _report(args) -> None:
+    from pipeline.report_text import REPORT_HTML, REPORT_JSON, headline_table, verdict
+
+    reports = os.path.join(os.path.abspath(args.work_dir), "reports")
+    found = sorted(glob.glob(os.path.join(reports, "*", REPORT_JSON)), key=os.path.getmtime)
+    if args.run_id:
+        found = [p for p in found if os.path.basename(os.path.dirname(p)) == args.run_id]
+    if not found:
+        raise UserError(f"{reports}: no report" + (f" for run {args.run_id}" if args.run_id else "")
+                        + "; `mtmoe run` writes one per run")
+    with open(found[-1]) as f:
+        report = json.load(f)
+    print(os.path.join(os.path.dirname(found[-1]), REPORT_HTML))
+    print(f"run {report['run_id']}: {verdict(report)}\n")
+    print("\n".join(headline_table(report)))
 
 
 def _predict(args) -> None:
@@ -87,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
     run.add_argument("--epochs", type=int, help="override training.epochs")
     run.set_defaults(handler=_run)
+
+    report = commands.add_parser("report", help="print the path and headline of a run's report")
+    report.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the latest run")
+    report.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
+    report.set_defaults(handler=_report)
 
     predict = commands.add_parser("predict", help="predict every task for each text")
     predict.add_argument("--model", help="SavedModel or serving folder "

@@ -73,6 +73,12 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    # Token counts that bound the Evaluator's length slices: (5, 10, 20) -> <=5, 6-10, 11-20, >20.
+    length_buckets: Tuple[int, ...] = (5, 10, 20)
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     name: str = "mtmoe"
     beam_workers: int = 0
@@ -84,6 +90,7 @@ class Config:
     text: TextConfig = TextConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     pipeline: PipelineConfig = PipelineConfig()
     source: str = "<dict>"
 
@@ -138,6 +145,8 @@ def _build(cls, values: Dict[str, Any], where: str):
         expected = type(default) if default is not dataclasses.MISSING else str
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if expected is tuple and isinstance(value, list):
+            value = tuple(value)
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
             raise UserError(f"{where}.{name}: expected {expected.__name__}, got {value!r}")
         kwargs[name] = value
@@ -177,7 +186,8 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         dupes = sorted({v for v in seen if seen.count(v) > 1})
         if dupes:
             raise UserError(f"{source}: tasks: duplicate {attr} {', '.join(dupes)}")
-    unknown = sorted(set(raw) - {"tasks", "text", "model", "training", "pipeline", "source"})
+    unknown = sorted(set(raw) - {"tasks", "text", "model", "training", "evaluation", "pipeline",
+                                  "source"})
     if unknown:
         raise UserError(f"{source}: unknown section(s) {', '.join(unknown)}")
     config = Config(
@@ -185,6 +195,7 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         text=_section(TextConfig, raw, "text", source),
         model=_section(ModelConfig, raw, "model", source),
         training=_section(TrainingConfig, raw, "training", source),
+        evaluation=_section(EvaluationConfig, raw, "evaluation", source),
         pipeline=_section(PipelineConfig, raw, "pipeline", source),
         source=raw.get("source", source),
     )
@@ -195,6 +206,11 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         raise UserError(f"{source}: model.top_k: must be between 1 and model.routed_experts")
     if config.model.embedding_dim % config.model.num_heads:
         raise UserError(f"{source}: model.embedding_dim must be a multiple of model.num_heads")
+    buckets = config.evaluation.length_buckets
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in buckets) or \
+            list(buckets) != sorted(set(buckets)):
+        raise UserError(f"{source}: evaluation.length_buckets: expected increasing positive token "
+                        f"counts, got {list(buckets)}")
     if config.training.mixed_precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
         raise UserError(f"{source}: training.mixed_precision: unknown policy "
                         f"{config.training.mixed_precision!r}")

@@ -3,7 +3,7 @@
 Each metric accumulates integer counts per example, so that results can be merged across batches and
 Beam workers and stay exact.
 """
-from typing import Dict, Iterable, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -28,10 +28,21 @@ def bio_spans(tags: Sequence[str]) -> Set[Span]:
     return chunks
 
 
-def span_counts(gold: Sequence[str], predicted: Sequence[str]) -> Dict[str, int]:
-    gold_spans, predicted_spans = bio_spans(gold), bio_spans(predicted)
+def _chunk_counts(gold_spans: Set[Span], predicted_spans: Set[Span]) -> Dict[str, int]:
     hits = len(gold_spans & predicted_spans)
     return {"tp": hits, "fp": len(predicted_spans) - hits, "fn": len(gold_spans) - hits}
+
+
+def span_counts(gold: Sequence[str], predicted: Sequence[str]) -> Dict[str, int]:
+    return _chunk_counts(bio_spans(gold), bio_spans(predicted))
+
+
+def span_counts_by_type(gold: Sequence[str], predicted: Sequence[str]) -> Dict[str, Dict[str, int]]:
+    """`span_counts` per chunk type: {type: {"tp", "fp", "fn"}}."""
+    gold_spans, predicted_spans = bio_spans(gold), bio_spans(predicted)
+    return {kind: _chunk_counts({s for s in gold_spans if s[0] == kind},
+                                {s for s in predicted_spans if s[0] == kind})
+            for kind in {s[0] for s in gold_spans | predicted_spans}}
 
 
 def f1_from_counts(counts: Dict[str, float]) -> Dict[str, float]:
@@ -62,3 +73,17 @@ def add_counts(total: Dict[str, float], counts: Dict[str, float]) -> Dict[str, f
     for key, value in counts.items():
         total[key] = total.get(key, 0) + value
     return total
+
+
+def add_nested_counts(total: Dict[str, Dict[str, float]],
+                      counts: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    for key, inner in counts.items():
+        add_counts(total.setdefault(key, {}), inner)
+    return total
+
+
+def length_bucket_names(boundaries: Sequence[int]) -> List[str]:
+    """Slice names for token counts split at `boundaries`: (5, 10) -> ['<=5', '6-10', '>10']."""
+    names = [f"<={boundaries[0]}"]
+    names += [f"{low + 1}-{high}" for low, high in zip(boundaries, boundaries[1:])]
+    return names + [f">{boundaries[-1]}"]

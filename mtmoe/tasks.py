@@ -195,6 +195,15 @@ class Classification:
         return {"accuracy": counts.get("correct", 0) / max(counts.get("total", 0), 1),
                 "examples": counts.get("total", 0)}
 
+    breakdown_kind = "confusion"
+
+    def breakdown(self, label, prediction, class_names) -> Optional[Dict[str, Dict[str, int]]]:
+        """{gold class: {predicted class: 1}}: one cell of the confusion matrix."""
+        label = int(np.asarray(label).reshape(-1)[0])
+        if label < 0:
+            return None
+        return {class_names[label]: {class_names[int(np.argmax(prediction))]: 1}}
+
 
 class Multilabel:
     """Any number of labels per example: one sigmoid per label, micro-F1 at 0.5."""
@@ -249,6 +258,16 @@ class Multilabel:
     def score(self, counts):
         scores = metrics.f1_from_counts(counts)
         return {"micro_f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
+
+    breakdown_kind = "per_class"
+
+    def breakdown(self, label, prediction, class_names) -> Optional[Dict[str, Dict[str, int]]]:
+        """{label: {"tp", "fp", "fn"}} for each label that is gold or predicted."""
+        label = np.asarray(label)
+        if label.min() < 0:
+            return None
+        return {class_names[c]: metrics.multilabel_counts(label[c:c + 1], np.asarray(prediction)[c:c + 1])
+                for c in np.flatnonzero((label > 0.5) | (np.asarray(prediction) >= 0.5))}
 
 
 class TokenTagging:
@@ -311,6 +330,13 @@ class TokenTagging:
         scores = metrics.f1_from_counts(counts)
         return {"span_f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
 
+    breakdown_kind = "per_class"
+
+    def breakdown(self, label, prediction, class_names) -> Optional[Dict[str, Dict[str, int]]]:
+        """{span type: {"tp", "fp", "fn"}}."""
+        gold, predicted = self._labelled_tags(label, prediction)
+        return metrics.span_counts_by_type(gold, predicted) if gold else None
+
 
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
@@ -346,12 +372,15 @@ class TaskScorer:
 
     `labels` are keyed by label_key(task), `predictions` by each type's eval_output(task): the forms
     of the `transform_features` and `serving_examples` signatures. The Evaluator's TFMA metric counts
-    with the same `count` functions.
+    with the same `count` functions. Given each task's class names, it also accumulates each task's
+    breakdown (confusion matrix, or counts per class / span type).
     """
 
-    def __init__(self, tasks):
+    def __init__(self, tasks, class_names: Optional[Dict[str, List[str]]] = None):
         self.tasks = tasks
+        self.class_names = class_names
         self.counts = {task.name: {} for task in tasks}
+        self.breakdowns = {task.name: {} for task in tasks}
         self.overall = {"correct": 0, "total": 0}
 
     def add(self, labels, predictions) -> None:
@@ -362,6 +391,9 @@ class TaskScorer:
                 kind = task_type(task)
                 label, prediction = labels[label_key(task)][i], predictions[kind.eval_output(task)][i]
                 metrics.add_counts(self.counts[task.name], kind.count(label, prediction) or {})
+                if self.class_names is not None:
+                    metrics.add_nested_counts(self.breakdowns[task.name], kind.breakdown(
+                        label, prediction, self.class_names[task.name]) or {})
                 verdicts.append(kind.exact(label, prediction))
             verdicts = [v for v in verdicts if v is not None]
             if verdicts:
@@ -373,3 +405,8 @@ class TaskScorer:
         scores[OVERALL] = {"accuracy": self.overall["correct"] / max(self.overall["total"], 1),
                            "examples": self.overall["total"]}
         return scores
+
+    def breakdown(self) -> Dict[str, Dict[str, object]]:
+        """{task: {"kind": "confusion" | "per_class", "counts": {row: {column: count}}}}."""
+        return {task.name: {"kind": task_type(task).breakdown_kind,
+                            "counts": self.breakdowns[task.name]} for task in self.tasks}

@@ -5,6 +5,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 from absl import logging as absl_logging
@@ -14,6 +15,7 @@ from tfx import v1 as tfx
 
 from components.test_scoring import METRICS_FILE
 from pipeline.pipeline import Paths, create_pipeline
+from pipeline.report import build_report, write_report
 from trainer.module import GATES_FILE
 
 SUMMARY_FILE = "summary.json"
@@ -62,8 +64,13 @@ def run_pipeline(config, paths: Paths, echo=print) -> dict:
             absl_logger.removeHandler(handler)
         absl_logging.set_verbosity(previous[0])
         absl_logger.propagate = previous[1]
-    summary = summarize_latest_run(paths, config.pipeline.name)
+    record = latest_run(paths, config.pipeline.name)
+    summary = summarize(record)
     summary["components"] = timer.seconds
+    report = build_report(record.run_id, config, summary,
+                          {name: record.uri(name) for name in record.artifacts})
+    summary["failures"] = report["failures"]
+    summary["report"] = write_report(report, config, paths.report_dir(record.run_id))
     with open(os.path.join(paths.work_dir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
@@ -100,38 +107,53 @@ def _property(artifact, name: str):
     return value.int_value if value.HasField("int_value") else value.string_value
 
 
-def summarize_latest_run(paths: Paths, pipeline_name: str) -> dict:
+@dataclass(frozen=True)
+class RunRecord:
+    """One pipeline run as ML Metadata recorded it: its id and its latest output artifact per type."""
+
+    run_id: str
+    artifacts: Dict[str, object]
+
+    def uri(self, type_name: str) -> Optional[str]:
+        artifact = self.artifacts.get(type_name)
+        return None if artifact is None else artifact.uri
+
+    def property(self, type_name: str, name: str):
+        artifact = self.artifacts.get(type_name)
+        return None if artifact is None else _property(artifact, name)
+
+
+def latest_run(paths: Paths, pipeline_name: str) -> RunRecord:
     store = _store(paths)
     runs = [c for c in store.get_contexts_by_type("pipeline_run")]
     if not runs:
         raise RuntimeError(f"{paths.metadata}: no pipeline run recorded")
     run = max(runs, key=lambda c: c.create_time_since_epoch)
-    outputs = _node_outputs(store, run.id, pipeline_name)
+    artifacts = {}
+    for node in _node_outputs(store, run.id, pipeline_name).values():
+        for type_name, found in node.items():
+            artifacts[type_name] = found[-1]
+    return RunRecord(run.name, artifacts)
 
-    def artifact(type_name: str) -> Optional[object]:
-        found = [a for node in outputs.values() for a in node.get(type_name, [])]
-        return found[-1] if found else None
 
-    model_run = artifact("ModelRun")
-    gates = {}
-    if model_run is not None and os.path.exists(os.path.join(model_run.uri, GATES_FILE)):
-        with open(os.path.join(model_run.uri, GATES_FILE)) as f:
-            gates = json.load(f)
-    blessing = artifact("ModelBlessing")
-    pushed = artifact("PushedModel")
-    test_metrics = artifact("MtmoeTestMetrics")
+def summarize(record: RunRecord) -> dict:
     metrics = {}
-    if test_metrics is not None:
-        with open(os.path.join(test_metrics.uri, METRICS_FILE)) as f:
+    if record.uri("MtmoeTestMetrics") is not None:
+        with open(os.path.join(record.uri("MtmoeTestMetrics"), METRICS_FILE)) as f:
             metrics = json.load(f)
-    pushed_path = None
-    if pushed is not None and _property(pushed, "pushed") == 1:
-        pushed_path = _property(pushed, "pushed_destination")
+    gates = {}
+    model_run = record.uri("ModelRun")
+    if model_run is not None and os.path.exists(os.path.join(model_run, GATES_FILE)):
+        with open(os.path.join(model_run, GATES_FILE)) as f:
+            gates = json.load(f)
+    pushed = None
+    if record.property("PushedModel", "pushed") == 1:
+        pushed = record.property("PushedModel", "pushed_destination")
     return {
-        "run_id": run.name,
+        "run_id": record.run_id,
         "components": {},
         "test_metrics": metrics,
-        "blessed": bool(blessing is not None and _property(blessing, "blessed") == 1),
-        "pushed_model": pushed_path,
+        "blessed": record.property("ModelBlessing", "blessed") == 1,
+        "pushed_model": pushed,
         "gate_statistics": gates,
     }

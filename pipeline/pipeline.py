@@ -18,6 +18,9 @@ from mtmoe.formats import SPLITS
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "trainer.module.run_fn"
 _SOURCE_PACKAGES = ("mtmoe", "components", "trainer", "serving")
+# The task fields Transform reads: loss weights and thresholds stay out so that changing them
+# (by hand or by the Tuner) keeps Transform's cache.
+_TRANSFORM_TASK_FIELDS = ("name", "type", "label_field", "max_labels")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,13 @@ class Paths:
     @property
     def serving_dir(self) -> str:
         return os.path.join(self.work_dir, "serving_model")
+
+    @property
+    def reports_dir(self) -> str:
+        return os.path.join(self.work_dir, "reports")
+
+    def report_dir(self, run_id: str) -> str:
+        return os.path.join(self.reports_dir, run_id)
 
 
 def source_fingerprint() -> str:
@@ -64,8 +74,11 @@ def beam_args(config: Config):
 
 def create_pipeline(config: Config, paths: Paths) -> tfx.dsl.Pipeline:
     fingerprint = source_fingerprint()
-    # Transform sees only the sections it reads, so that a model or training change keeps its cache.
-    transform_config = {"tasks": config.to_dict()["tasks"], "text": config.to_dict()["text"]}
+    # Transform sees only what it reads, so that a model, training or threshold change keeps its cache.
+    raw_config = config.to_dict()
+    transform_config = {
+        "tasks": [{field: task[field] for field in _TRANSFORM_TASK_FIELDS} for task in raw_config["tasks"]],
+        "text": raw_config["text"]}
 
     example_gen = tfx.components.ImportExampleGen(
         input_base=paths.data_root,
@@ -103,7 +116,8 @@ def create_pipeline(config: Config, paths: Paths) -> tfx.dsl.Pipeline:
         baseline_model=model_resolver.outputs["model"],
         eval_config=build_eval_config(config.tasks))
     test_scorer = TestScorer(
-        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"], model=trainer.outputs["model"],
         config=json.dumps(config.to_dict()))
     components = [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
                   model_resolver, evaluator, test_scorer]

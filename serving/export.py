@@ -5,7 +5,8 @@
 - `serving_examples(examples)`: serialized tf.Examples -> the same, plus each task's raw model output
   under the task name (what the Evaluator scores).
 - `transform_features(examples)`: serialized tf.Examples -> per-task labels in the form the Evaluator
-  compares with (`<task>_label`), used by TFMA as its preprocessing function.
+  compares with (`<task>_label`) and the text's `length_bucket`, used by TFMA as its preprocessing
+  function (the bucket is a slicing feature).
 
 The TFT layer is a tf_keras object and cannot sit inside a Keras 3 model, so both hang off one tf.Module.
 """
@@ -14,7 +15,9 @@ import os
 
 import tensorflow as tf
 
-from mtmoe.feature_names import PAD_ID, TEXT, TOKEN_IDS, TOKENS
+from components.transform import tokenize
+from mtmoe.feature_names import LENGTH_BUCKET, PAD_ID, TEXT, TOKEN_IDS, TOKENS
+from mtmoe.metrics import length_bucket_names
 from mtmoe.tasks import decode_outputs, label_key, task_type
 from trainer.features import class_names, model_inputs, model_targets
 
@@ -32,6 +35,9 @@ class ServingModule(tf.Module):
         self._num_classes = {name: len(v) for name, v in names.items()}
         self._class_names = {name: tf.constant(v) for name, v in names.items()}
         self._raw_spec = tft_output.raw_feature_spec()
+        buckets = config.evaluation.length_buckets
+        self._bucket_bounds = tf.constant(buckets, tf.int64)
+        self._bucket_names = tf.constant(length_bucket_names(buckets))
 
     def _predict(self, transformed):
         probabilities = self.model(model_inputs(transformed), training=False)
@@ -56,11 +62,19 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(self, examples):
-        transformed = self.tft_layer(tf.io.parse_example(examples, self._raw_spec))
+        raw = tf.io.parse_example(examples, self._raw_spec)
+        transformed = self.tft_layer(raw)
         targets = model_targets(transformed, self._tasks, self._num_classes)
-        return {label_key(task): task_type(task).eval_label(targets[task.name],
-                                                            self._class_names[task.name])
-                for task in self._tasks}
+        labels = {label_key(task): task_type(task).eval_label(targets[task.name],
+                                                              self._class_names[task.name])
+                  for task in self._tasks}
+        return {**labels, LENGTH_BUCKET: self._length_bucket(raw[TEXT])}
+
+    def _length_bucket(self, text):
+        """Tokens per text (before truncation), as the name of its length bucket."""
+        counts = tokenize(text).row_lengths()
+        return tf.gather(self._bucket_names,
+                         tf.searchsorted(self._bucket_bounds, counts, side="left"))
 
 
 def export_serving_model(model, tft_output, config, export_dir: str) -> None:

@@ -67,3 +67,13 @@ def test_invalid_yaml_names_the_line(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(UserError, match="config file not found"):
         load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_length_buckets_must_increase(tmp_path):
+    tasks = "tasks:\n  - {name: a, type: multilabel, label_field: a}\n"
+    assert load_config(_write(tmp_path, tasks + "evaluation: {length_buckets: [4, 8]}\n")
+                       ).evaluation.length_buckets == (4, 8)
+    with pytest.raises(UserError, match=r"evaluation\.length_buckets: expected increasing positive"):
+        load_config(_write(tmp_path, tasks + "evaluation: {length_buckets: [8, 4]}\n"))
+    with pytest.raises(UserError, match=r"evaluation\.length_buckets: expected increasing positive"):
+        load_config(_write(tmp_path, tasks + "evaluation: {length_buckets: [0, 2.5]}\n"))

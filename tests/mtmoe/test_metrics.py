@@ -1,4 +1,5 @@
-from mtmoe.metrics import bio_spans, f1_from_counts, multilabel_counts, span_f1
+from mtmoe.metrics import (add_nested_counts, bio_spans, f1_from_counts, length_bucket_names,
+                           multilabel_counts, span_counts, span_counts_by_type, span_f1)
 
 
 def test_spans_follow_seqeval_get_entities_example():
@@ -35,3 +36,18 @@ def test_no_spans_gives_zero_not_division_error():
 
 def test_multilabel_counts_threshold_at_half():
     assert multilabel_counts([1, 0, 1, 0], [0.9, 0.6, 0.4, 0.1]) == {"tp": 1, "fp": 1, "fn": 1}
+
+
+def test_span_counts_by_type_split_the_micro_counts():
+    gold = ["B-date", "I-date", "O", "B-amount", "B-city"]
+    predicted = ["B-date", "O", "O", "B-amount", "B-town"]
+    by_type = span_counts_by_type(gold, predicted)
+    assert by_type == {"date": {"tp": 0, "fp": 1, "fn": 1}, "amount": {"tp": 1, "fp": 0, "fn": 0},
+                       "city": {"tp": 0, "fp": 0, "fn": 1}, "town": {"tp": 0, "fp": 1, "fn": 0}}
+    assert add_nested_counts({}, {"all": span_counts(gold, predicted)}) == \
+        {"all": {key: sum(c[key] for c in by_type.values()) for key in ("tp", "fp", "fn")}}
+
+
+def test_length_bucket_names_cover_every_count():
+    assert length_bucket_names([5, 10, 20]) == ["<=5", "6-10", "11-20", ">20"]
+    assert length_bucket_names([3]) == ["<=3", ">3"]

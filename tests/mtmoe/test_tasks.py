@@ -19,3 +19,31 @@ def test_unlabelled_example_counts_for_nothing():
     assert TAGS.count(empty, np.array([b"O", b"B-x"])) is None
     assert TAGS.exact(empty, np.array([b"O", b"B-x"])) is None
     assert TASK_TYPES["classification"].count(np.array([-1]), np.array([0.2, 0.8])) is None
+
+
+def test_scorer_breaks_each_task_down_by_class():
+    from mtmoe.config import TaskConfig
+    from mtmoe.tasks import TaskScorer, label_key
+
+    tasks = [TaskConfig("intent", "classification", "intent"),
+             TaskConfig("signals", "multilabel", "signals"),
+             TaskConfig("slots", "token_tagging", "slots")]
+    scorer = TaskScorer(tasks, {"intent": ["balance", "transfer", "<unknown>"],
+                                "signals": ["urgent", "polite", "<unknown>"],
+                                "slots": []})
+    scorer.add(
+        {label_key(tasks[0]): np.array([0, 1, 1, -1]),
+         label_key(tasks[1]): np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [-1, -1, -1]], float),
+         label_key(tasks[2]): np.array([[b"B-amount", b"O"], [b"B-date", b""], [b"O", b"O"], [b"", b""]])},
+        {"intent": np.array([[0.9, 0.1, 0], [0.8, 0.2, 0], [0.1, 0.9, 0], [0.1, 0.9, 0]]),
+         "signals": np.array([[0.9, 0.6, 0], [0.9, 0.1, 0], [0.1, 0.1, 0], [0.9, 0.9, 0.9]]),
+         "slots_tags": np.array([[b"B-amount", b"O"], [b"O", b""], [b"B-date", b"O"], [b"B-x", b""]])})
+    breakdown = scorer.breakdown()
+    # The unlabelled fourth example counts nowhere.
+    assert breakdown["intent"] == {"kind": "confusion", "counts": {
+        "balance": {"balance": 1}, "transfer": {"balance": 1, "transfer": 1}}}
+    assert breakdown["signals"] == {"kind": "per_class", "counts": {
+        "urgent": {"tp": 2, "fp": 0, "fn": 0}, "polite": {"tp": 0, "fp": 1, "fn": 1}}}
+    assert breakdown["slots"] == {"kind": "per_class", "counts": {
+        "amount": {"tp": 1, "fp": 0, "fn": 0}, "date": {"tp": 0, "fp": 1, "fn": 1}}}
+    assert scorer.result()["intent"] == {"accuracy": 2 / 3, "examples": 3}

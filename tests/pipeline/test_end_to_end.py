@@ -1,6 +1,11 @@
-"""`mtmoe run` on a small sample, end to end, as a user runs it; then what it left behind."""
+"""`mtmoe run` on a small sample, end to end, as a user runs it; then what it left behind.
+
+A second run, on a new span whose training intents are shuffled, must be refused by the Evaluator.
+"""
 import json
 import os
+import random
+import re
 import subprocess
 import sys
 from importlib import resources
@@ -13,6 +18,7 @@ from ml_metadata.proto import metadata_store_pb2
 COMPONENTS = ("ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
               "Trainer", "Evaluator", "TestScorer", "Pusher")
 TEXTS = ["transfer $50 to my savings tomorrow", "I LOST MY VISA CARD!!", ""]
+EPOCHS = 3
 
 
 def _config_without_thresholds(path):
@@ -23,17 +29,47 @@ def _config_without_thresholds(path):
     return config
 
 
+def _run(cli, root):
+    result = cli("run", "--config", root / "config.yaml", "--data", root / "data",
+                 "--work-dir", root / "work", "--epochs", EPOCHS, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, cli):
-    """A 400-example sample, 1 epoch, value thresholds at 0 so that a first model is blessed."""
+    """A 400-example sample, value thresholds at 0 so that a first model is blessed."""
     root = tmp_path_factory.mktemp("e2e")
     config = _config_without_thresholds(root / "config.yaml")
     assert cli("data", "sample", "--out", root / "sample", "--num-examples", 400).returncode == 0
     assert cli("data", "convert", "--format", "jsonl", root / "sample", root / "data").returncode == 0
-    result = cli("run", "--config", root / "config.yaml", "--data", root / "data",
-                 "--work-dir", root / "work", "--epochs", 1, timeout=1500)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return {"work": root / "work", "config": config, "stdout": result.stdout}
+    result = _run(cli, root)
+    return {"root": root, "work": root / "work", "config": config, "stdout": result.stdout,
+            "summary": json.loads((root / "work" / "summary.json").read_text())}
+
+
+def _shuffle_training_intents(sample, out):
+    """The sample with the training split's intent labels permuted: a labelling bug in one field."""
+    out.mkdir()
+    for split in ("train", "eval", "test"):
+        rows = [json.loads(line) for line in (sample / f"{split}.jsonl").read_text().splitlines()]
+        if split == "train":
+            intents = [row["intent"] for row in rows]
+            random.Random(0).shuffle(intents)
+            for row, intent in zip(rows, intents):
+                row["intent"] = intent
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+@pytest.fixture(scope="module")
+def refused_run(run, cli):
+    """A second run over a new span with shuffled training intents; the first model is its baseline."""
+    root = run["root"]
+    _shuffle_training_intents(root / "sample", root / "shuffled")
+    assert cli("data", "convert", "--format", "jsonl", root / "shuffled", root / "data").returncode == 0
+    result = _run(cli, root)
+    return {"stdout": result.stdout,
+            "summary": json.loads((root / "work" / "summary.json").read_text())}
 
 
 def _node_executions(metadata_path):
@@ -125,3 +161,66 @@ def test_predict_command_prints_one_json_object_per_text(run, cli):
         assert {t["name"] for t in run["config"]["tasks"]} < set(row)
         assert len(row["slots"]["tags"]) == len(row["slots"]["tokens"]) == len(row["text"].split())
         assert 0.0 <= row["intent"]["score"] <= 1.0
+
+
+def _report(summary):
+    folder = os.path.dirname(summary["report"])
+    return folder, json.loads(open(os.path.join(folder, "report.json")).read())
+
+
+def test_evaluator_span_f1_equals_the_trainers_validation_span_f1(run):
+    """Same model, same eval split: TFMA's custom metric and the trainer's callback must agree."""
+    _, report = _report(run["summary"])
+    slots = next(row for row in report["headline"] if row["task"] == "slots")
+    assert slots["metric"] == "span_f1"
+    assert slots["eval"] == pytest.approx(report["history"]["val_slots_span_f1"][-1], abs=1e-6)
+
+
+def test_length_slices_partition_the_eval_split(run):
+    _, report = _report(run["summary"])
+    buckets = [row["bucket"] for row in report["slices"]]
+    assert buckets and set(buckets) <= {"<=5", "6-10", "11-20", ">20"}
+    eval_examples = report["data"]["eval"]["examples"]
+    assert sum(row["examples"] for row in report["slices"]) == eval_examples
+    for row in report["slices"]:
+        assert all(0.0 <= row[task["name"]] <= 1.0 for task in run["config"]["tasks"])
+
+
+def test_crippled_run_is_refused_and_the_served_version_stays(run, refused_run):
+    summary = refused_run["summary"]
+    assert summary["blessed"] is False and summary["pushed_model"] is None
+    assert "NOT blessed" in refused_run["stdout"]
+    assert "refused: intent accuracy changed" in refused_run["stdout"]
+    assert os.listdir(run["work"] / "serving_model") == [os.path.basename(run["summary"]["pushed_model"])]
+    _, report = _report(summary)
+    assert report["had_baseline"] is True
+    intent = next(row for row in report["headline"] if row["task"] == "intent")
+    assert intent["passed"] is False and intent["change"] < -0.02
+    assert any(re.match(r"intent accuracy changed -0\.\d+ against the blessed baseline", failure)
+               for failure in report["failures"]), report["failures"]
+
+
+def test_each_run_has_a_report_naming_every_task_with_existing_plots(run, refused_run):
+    for summary in (run["summary"], refused_run["summary"]):
+        folder, _ = _report(summary)
+        html = open(os.path.join(folder, "report.html")).read()
+        markdown = open(os.path.join(folder, "report.md")).read()
+        for task in run["config"]["tasks"]:
+            assert task["name"] in html and task["name"] in markdown
+        images = re.findall(r'<img alt="[^"]*" src="([^"]+)"', html)
+        assert len(images) >= 4  # confusion matrices of the two classification tasks, curves, gates
+        for image in images:
+            assert os.path.getsize(os.path.join(folder, image)) > 1000, image
+        assert "Validation anomalies" in html and "Training" in html
+
+
+def test_report_command_prints_the_latest_or_the_named_report(run, refused_run, cli):
+    latest = cli("report", "--work-dir", run["work"])
+    assert latest.returncode == 0, latest.stderr[-2000:]
+    assert latest.stdout.splitlines()[0] == refused_run["summary"]["report"]
+    assert "NOT blessed" in latest.stdout and "intent accuracy changed" in latest.stdout
+    first = cli("report", run["summary"]["run_id"], "--work-dir", run["work"])
+    assert first.returncode == 0 and first.stdout.splitlines()[0] == run["summary"]["report"]
+    assert "Blessed and pushed" in first.stdout
+    missing = cli("report", "no-such-run", "--work-dir", run["work"])
+    assert missing.returncode == 2 and "no report for run no-such-run" in missing.stderr

@@ -1,0 +1,277 @@
+"""The run report: what a pipeline run produced, in one page a person can read.
+
+Everything comes from the run's artifacts: TFMA's metrics and validation result (Evaluator), the test
+split's scores and breakdowns (TestScorer), the training history and gate statistics (Trainer), TFDV's
+statistics and anomalies (StatisticsGen, ExampleValidator). The page is written as Markdown, converted
+to HTML with Python-Markdown, and kept as `report.json` for `mtmoe report`.
+"""
+import glob
+import json
+import os
+from typing import Dict, List, Optional
+
+import markdown
+import tensorflow_model_analysis as tfma
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
+
+from components.test_scoring import BREAKDOWN_FILE
+from mtmoe.feature_names import LENGTH_BUCKET, OVERALL
+from mtmoe.formats import SPLITS
+from mtmoe.metrics import f1_from_counts, length_bucket_names
+from mtmoe.tasks import task_type
+from pipeline import plots
+from pipeline.report_text import REPORT_HTML, REPORT_JSON, headline_table, number, table, verdict
+from trainer.module import GATES_FILE, HISTORY_FILE
+
+REPORT_MD = "report.md"
+PLOTS_DIR = "plots"
+CANDIDATE, BASELINE = "candidate", "baseline"
+
+
+def _read_json(folder: Optional[str], name: str):
+    path = os.path.join(folder or "", name)
+    if folder is None or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _slice_name(slice_key) -> str:
+    parts = []
+    for key in slice_key.single_slice_keys:
+        value = key.bytes_value.decode() if key.HasField("bytes_value") else \
+            key.int64_value if key.HasField("int64_value") else key.float_value
+        parts.append(f"{key.column}={value}")
+    return ", ".join(parts) or OVERALL
+
+
+def read_evaluation(uri: str) -> Dict[str, Dict[tuple, float]]:
+    """{slice name: {(model, output, metric, is_diff): value}} from the Evaluator's output."""
+    values: Dict[str, Dict[tuple, float]] = {}
+    for per_slice in tfma.load_metrics(uri):
+        entry = values.setdefault(_slice_name(per_slice.slice_key), {})
+        for item in per_slice.metric_keys_and_values:
+            key = item.key
+            model = key.model_name or CANDIDATE
+            entry[(model, key.output_name, key.name, key.is_diff)] = item.value.double_value.value
+    return values
+
+
+def _failure_text(task, metric: str, failure) -> str:
+    threshold = failure.metric_threshold
+    value = failure.metric_value.double_value.value
+    if threshold.HasField("change_threshold"):
+        return (f"{task.name} {metric} changed {value:+.4f} against the blessed baseline; "
+                f"the largest allowed drop is {task.max_drop} (max_drop)")
+    return f"{task.name} {metric} is {value:.4f}, below {task.min_value} (min_value)"
+
+
+def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Optional[str]]) -> dict:
+    """The report's content as plain data. `artifacts` maps artifact type names to URIs."""
+    tasks = config.tasks
+    by_output = {task_type(t).eval_output(t): t for t in tasks}
+    evaluation = read_evaluation(artifacts["ModelEvaluation"]) if artifacts.get("ModelEvaluation") else {}
+    validation = (tfma.load_validation_result(artifacts["ModelEvaluation"])
+                  if artifacts.get("ModelEvaluation") else None)
+    failures = {}
+    for per_slice in (validation.metric_validations_per_slice if validation else []):
+        for failure in per_slice.failures:
+            task = by_output.get(failure.metric_key.output_name)
+            if task is not None:
+                failures.setdefault(task.name, []).append(
+                    _failure_text(task, failure.metric_key.name, failure))
+    overall = evaluation.get(OVERALL, {})
+    headline = []
+    for task in tasks:
+        kind = task_type(task)
+        metric, output = kind.primary_metric, kind.eval_output(task)
+        headline.append({
+            "task": task.name, "metric": metric,
+            "eval": overall.get((CANDIDATE, output, metric, False)),
+            "min_value": task.min_value,
+            "baseline": overall.get((BASELINE, output, metric, False)),
+            "change": overall.get((CANDIDATE, output, metric, True)),
+            "max_drop": task.max_drop,
+            "passed": None if not overall else task.name not in failures,
+            "test": summary["test_metrics"].get(task.name, {}).get(metric),
+        })
+    return {
+        "run_id": run_id,
+        "config": config.source,
+        "blessed": summary["blessed"],
+        "pushed_model": summary["pushed_model"],
+        "had_baseline": bool(validation is not None and not validation.rubber_stamp),
+        "failures": [text for task in tasks for text in failures.get(task.name, [])],
+        "headline": headline,
+        "test_overall_accuracy": summary["test_metrics"].get(OVERALL, {}).get("accuracy"),
+        "slices": _length_slices(evaluation, tasks, config.evaluation.length_buckets),
+        "breakdowns": _read_json(artifacts.get("MtmoeTestMetrics"), BREAKDOWN_FILE) or {},
+        "history": _read_json(artifacts.get("ModelRun"), HISTORY_FILE) or {},
+        "gates": _read_json(artifacts.get("ModelRun"), GATES_FILE) or {},
+        "data": _data_summary(artifacts.get("ExampleStatistics")),
+        "anomalies": _anomalies(artifacts.get("ExampleAnomalies")),
+        "components": summary.get("components", {}),
+    }
+
+
+def _length_slices(evaluation, tasks, boundaries) -> List[dict]:
+    rows = []
+    for bucket in length_bucket_names(boundaries):
+        values = evaluation.get(f"{LENGTH_BUCKET}={bucket}")
+        if values is None:
+            continue
+        row = {"bucket": bucket}
+        for task in tasks:
+            kind = task_type(task)
+            output = kind.eval_output(task)
+            row["examples"] = max(row.get("examples", 0),
+                                  int(values.get((CANDIDATE, output, "example_count", False), 0)))
+            row[task.name] = values.get((CANDIDATE, output, kind.primary_metric, False))
+        rows.append(row)
+    return rows
+
+
+def _split_files(uri: Optional[str], name: str) -> Dict[str, str]:
+    """{split: path of `name` in its Split-<split> folder}, in the order of SPLITS."""
+    if uri is None:
+        return {}
+    found = {os.path.basename(os.path.dirname(path))[len("Split-"):]: path
+             for path in glob.glob(os.path.join(uri, "Split-*", name))}
+    return {split: found[split] for split in SPLITS if split in found}
+
+
+def _data_summary(uri: Optional[str]) -> Dict[str, dict]:
+    """Per split: examples, and per feature its presence, values per example and top values."""
+    summary = {}
+    for split, path in _split_files(uri, "FeatureStats.pb").items():
+        with open(path, "rb") as f:
+            dataset = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read()).datasets[0]
+        features = []
+        for feature in dataset.features:
+            stats = feature.string_stats if feature.HasField("string_stats") else feature.num_stats
+            common = stats.common_stats
+            features.append({
+                "feature": ".".join(feature.path.step),
+                "type": statistics_pb2.FeatureNameStatistics.Type.Name(feature.type),
+                "present": common.num_non_missing / max(dataset.num_examples, 1),
+                "values_per_example": common.avg_num_values,
+                "unique": getattr(stats, "unique", None),
+                # Values seen more than once: a free-text feature has none worth listing.
+                "top": [value.value for value in getattr(stats, "top_values", [])[:3]
+                        if value.frequency > 1],
+            })
+        summary[split] = {"examples": dataset.num_examples,
+                          "features": sorted(features, key=lambda f: f["feature"])}
+    return summary
+
+
+def _anomalies(uri: Optional[str]) -> Dict[str, List[str]]:
+    found = {}
+    for split, path in _split_files(uri, "SchemaDiff.pb").items():
+        with open(path, "rb") as f:
+            anomalies = anomalies_pb2.Anomalies.FromString(f.read())
+        found[split] = [f"{feature}: {info.description or info.short_description}"
+                        for feature, info in sorted(anomalies.anomaly_info.items())]
+        if anomalies.HasField("dataset_anomaly_info"):
+            found[split].append(f"dataset: {anomalies.dataset_anomaly_info.description}")
+    return found
+
+
+def render_markdown(report: dict, config, plot_dir: str) -> str:
+    """The report as Markdown; draws its figures into `plot_dir` and links them relatively."""
+    os.makedirs(plot_dir, exist_ok=True)
+    relative = os.path.basename(plot_dir)
+    lines = [f"# mtmoe run {report['run_id']}", "", verdict(report), ""]
+    if not report["had_baseline"]:
+        lines += ["No blessed model existed before this run, so only the value thresholds "
+                  "(min_value) applied; change thresholds (max_drop) start with the next run.", ""]
+    lines += ["## Metrics per task", "",
+              "`eval`: the Evaluator on the eval split, which decides the blessing; `baseline` / "
+              "`change`: the latest blessed model on the same data; `test`: the test split, scored "
+              "once after the Evaluator.", ""]
+    lines += headline_table(report)
+    if report["test_overall_accuracy"] is not None:
+        lines += [f"Test overall accuracy (every labelled task right): "
+                  f"{report['test_overall_accuracy']:.4f}", ""]
+
+    if report["slices"]:
+        names = [t.name for t in config.tasks]
+        lines += ["## Metrics by text length (eval split)", ""]
+        lines += table(["tokens", "examples"] + names,
+                       [[row["bucket"], row["examples"]] + [number(row[n]) for n in names]
+                        for row in report["slices"]])
+
+    lines += ["## Test split by class", ""]
+    for task in config.tasks:
+        breakdown = report["breakdowns"].get(task.name)
+        if not breakdown or not breakdown["counts"]:
+            continue
+        if breakdown["kind"] == "confusion":
+            path = plots.confusion_matrix(breakdown["counts"], f"{task.name}: confusion (test)",
+                                          os.path.join(plot_dir, f"confusion_{task.name}.png"))
+            lines += [f"### {task.name}", "", f"![{task.name} confusion matrix]({relative}/"
+                      f"{os.path.basename(path)})", ""]
+        else:
+            rows = []
+            for name, counts in sorted(breakdown["counts"].items()):
+                scores = f1_from_counts(counts)
+                rows.append([name, number(scores["precision"]), number(scores["recall"]),
+                             number(scores["f1"]), counts.get("tp", 0) + counts.get("fn", 0)])
+            lines += [f"### {task.name}", ""]
+            lines += table(["class", "precision", "recall", "F1", "gold"], rows)
+
+    if report["history"]:
+        path = plots.training_curves(report["history"], [t.name for t in config.tasks],
+                                     {t.name: task_type(t).primary_metric for t in config.tasks},
+                                     os.path.join(plot_dir, "training_curves.png"))
+        lines += ["## Training", "", f"![training curves]({relative}/{os.path.basename(path)})", ""]
+
+    if report["gates"]:
+        lines += ["## Experts", "", "Per task gate: the mean gate weight of each routed expert and "
+                  "its share of the routed tokens (load), on the eval split.", ""]
+        for layer, routers in report["gates"].items():
+            path = plots.gate_heatmaps(layer, routers, os.path.join(plot_dir, f"gates_{layer}.png"))
+            lines += [f"![{layer} gates]({relative}/{os.path.basename(path)})", ""]
+
+    lines += ["## Data", ""]
+    for split, stats in report["data"].items():
+        lines += [f"### {split}: {stats['examples']} examples", ""]
+        lines += table(["feature", "type", "present", "values / example", "unique", "most frequent"],
+                       [[f["feature"], f["type"], f"{f['present']:.1%}",
+                         f"{f['values_per_example']:.2f}", f["unique"] if f["unique"] else "—",
+                         ", ".join(f"`{v}`" for v in f["top"])] for f in stats["features"]])
+    lines += ["### Validation anomalies", ""]
+    for split, found in report["anomalies"].items():
+        lines += [f"- {split}: " + ("; ".join(found) if found else "none")]
+    lines += [""]
+
+    if report["components"]:
+        lines += ["## Component times", ""]
+        lines += table(["component", "seconds"],
+                       [[name, f"{seconds:.1f}"] for name, seconds in report["components"].items()])
+    return "\n".join(lines)
+
+
+_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:.2em .6em}}
+img{{max-width:100%}}</style></head>
+<body>
+{body}
+</body></html>
+"""
+
+
+def write_report(report: dict, config, folder: str) -> str:
+    """Writes report.json, report.md, report.html and plots/ into `folder`; returns the HTML path."""
+    os.makedirs(folder, exist_ok=True)
+    text = render_markdown(report, config, os.path.join(folder, PLOTS_DIR))
+    with open(os.path.join(folder, REPORT_MD), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(folder, REPORT_HTML), "w") as f:
+        f.write(_PAGE.format(title=f"mtmoe run {report['run_id']}",
+                             body=markdown.markdown(text, extensions=["tables"])))
+    with open(os.path.join(folder, REPORT_JSON), "w") as f:
+        json.dump(report, f, indent=1)
+    return os.path.join(folder, REPORT_HTML)

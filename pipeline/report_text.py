@@ -1,0 +1,32 @@
+"""Plain-text pieces of the run report, kept free of heavy imports so that `mtmoe report` is quick."""
+from typing import List
+
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+
+
+def number(value, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def table(header: List[str], rows: List[List[str]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows] + [""]
+
+
+def verdict(report: dict) -> str:
+    if report["pushed_model"]:
+        return f"Blessed and pushed to `{report['pushed_model']}`."
+    if report["blessed"]:
+        return "Blessed (not pushed)."
+    if report["failures"]:
+        return "NOT blessed, nothing pushed: " + "; ".join(report["failures"]) + "."
+    return "NOT blessed, nothing pushed."
+
+
+def headline_table(report: dict) -> List[str]:
+    rows = [[h["task"], h["metric"], number(h["eval"]), h["min_value"], number(h["baseline"]),
+             "—" if h["change"] is None else f"{h['change']:+.4f}", h["max_drop"],
+             {True: "yes", False: "**NO**", None: "—"}[h["passed"]], number(h["test"])] for h in report["headline"]]
+    return table(["task", "metric", "eval", "min_value", "baseline", "change", "max_drop", "passed",
+                  "test"], rows)

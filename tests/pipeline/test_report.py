@@ -1,0 +1,57 @@
+"""The run report from artifact files, without running the pipeline."""
+import json
+import os
+import re
+
+import pytest
+
+from components.test_scoring import BREAKDOWN_FILE
+from mtmoe.config import load_config
+from pipeline.report import REPORT_MD, build_report, write_report
+from pipeline.report_text import REPORT_JSON
+from trainer.module import GATES_FILE, HISTORY_FILE
+
+
+@pytest.fixture
+def artifacts(tmp_path):
+    config = load_config()
+    model_run = tmp_path / "model_run"
+    test_metrics = tmp_path / "test_metrics"
+    model_run.mkdir()
+    test_metrics.mkdir()
+    history = {"loss": [2.0, 1.0], "val_loss": [2.1, 1.3], "val_intent_accuracy": [0.5, 0.8],
+               "val_slots_span_f1": [0.2, 0.6]}
+    (model_run / HISTORY_FILE).write_text(json.dumps(history))
+    gates = {f"ffn_{i}": {t.name: {"mean_gate": [0.5, 0.25, 0.25], "load": [0.4, 0.4, 0.2]}
+                          for t in config.tasks} for i in range(2)}
+    (model_run / GATES_FILE).write_text(json.dumps(gates))
+    breakdown = {
+        "intent": {"kind": "confusion", "counts": {"pay_bill": {"pay_bill": 3, "transfer": 1},
+                                                   "transfer": {"transfer": 2}}},
+        "slots": {"kind": "per_class", "counts": {"amount": {"tp": 3, "fp": 1, "fn": 0}}},
+        "sentiment": {"kind": "confusion", "counts": {"neutral": {"neutral": 2}}},
+        "signals": {"kind": "per_class", "counts": {"urgent": {"tp": 1, "fp": 0, "fn": 1}}},
+    }
+    (test_metrics / BREAKDOWN_FILE).write_text(json.dumps(breakdown))
+    return config, {"ModelRun": str(model_run), "MtmoeTestMetrics": str(test_metrics)}
+
+
+def test_report_from_artifacts_links_only_plots_it_wrote(tmp_path, artifacts):
+    config, uris = artifacts
+    summary = {"blessed": False, "pushed_model": None, "components": {"Trainer": 12.5},
+               "test_metrics": {"intent": {"accuracy": 0.75}, "overall": {"accuracy": 0.5}}}
+    html = write_report(build_report("run-1", config, summary, uris), config, str(tmp_path / "report"))
+    folder = os.path.dirname(html)
+    text = open(os.path.join(folder, REPORT_MD)).read()
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert sorted(images) == ["plots/confusion_intent.png", "plots/confusion_sentiment.png",
+                              "plots/gates_ffn_0.png", "plots/gates_ffn_1.png",
+                              "plots/training_curves.png"]
+    for image in images:
+        with open(os.path.join(folder, image), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert re.search(r"\| amount \| 0\.7500 \| 1\.0000 \| 0\.8571 \| 3 \|", text)  # P, R, F1, gold
+    assert "| intent | accuracy | — | 0.8 | — | — | 0.02 | — | 0.7500 |" in text
+    assert "NOT blessed" in text and "<table>" in open(html).read()
+    report = json.load(open(os.path.join(folder, REPORT_JSON)))
+    assert [row["task"] for row in report["headline"]] == [t.name for t in config.tasks]
