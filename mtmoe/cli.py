@@ -12,13 +12,14 @@ from mtmoe.errors import UserError
 DEFAULT_WORK_DIR = "mtmoe_work"
 
 
-def _run(args) -> None:
+def _prepare(args):
+    """The config and paths of a pipeline command, with the sample generated when no --data."""
     from mtmoe.config import load_config
     from mtmoe.formats import check_latest_span, existing_spans, read_splits, write_span
     from mtmoe.sample import write_sample
 
     config = load_config(args.config)
-    if args.epochs is not None:
+    if getattr(args, "epochs", None) is not None:
         config = config.with_overrides(epochs=args.epochs)
     work_dir = os.path.abspath(args.work_dir)
     data_root = os.path.abspath(args.data) if args.data else os.path.join(work_dir, "data")
@@ -31,13 +32,33 @@ def _run(args) -> None:
         print(f"generated the sample data into {data_root}")
     span = check_latest_span(data_root, config.tasks)
     print(f"config {config.source}; data {span}; work dir {work_dir}")
-    from pipeline.local_runner import run_pipeline  # TFX loads slowly: only once the input is checked
-    from pipeline.pipeline import Paths
+    from pipeline.pipeline import Paths  # TFX loads slowly: only once the input is checked
 
     os.makedirs(work_dir, exist_ok=True)
-    summary = run_pipeline(config, Paths(data_root=data_root, work_dir=work_dir))
+    return config, Paths(data_root=data_root, work_dir=work_dir)
+
+
+def _run(args) -> None:
+    config, paths = _prepare(args)
+    from pipeline.local_runner import run_pipeline
+
+    summary = run_pipeline(config, paths)
     print(format_summary(summary))
     print(f"\nreport: {summary['report']}")
+
+
+def _tune(args) -> None:
+    import dataclasses
+
+    config, paths = _prepare(args)
+    config = dataclasses.replace(config, tuning=dataclasses.replace(config.tuning, enabled=True))
+    from pipeline.local_runner import run_pipeline
+    from pipeline.report_text import trials_table
+
+    summary = run_pipeline(config, paths, tuning_only=True, compare_weightings=args.compare)
+    print(f"\nrun {summary['run_id']}: {config.tuning.algorithm} search, objective "
+          f"val_objective (higher is better)\n")
+    print("\n".join(trials_table(summary["trials"])))
 
 
 def format_summary(summary: dict) -> str:
@@ -107,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
     run.add_argument("--epochs", type=int, help="override training.epochs")
     run.set_defaults(handler=_run)
+
+    tune = commands.add_parser("tune", help="run the pipeline up to the Tuner; print its trials")
+    tune.add_argument("--config", help="task config YAML (its tuning section sets the search)")
+    tune.add_argument("--data", help="data root holding span-<N>/ folders (default: generate the sample)")
+    tune.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
+    tune.add_argument("--compare", action="store_true",
+                      help="also train with equal weights and with uncertainty weighting, as long "
+                           "as one trial, and add them to the table")
+    tune.set_defaults(handler=_tune)
 
     report = commands.add_parser("report", help="print the path and headline of a run's report")
     report.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the latest run")

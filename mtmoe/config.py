@@ -70,6 +70,27 @@ class TrainingConfig:
     fgm_epsilon: float = 0.0     # > 0: adversarial training on the token embeddings (FGM)
     seed: int = 42
     mixed_precision: str = "auto"
+    loss_weighting: str = "fixed"  # fixed: w_t = loss_weight (or the Tuner's); uncertainty: learned
+
+
+LOSS_WEIGHTINGS = ("fixed", "uncertainty")
+TUNING_ALGORITHMS = ("bayesian", "hyperband", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningConfig:
+    enabled: bool = False                 # true: the Tuner searches before the Trainer trains
+    algorithm: str = "bayesian"           # bayesian | hyperband | random
+    max_trials: int = 8
+    epochs_per_trial: int = 3
+    budget_minutes: float = 0.0           # wall-clock limit, checked between trials; 0 = none
+    loss_weight_range: Tuple[float, ...] = (0.1, 10.0)  # each task's weight, log-uniform
+    learning_rate_range: Tuple[float, ...] = ()  # (low, high): searched log-uniform too
+    top_k_choices: Tuple[int, ...] = ()          # deepseek_moe: e.g. (1, 2, 4)
+    routed_experts_choices: Tuple[int, ...] = ()  # deepseek_moe: e.g. (4, 8, 16)
+    # {task: weight} of each task's primary validation metric in the objective; {} = plain mean.
+    objective_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
+    seed: int = 7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +112,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    tuning: TuningConfig = TuningConfig()
     pipeline: PipelineConfig = PipelineConfig()
     source: str = "<dict>"
 
@@ -103,6 +125,11 @@ class Config:
 
     def with_overrides(self, **training) -> "Config":
         return dataclasses.replace(self, training=dataclasses.replace(self.training, **training))
+
+    def with_loss_weights(self, weights: Dict[str, float]) -> "Config":
+        return dataclasses.replace(self, tasks=tuple(
+            dataclasses.replace(t, loss_weight=float(weights.get(t.name, t.loss_weight)))
+            for t in self.tasks))
 
 
 def load_config(path: Optional[str] = None) -> Config:
@@ -141,7 +168,9 @@ def _build(cls, values: Dict[str, Any], where: str):
         raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     kwargs = {}
     for name, value in values.items():
-        default = fields[name].default
+        spec = fields[name]
+        default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING \
+            else spec.default
         expected = type(default) if default is not dataclasses.MISSING else str
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -153,8 +182,8 @@ def _build(cls, values: Dict[str, Any], where: str):
     try:
         return cls(**kwargs)
     except TypeError as e:
-        missing = [f for f, spec in fields.items()
-                   if f not in kwargs and spec.default is dataclasses.MISSING]
+        missing = [f for f, spec in fields.items() if f not in kwargs and spec.default is
+                   dataclasses.MISSING and spec.default_factory is dataclasses.MISSING]
         raise UserError(f"{where}: missing field(s) {', '.join(missing)}") from e
 
 
@@ -186,8 +215,8 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         dupes = sorted({v for v in seen if seen.count(v) > 1})
         if dupes:
             raise UserError(f"{source}: tasks: duplicate {attr} {', '.join(dupes)}")
-    unknown = sorted(set(raw) - {"tasks", "text", "model", "training", "evaluation", "pipeline",
-                                  "source"})
+    unknown = sorted(set(raw) - {"tasks", "text", "model", "training", "evaluation", "tuning",
+                                  "pipeline", "source"})
     if unknown:
         raise UserError(f"{source}: unknown section(s) {', '.join(unknown)}")
     config = Config(
@@ -196,6 +225,7 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         model=_section(ModelConfig, raw, "model", source),
         training=_section(TrainingConfig, raw, "training", source),
         evaluation=_section(EvaluationConfig, raw, "evaluation", source),
+        tuning=_section(TuningConfig, raw, "tuning", source),
         pipeline=_section(PipelineConfig, raw, "pipeline", source),
         source=raw.get("source", source),
     )
@@ -211,7 +241,47 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
             list(buckets) != sorted(set(buckets)):
         raise UserError(f"{source}: evaluation.length_buckets: expected increasing positive token "
                         f"counts, got {list(buckets)}")
+    _check_tuning(config, source)
+    if config.training.loss_weighting not in LOSS_WEIGHTINGS:
+        raise UserError(f"{source}: training.loss_weighting: expected one of "
+                        f"{', '.join(LOSS_WEIGHTINGS)}, got {config.training.loss_weighting!r}")
     if config.training.mixed_precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
         raise UserError(f"{source}: training.mixed_precision: unknown policy "
                         f"{config.training.mixed_precision!r}")
     return config
+
+
+def _check_tuning(config: Config, source: str) -> None:
+    tuning, where = config.tuning, f"{source}: tuning"
+
+    def numbers(name, kind, count=None):
+        values = getattr(tuning, name)
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
+        if kind is int:
+            ok = ok and all(isinstance(v, int) for v in values)
+        if count is not None:
+            ok = ok and (not values or (len(values) == count and values[0] < values[1]))
+        if not ok:
+            shape = "[low, high] with 0 < low < high" if count else "positive integers"
+            raise UserError(f"{where}.{name}: expected {shape}, got {list(values)}")
+
+    if tuning.algorithm not in TUNING_ALGORITHMS:
+        raise UserError(f"{where}.algorithm: expected one of {', '.join(TUNING_ALGORITHMS)}, "
+                        f"got {tuning.algorithm!r}")
+    if tuning.max_trials < 1 or tuning.epochs_per_trial < 1 or tuning.budget_minutes < 0:
+        raise UserError(f"{where}: max_trials and epochs_per_trial must be >= 1, budget_minutes >= 0")
+    if not tuning.loss_weight_range:
+        raise UserError(f"{where}.loss_weight_range: expected [low, high] with 0 < low < high, got []")
+    numbers("loss_weight_range", float, 2)
+    numbers("learning_rate_range", float, 2)
+    numbers("top_k_choices", int)
+    numbers("routed_experts_choices", int)
+    if (tuning.top_k_choices or tuning.routed_experts_choices) and config.model.trunk != "deepseek_moe":
+        raise UserError(f"{where}: top_k_choices / routed_experts_choices need model.trunk deepseek_moe")
+    names = {t.name for t in config.tasks}
+    for task, weight in tuning.objective_weights.items():
+        if task not in names or not isinstance(weight, (int, float)) or weight < 0:
+            raise UserError(f"{where}.objective_weights: {task!r}: expected a task name with a "
+                            f"weight >= 0; tasks: {', '.join(sorted(names))}")
+    if tuning.objective_weights and not sum(tuning.objective_weights.values()) > 0:
+        raise UserError(f"{where}.objective_weights: at least one weight must be > 0")

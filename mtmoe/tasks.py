@@ -20,6 +20,7 @@ from mtmoe.feature_names import OVERALL, TOKENS
 
 UNLABELLED = -1
 UNKNOWN_LABEL = "<unknown>"
+OBJECTIVE = "objective"
 
 
 def label_key(task) -> str:
@@ -410,3 +411,16 @@ class TaskScorer:
         """{task: {"kind": "confusion" | "per_class", "counts": {row: {column: count}}}}."""
         return {task.name: {"kind": task_type(task).breakdown_kind,
                             "counts": self.breakdowns[task.name]} for task in self.tasks}
+
+
+def objective(scores: Dict[str, Dict[str, float]], tasks, weights: Optional[Dict[str, float]] = None
+              ) -> float:
+    """Weighted mean of each task's primary metric (plain mean without weights; unnamed tasks get 0).
+
+    Unlike the weighted loss, it does not depend on the loss weights, so trials that train with
+    different weights are compared on the same scale.
+    """
+    weights = weights or {task.name: 1.0 for task in tasks}
+    total = sum(weights.get(task.name, 0.0) for task in tasks)
+    return sum(weights.get(task.name, 0.0) * scores[task.name][task_type(task).primary_metric]
+               for task in tasks) / total

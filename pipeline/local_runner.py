@@ -16,9 +16,15 @@ from tfx import v1 as tfx
 from components.test_scoring import METRICS_FILE
 from pipeline.pipeline import Paths, create_pipeline
 from pipeline.report import build_report, write_report
-from trainer.module import GATES_FILE
+from trainer.module import GATES_FILE, HISTORY_FILE, TRAINING_FILE
+from trainer.tuning import reference_configs, reference_row, trial_table
 
 SUMMARY_FILE = "summary.json"
+TRAINER = "Trainer"
+# (artifact type, producing node) of everything the run report reads.
+_REPORTED = (("ModelEvaluation", "Evaluator"), ("MtmoeTestMetrics", "TestScorer"),
+             ("ModelRun", TRAINER), ("ExampleStatistics", "StatisticsGen"),
+             ("ExampleAnomalies", "ExampleValidator"))
 _PROGRESS = re.compile(r"^Component (\S+) is (running|finished)\.$")
 
 
@@ -44,8 +50,12 @@ class _ComponentTimer(logging.Handler):
             self.echo(f"   {node} done in {self.seconds[node]:.1f} s")
 
 
-def run_pipeline(config, paths: Paths, echo=print) -> dict:
-    """Runs every component in order; returns (and writes) the run summary."""
+def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
+                 compare_weightings: bool = False) -> dict:
+    """Runs every component in order (or those up to the Tuner); returns the run summary.
+
+    A full run also writes summary.json and the run report.
+    """
     timer = _ComponentTimer(echo)
     warnings = logging.StreamHandler(sys.stderr)
     warnings.setLevel(logging.WARNING)
@@ -58,22 +68,43 @@ def run_pipeline(config, paths: Paths, echo=print) -> dict:
     absl_logger.addHandler(timer)
     absl_logger.addHandler(warnings)
     try:
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(config, paths))
+        tfx.orchestration.LocalDagRunner().run(
+            create_pipeline(config, paths, tuning_only, compare_weightings))
     finally:
         for handler in (timer, warnings):
             absl_logger.removeHandler(handler)
         absl_logging.set_verbosity(previous[0])
         absl_logger.propagate = previous[1]
     record = latest_run(paths, config.pipeline.name)
+    trials = trial_rows(record, config, paths) if config.tuning.enabled or tuning_only else []
+    if tuning_only:
+        return {"run_id": record.run_id, "components": timer.seconds, "trials": trials}
     summary = summarize(record)
     summary["components"] = timer.seconds
+    summary["trials"] = trials
     report = build_report(record.run_id, config, summary,
-                          {name: record.uri(name) for name in record.artifacts})
+                          {name: record.uri(name, node) for name, node in _REPORTED})
     summary["failures"] = report["failures"]
     summary["report"] = write_report(report, config, paths.report_dir(record.run_id))
     with open(os.path.join(paths.work_dir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
+
+
+def trial_rows(record, config, paths: Paths) -> list:
+    """The search's trials, best first, then the reference trainings this run made (if any)."""
+    rows = trial_table(paths.tuning_dir, config)
+    for name in reference_configs(config):
+        model_run = record.uri("ModelRun", f"Trainer_{name}")
+        if model_run is not None:
+            rows.append(reference_row(name, _read_json(model_run, HISTORY_FILE),
+                                      _read_json(model_run, TRAINING_FILE), config))
+    return rows
+
+
+def _read_json(folder: str, name: str):
+    with open(os.path.join(folder, name)) as f:
+        return json.load(f)
 
 
 def _store(paths: Paths) -> metadata_store.MetadataStore:
@@ -109,17 +140,22 @@ def _property(artifact, name: str):
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One pipeline run as ML Metadata recorded it: its id and its latest output artifact per type."""
+    """One pipeline run as ML Metadata recorded it: its id and each node's latest output per type."""
 
     run_id: str
-    artifacts: Dict[str, object]
+    outputs: Dict[str, Dict[str, object]]
 
-    def uri(self, type_name: str) -> Optional[str]:
-        artifact = self.artifacts.get(type_name)
+    def artifact(self, type_name: str, node: Optional[str] = None):
+        found = [artifacts[type_name] for name, artifacts in self.outputs.items()
+                 if type_name in artifacts and node in (None, name)]
+        return found[-1] if found else None
+
+    def uri(self, type_name: str, node: Optional[str] = None) -> Optional[str]:
+        artifact = self.artifact(type_name, node)
         return None if artifact is None else artifact.uri
 
     def property(self, type_name: str, name: str):
-        artifact = self.artifacts.get(type_name)
+        artifact = self.artifact(type_name)
         return None if artifact is None else _property(artifact, name)
 
 
@@ -129,23 +165,17 @@ def latest_run(paths: Paths, pipeline_name: str) -> RunRecord:
     if not runs:
         raise RuntimeError(f"{paths.metadata}: no pipeline run recorded")
     run = max(runs, key=lambda c: c.create_time_since_epoch)
-    artifacts = {}
-    for node in _node_outputs(store, run.id, pipeline_name).values():
-        for type_name, found in node.items():
-            artifacts[type_name] = found[-1]
-    return RunRecord(run.name, artifacts)
+    outputs = {node: {type_name: found[-1] for type_name, found in by_type.items()}
+               for node, by_type in _node_outputs(store, run.id, pipeline_name).items()}
+    return RunRecord(run.name, outputs)
 
 
 def summarize(record: RunRecord) -> dict:
-    metrics = {}
-    if record.uri("MtmoeTestMetrics") is not None:
-        with open(os.path.join(record.uri("MtmoeTestMetrics"), METRICS_FILE)) as f:
-            metrics = json.load(f)
-    gates = {}
-    model_run = record.uri("ModelRun")
-    if model_run is not None and os.path.exists(os.path.join(model_run, GATES_FILE)):
-        with open(os.path.join(model_run, GATES_FILE)) as f:
-            gates = json.load(f)
+    test_metrics = record.uri("MtmoeTestMetrics")
+    metrics = _read_json(test_metrics, METRICS_FILE) if test_metrics else {}
+    model_run = record.uri("ModelRun", TRAINER)
+    gates = _read_json(model_run, GATES_FILE) if model_run else {}
+    training = _read_json(model_run, TRAINING_FILE) if model_run else {}
     pushed = None
     if record.property("PushedModel", "pushed") == 1:
         pushed = record.property("PushedModel", "pushed_destination")
@@ -156,4 +186,6 @@ def summarize(record: RunRecord) -> dict:
         "blessed": record.property("ModelBlessing", "blessed") == 1,
         "pushed_model": pushed,
         "gate_statistics": gates,
+        "loss_weighting": training.get("loss_weighting"),
+        "loss_weights": training.get("loss_weights"),
     }

@@ -1,6 +1,6 @@
 """The TFX pipeline, wired in data order. No ML logic lives here: see components/ and trainer/.
 
-ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> Trainer
+ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> [Tuner] -> Trainer
   -> Resolver (latest blessed model) -> Evaluator -> TestScorer, and Pusher when the model is blessed.
 """
 import hashlib
@@ -14,9 +14,12 @@ from components.evaluation import build_eval_config
 from components.test_scoring import TestScorer
 from mtmoe.config import Config
 from mtmoe.formats import SPLITS
+from trainer.module import TUNING_DIR_KEY
+from trainer.tuning import completed_trials, reference_configs
 
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "trainer.module.run_fn"
+TUNER_FN = "trainer.module.tuner_fn"
 _SOURCE_PACKAGES = ("mtmoe", "components", "trainer", "serving")
 # The task fields Transform reads: loss weights and thresholds stay out so that changing them
 # (by hand or by the Tuner) keeps Transform's cache.
@@ -49,6 +52,11 @@ class Paths:
     def report_dir(self, run_id: str) -> str:
         return os.path.join(self.reports_dir, run_id)
 
+    @property
+    def tuning_dir(self) -> str:
+        """Keras Tuner's searches, outside any one run's artifacts so that a re-run resumes them."""
+        return os.path.join(self.pipeline_root, "tuning")
+
 
 def source_fingerprint() -> str:
     """A hash of the project's module code.
@@ -72,7 +80,10 @@ def beam_args(config: Config):
             "--beam_plugins=tensorflow_text"]
 
 
-def create_pipeline(config: Config, paths: Paths) -> tfx.dsl.Pipeline:
+def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
+                    compare_weightings: bool = False) -> tfx.dsl.Pipeline:
+    """The whole pipeline; with `tuning_only`, the components up to the Tuner, plus (with
+    `compare_weightings`) one Trainer per reference weighting trained as long as a trial."""
     fingerprint = source_fingerprint()
     # Transform sees only what it reads, so that a model, training or threshold change keeps its cache.
     raw_config = config.to_dict()
@@ -96,14 +107,42 @@ def create_pipeline(config: Config, paths: Paths) -> tfx.dsl.Pipeline:
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"config": transform_config, "source_fingerprint": fingerprint},
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={"config": config.to_dict(), "source_fingerprint": fingerprint})
+    components = [example_gen, statistics_gen, schema_gen, example_validator, transform]
+
+    def trainer(trainer_config: Config, **kwargs):
+        return tfx.components.Trainer(
+            run_fn=RUN_FN,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=tfx.proto.TrainArgs(splits=["train"]),
+            eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            custom_config={"config": trainer_config.to_dict(), "source_fingerprint": fingerprint},
+            **kwargs)
+
+    tuner = None
+    if config.tuning.enabled or tuning_only:
+        tuner = tfx.components.Tuner(
+            tuner_fn=TUNER_FN,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=tfx.proto.TrainArgs(splits=["train"]),
+            eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            # The finished-trial count re-runs the Tuner (and so resumes the search) after a run
+            # that stopped at its time budget; the search itself lives in paths.tuning_dir.
+            custom_config={"config": config.to_dict(), "source_fingerprint": fingerprint,
+                           TUNING_DIR_KEY: paths.tuning_dir,
+                           "completed_trials": completed_trials(paths.tuning_dir, config)})
+        components.append(tuner)
+    if tuning_only:
+        if compare_weightings:
+            components += [trainer(reference).with_id(f"Trainer_{name}")
+                           for name, reference in reference_configs(config).items()]
+        return _pipeline(config, paths, components)
+
+    trainer_component = trainer(
+        config, **({"hyperparameters": tuner.outputs["best_hyperparameters"]} if tuner else {}))
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -112,23 +151,26 @@ def create_pipeline(config: Config, paths: Paths) -> tfx.dsl.Pipeline:
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         example_splits=["eval"],
-        model=trainer.outputs["model"],
+        model=trainer_component.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=build_eval_config(config.tasks))
     test_scorer = TestScorer(
         examples=example_gen.outputs["examples"],
-        transform_graph=transform.outputs["transform_graph"], model=trainer.outputs["model"],
+        transform_graph=transform.outputs["transform_graph"],
+        model=trainer_component.outputs["model"],
         config=json.dumps(config.to_dict()))
-    components = [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-                  model_resolver, evaluator, test_scorer]
+    components += [trainer_component, model_resolver, evaluator, test_scorer]
 
     with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
         pusher = tfx.components.Pusher(
-            model=trainer.outputs["model"],
+            model=trainer_component.outputs["model"],
             push_destination=tfx.proto.PushDestination(
                 filesystem=tfx.proto.PushDestination.Filesystem(base_directory=paths.serving_dir)))
     components.append(pusher)
+    return _pipeline(config, paths, components)
 
+
+def _pipeline(config: Config, paths: Paths, components) -> tfx.dsl.Pipeline:
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,
         pipeline_root=paths.pipeline_root,

@@ -20,7 +20,8 @@ from mtmoe.formats import SPLITS
 from mtmoe.metrics import f1_from_counts, length_bucket_names
 from mtmoe.tasks import task_type
 from pipeline import plots
-from pipeline.report_text import REPORT_HTML, REPORT_JSON, headline_table, number, table, verdict
+from pipeline.report_text import (REPORT_HTML, REPORT_JSON, headline_table, number, table,
+                                  trials_table, verdict)
 from trainer.module import GATES_FILE, HISTORY_FILE
 
 REPORT_MD = "report.md"
@@ -111,6 +112,9 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
         "data": _data_summary(artifacts.get("ExampleStatistics")),
         "anomalies": _anomalies(artifacts.get("ExampleAnomalies")),
         "components": summary.get("components", {}),
+        "trials": summary.get("trials", []),
+        "loss_weighting": summary.get("loss_weighting"),
+        "loss_weights": summary.get("loss_weights"),
     }
 
 
@@ -219,6 +223,19 @@ def render_markdown(report: dict, config, plot_dir: str) -> str:
                              number(scores["f1"]), counts.get("tp", 0) + counts.get("fn", 0)])
             lines += [f"### {task.name}", ""]
             lines += table(["class", "precision", "recall", "F1", "gold"], rows)
+
+    if report["loss_weights"]:
+        lines += ["## Loss weights", "",
+                  f"Weighting: {report['loss_weighting']}" + (" (learned during training)" if
+                                                             report["loss_weighting"] == "uncertainty"
+                                                             else ""), ""]
+        lines += table(["task", "weight"], [[name, number(weight)] for name, weight
+                                            in report["loss_weights"].items()])
+    if report["trials"]:
+        lines += ["## Tuning", "", "Keras Tuner's trials, best first (validation metrics at each "
+                  "trial's best epoch; the objective is the mean of the tasks' primary metrics, or "
+                  "the configured weighted mean). The Trainer used the best trial's values.", ""]
+        lines += trials_table(report["trials"])
 
     if report["history"]:
         path = plots.training_curves(report["history"], [t.name for t in config.tasks],

@@ -30,3 +30,20 @@ def headline_table(report: dict) -> List[str]:
              {True: "yes", False: "**NO**", None: "—"}[h["passed"]], number(h["test"])] for h in report["headline"]]
     return table(["task", "metric", "eval", "min_value", "baseline", "change", "max_drop", "passed",
                   "test"], rows)
+
+
+def trials_table(trials: List[dict]) -> List[str]:
+    """Keras Tuner trials (best first) and reference trainings: searched values, per-task
+    validation metrics at the best epoch, and the objective."""
+    if not trials:
+        return []
+    values = list(dict.fromkeys(key for row in trials for key in row["values"]))
+    tasks = list(trials[0]["metrics"])
+
+    def cell(value):
+        return number(value) if isinstance(value, float) else "—" if value is None else str(value)
+
+    return table(["trial", *values, *tasks, "objective"],
+                 [[row["trial"], *[cell(row["values"].get(v)) for v in values],
+                   *[cell(row["metrics"][t]) for t in tasks], cell(row["objective"])]
+                  for row in trials])

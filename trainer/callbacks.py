@@ -1,22 +1,27 @@
-"""Validation scores that Keras metrics cannot compute in-graph: span F1 and overall accuracy."""
+"""Validation scores that Keras metrics cannot compute in-graph: span F1, overall accuracy, and the
+tuning objective."""
+import copy
+
 import keras
 import tensorflow as tf
 
 from mtmoe.feature_names import PAD_ID, TOKEN_IDS
-from mtmoe.tasks import TaskScorer, decode_outputs, label_key, task_type
+from mtmoe.tasks import OBJECTIVE, TaskScorer, decode_outputs, label_key, objective, task_type
 
 
 class ValidationScores(keras.callbacks.Callback):
-    """After each epoch, scores the eval data as the Evaluator does and logs `val_<task>_<metric>`.
+    """After each epoch, scores the eval data as the Evaluator does and logs `val_<task>_<metric>`
+    and `val_objective` (see mtmoe.tasks.objective).
 
     Runs before other callbacks see the epoch's logs, so checkpoints and tuners can use them.
     """
 
-    def __init__(self, dataset, tasks, class_names):
+    def __init__(self, dataset, tasks, class_names, objective_weights=None):
         super().__init__()
         self.dataset = dataset
         self.tasks = tasks
         self.class_names = {name: tf.constant(names) for name, names in class_names.items()}
+        self.objective_weights = objective_weights
 
     def scores(self):
         scorer = TaskScorer(self.tasks)
@@ -30,10 +35,25 @@ class ValidationScores(keras.callbacks.Callback):
                        {k: v.numpy() for k, v in predictions.items()})
         return scorer.result()
 
+    def __deepcopy__(self, memo):
+        # Keras Tuner deep-copies callbacks per trial; the eval dataset cannot be, and need not be.
+        return copy.copy(self)
+
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        for task, scores in self.scores().items():
-            for metric, value in scores.items():
+        scores = self.scores()
+        for task, values in scores.items():
+            for metric, value in values.items():
                 if metric != "examples":
                     logs[f"val_{task}_{metric}"] = value
+        logs[f"val_{OBJECTIVE}"] = objective(scores, self.tasks, self.objective_weights)
+
+
+class LearnedLossWeights(keras.callbacks.Callback):
+    """Logs each task's learned loss weight as `<task>_loss_weight` after every epoch."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update({f"{task}_loss_weight": weight
+                         for task, weight in self.model.learned_loss_weights().items()})

@@ -10,6 +10,7 @@ every block, one shared router in the earlier blocks and one router per task in 
 from typing import Dict, List
 
 import keras
+import numpy as np
 from keras import ops
 
 from mtmoe.feature_names import CHAR_IDS, PAD_ID, TOKEN_IDS
@@ -19,19 +20,45 @@ from trainer.layers import (CharacterEncoder, DeepSeekMoE, FeedForward, MaskedMe
 
 SHARED_ROUTER = "shared"
 EMBEDDING = "embedding"
+LOG_VARIANCE = "task_log_variance"
 
 
 class MultiTaskModel(keras.Model):
-    """The functional model; with `fgm_epsilon > 0` every step also trains on adversarial embeddings.
+    """The functional model, with two optional training behaviours.
 
-    FGM (Miyato et al. 2017): the token embedding table moves by `r = eps * g / ||g||_2`, g the loss
-    gradient on it; the gradients at the perturbed point are added to the clean ones, and the table
-    moves back before the update. Training steps use TensorFlow (the pipeline's backend).
+    Uncertainty weighting (`uncertainty_tasks`; Kendall et al., CVPR 2018): one learned log-variance
+    s_t per task, and the loss `sum_t exp(-s_t) L_t + s_t / 2` (the classification form
+    `L_t / sigma_t^2 + log sigma_t`), so each task's weight exp(-s_t) is learned with the model.
+
+    FGM (`fgm_epsilon > 0`; Miyato et al. 2017): the token embedding table moves by
+    `r = eps * g / ||g||_2`, g the loss gradient on it; the gradients at the perturbed point are
+    added to the clean ones, and the table moves back before the update. FGM steps use TensorFlow
+    (the pipeline's backend).
     """
 
-    def __init__(self, *args, fgm_epsilon=0.0, **kwargs):
+    def __init__(self, *args, fgm_epsilon=0.0, uncertainty_tasks=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fgm_epsilon = fgm_epsilon
+        self.uncertainty_tasks = list(uncertainty_tasks)
+        if self.uncertainty_tasks:
+            self.log_variances = self.add_weight(shape=(len(self.uncertainty_tasks),),
+                                                 initializer="zeros", name=LOG_VARIANCE)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+        if not self.uncertainty_tasks or loss is None:
+            return loss
+        # Compiled with unit task weights, `loss` holds sum_t L_t (+ the balance losses).
+        for i, name in enumerate(self.uncertainty_tasks):
+            task_loss = ops.cast(self.loss[name](y[name], y_pred[name]), "float32")
+            s = ops.cast(self.log_variances[i], "float32")
+            loss = loss + (ops.exp(-s) - 1.0) * task_loss + 0.5 * s
+        return loss
+
+    def learned_loss_weights(self) -> Dict[str, float]:
+        """{task: exp(-s_t)}: the weights uncertainty weighting has learned so far."""
+        weights = np.exp(-ops.convert_to_numpy(self.log_variances))
+        return {name: float(w) for name, w in zip(self.uncertainty_tasks, weights)}
 
     def train_step(self, data):
         if not self.fgm_epsilon:
@@ -112,24 +139,41 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
         sequence = final_norm(sequences[task.name])
         pooled = pooling(sequence, padding_mask)
         outputs[task.name] = task_type(task).head(task, sequence, pooled, num_classes[task.name])
+    uncertain = config.training.loss_weighting == "uncertainty"
     return MultiTaskModel(inputs=inputs, outputs=outputs, name="mtmoe",
-                          fgm_epsilon=config.training.fgm_epsilon)
+                          fgm_epsilon=config.training.fgm_epsilon,
+                          uncertainty_tasks=task_names if uncertain else ())
+
+
+def loss_weights(config) -> Dict[str, float]:
+    """The w_t the model is compiled with: the tasks' loss weights, or 1 when they are learned."""
+    learned = config.training.loss_weighting == "uncertainty"
+    return {task.name: 1.0 if learned else task.loss_weight for task in config.tasks}
 
 
 def compile_model(model: keras.Model, config) -> keras.Model:
     """L = sum_t w_t L_t (+ the MoE balance losses), each L_t averaged over task t's labelled examples."""
     t = config.training
     types = {task.name: task_type(task) for task in config.tasks}
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=t.learning_rate, weight_decay=t.weight_decay,
+        gradient_accumulation_steps=t.gradient_accumulation_steps
+        if t.gradient_accumulation_steps > 1 else None)
+    optimizer.exclude_from_weight_decay(var_names=[LOG_VARIANCE])  # decay would pull w_t to 1
     model.compile(
-        optimizer=keras.optimizers.AdamW(
-            learning_rate=t.learning_rate, weight_decay=t.weight_decay,
-            gradient_accumulation_steps=t.gradient_accumulation_steps
-            if t.gradient_accumulation_steps > 1 else None),
+        optimizer=optimizer,
         loss={name: kind.loss(t.label_smoothing) for name, kind in types.items()},
-        loss_weights={task.name: task.loss_weight for task in config.tasks},
+        loss_weights=loss_weights(config),
         metrics={name: kind.keras_metrics() for name, kind in types.items()},
     )
     return model
+
+
+def effective_loss_weights(model: keras.Model, config) -> Dict[str, float]:
+    """The weight each task's loss has in training: learned, or as compiled."""
+    if config.training.loss_weighting == "uncertainty":
+        return model.learned_loss_weights()
+    return loss_weights(config)
 
 
 def moe_layers(model: keras.Model):

@@ -1,21 +1,31 @@
-"""TFX Trainer module: `run_fn` trains the multi-task model and exports it for serving."""
+"""TFX module file for the Tuner and the Trainer.
+
+`tuner_fn` searches task loss weights (and optionally learning rate and routing) with Keras Tuner;
+`run_fn` trains the multi-task model with the best trial's values (or the config's) and exports it
+for serving.
+"""
 import json
 import os
 
 import keras
+import keras_tuner
 import tensorflow as tf
 import tensorflow_transform as tft
+from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from mtmoe.config import Config
 from serving.export import export_serving_model
-from trainer.callbacks import ValidationScores
+from trainer.callbacks import LearnedLossWeights, ValidationScores
 from trainer.features import class_names, model_inputs, model_targets, vocabulary_sizes
 from trainer.introspection import gate_statistics
-from trainer.model import build_model, compile_model
+from trainer.model import build_model, compile_model, effective_loss_weights
+from trainer.tuning import SearchBudget, apply_hyperparameters, define_search_space, make_tuner
 
 HISTORY_FILE = "history.json"
 GATES_FILE = "gate_statistics.json"
+TRAINING_FILE = "training.json"
+TUNING_DIR_KEY = "tuning_dir"
 
 
 def dtype_policy(setting: str) -> str:
@@ -43,27 +53,70 @@ def _write_json(folder, name, value):
         json.dump(value, f, indent=1)
 
 
+class _Inputs:
+    """What both the Tuner and the Trainer read: config, vocabularies, datasets."""
+
+    def __init__(self, fn_args):
+        self.config = Config.from_dict(fn_args.custom_config["config"])
+        self.tft_output = tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+        self.class_names = {task.name: class_names(tft_output, task) for task in self.config.tasks}
+        self.num_classes = {name: len(v) for name, v in self.class_names.items()}
+        self.vocabulary_sizes = vocabulary_sizes(tft_output, self.config)
+        self.train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output,
+                                  self.config, self.num_classes, shuffle=True)
+        self.evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output,
+                                       self.config, self.num_classes, shuffle=False)
+
+    def model(self, config):
+        return compile_model(build_model(config, self.vocabulary_sizes, self.num_classes), config)
+
+    def callbacks(self, config):
+        callbacks = [ValidationScores(self.evaluation, config.tasks, self.class_names,
+                                      config.tuning.objective_weights)]
+        if config.training.loss_weighting == "uncertainty":
+            callbacks.append(LearnedLossWeights())
+        return callbacks
+
+
+def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
+    inputs = _Inputs(fn_args)
+    config = inputs.config
+    keras.utils.set_random_seed(config.training.seed)
+
+    def build(hp):
+        return inputs.model(apply_hyperparameters(config, define_search_space(hp, config)))
+
+    tuner = make_tuner(config, build, fn_args.custom_config[TUNING_DIR_KEY])
+    return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
+        "x": inputs.train, "validation_data": inputs.evaluation,
+        "epochs": config.tuning.epochs_per_trial, "verbose": 2,
+        "callbacks": inputs.callbacks(config) + [
+            SearchBudget(tuner.oracle, config.tuning.budget_minutes * 60)]})
+
+
 def run_fn(fn_args):
-    config = Config.from_dict(fn_args.custom_config["config"])
-    tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    names = {task.name: class_names(tft_output, task) for task in config.tasks}
-    num_classes = {name: len(v) for name, v in names.items()}
+    inputs = _Inputs(fn_args)
+    searched = {}
+    if fn_args.hyperparameters:
+        searched = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters).values
+    config = apply_hyperparameters(inputs.config, searched)
     keras.utils.set_random_seed(config.training.seed)
     keras.mixed_precision.set_global_policy(dtype_policy(config.training.mixed_precision))
     try:
-        train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config,
-                             num_classes, shuffle=True)
-        evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, config,
-                                  num_classes, shuffle=False)
-        model = compile_model(
-            build_model(config, vocabulary_sizes(tft_output, config), num_classes), config)
-        history = model.fit(train, validation_data=evaluation, epochs=config.training.epochs,
-                            callbacks=[ValidationScores(evaluation, config.tasks, names)], verbose=2)
+        model = inputs.model(config)
+        history = model.fit(inputs.train, validation_data=inputs.evaluation,
+                            epochs=config.training.epochs, callbacks=inputs.callbacks(config),
+                            verbose=2)
         _write_json(fn_args.model_run_dir, HISTORY_FILE,
                     {k: [float(v) for v in vs] for k, vs in history.history.items()})
+        _write_json(fn_args.model_run_dir, TRAINING_FILE, {
+            "loss_weighting": config.training.loss_weighting,
+            "loss_weights": effective_loss_weights(model, config),
+            "hyperparameters": searched,
+        })
         _write_json(fn_args.model_run_dir, GATES_FILE,
-                    gate_statistics(model, evaluation.map(lambda inputs, _: inputs)))
-        export_serving_model(model, tft_output, config, fn_args.serving_model_dir)
+                    gate_statistics(model, inputs.evaluation.map(lambda x, _: x)))
+        export_serving_model(model, inputs.tft_output, config, fn_args.serving_model_dir)
     finally:
         # The policy is process-global; under LocalDagRunner the next component shares this process.
         keras.mixed_precision.set_global_policy("float32")

@@ -77,3 +77,19 @@ def test_length_buckets_must_increase(tmp_path):
         load_config(_write(tmp_path, tasks + "evaluation: {length_buckets: [8, 4]}\n"))
     with pytest.raises(UserError, match=r"evaluation\.length_buckets: expected increasing positive"):
         load_config(_write(tmp_path, tasks + "evaluation: {length_buckets: [0, 2.5]}\n"))
+
+
+def test_tuning_section_is_checked(tmp_path):
+    tasks = "tasks:\n  - {name: a, type: multilabel, label_field: a}\n"
+    config = load_config(_write(tmp_path, tasks + "tuning: {enabled: true, objective_weights: {a: 2}}\n"))
+    assert config.tuning.enabled and config.tuning.objective_weights == {"a": 2}
+    for section, message in [
+        ("{algorithm: grid}", r"tuning\.algorithm: expected one of bayesian, hyperband, random"),
+        ("{loss_weight_range: [5, 1]}", r"tuning\.loss_weight_range: expected \[low, high\]"),
+        ("{top_k_choices: [1, 2.5]}", r"tuning\.top_k_choices: expected positive integers"),
+        ("{objective_weights: {b: 1}}", r"tuning\.objective_weights: 'b': expected a task name"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            load_config(_write(tmp_path, tasks + f"tuning: {section}\n"))
+    with pytest.raises(UserError, match=r"training\.loss_weighting: expected one of fixed, uncertainty"):
+        load_config(_write(tmp_path, tasks + "training: {loss_weighting: learned}\n"))

@@ -16,15 +16,17 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 COMPONENTS = ("ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
-              "Trainer", "Evaluator", "TestScorer", "Pusher")
+              "Tuner", "Trainer", "Evaluator", "TestScorer", "Pusher")
 TEXTS = ["transfer $50 to my savings tomorrow", "I LOST MY VISA CARD!!", ""]
 EPOCHS = 3
 
 
-def _config_without_thresholds(path):
+def _test_config(path):
+    """The default config with value thresholds at 0 and a two-trial, one-epoch task-weight search."""
     config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
     for task in config["tasks"]:
         task["min_value"] = 0.0
+    config["tuning"] = {"enabled": True, "algorithm": "random", "max_trials": 2, "epochs_per_trial": 1}
     path.write_text(yaml.safe_dump(config))
     return config
 
@@ -40,7 +42,7 @@ def _run(cli, root):
 def run(tmp_path_factory, cli):
     """A 400-example sample, value thresholds at 0 so that a first model is blessed."""
     root = tmp_path_factory.mktemp("e2e")
-    config = _config_without_thresholds(root / "config.yaml")
+    config = _test_config(root / "config.yaml")
     assert cli("data", "sample", "--out", root / "sample", "--num-examples", 400).returncode == 0
     assert cli("data", "convert", "--format", "jsonl", root / "sample", root / "data").returncode == 0
     result = _run(cli, root)
@@ -224,3 +226,34 @@ def test_report_command_prints_the_latest_or_the_named_report(run, refused_run, 
     assert "Blessed and pushed" in first.stdout
     missing = cli("report", "no-such-run", "--work-dir", run["work"])
     assert missing.returncode == 2 and "no report for run no-such-run" in missing.stderr
+
+
+def test_tuner_searched_in_the_pipeline_and_the_trainer_used_the_best_trial(run):
+    summary = run["summary"]
+    trials = summary["trials"]
+    assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
+    assert trials[0]["objective"] >= trials[1]["objective"]
+    best = trials[0]["values"]
+    tasks = [task["name"] for task in run["config"]["tasks"]]
+    assert summary["loss_weighting"] == "fixed"
+    assert summary["loss_weights"] == {task: best[f"loss_weight_{task}"] for task in tasks}
+    assert all(0.1 <= weight <= 10.0 for weight in summary["loss_weights"].values())
+    folder, _ = _report(summary)
+    text = open(os.path.join(folder, "report.md")).read()
+    assert "## Tuning" in text and f"| {trials[0]['trial']} |" in text
+
+
+def test_tune_command_prints_the_trials_and_the_reference_weightings(run, refused_run, cli):
+    root = run["root"]
+    result = cli("tune", "--config", root / "config.yaml", "--data", root / "data",
+                 "--work-dir", root / "work", "--compare", timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")]
+    header, body = rows[0], rows[1:]
+    assert header[0] == "| trial" and header[-1] == "objective |"
+    names = [row[0][2:] for row in body]
+    assert names[-2:] == ["equal_weights", "uncertainty"] and len(names) == 4
+    weights = [i for i, column in enumerate(header) if column.startswith("loss_weight_")]
+    assert len(weights) == len(run["config"]["tasks"])
+    assert all(body[-2][i] == "1.0000" for i in weights)
+    assert any(body[-1][i] != "1.0000" for i in weights)  # uncertainty weighting learned its own
