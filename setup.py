@@ -11,7 +11,7 @@ setup(
     description="A TFX pipeline for multi-task text models with a mixture-of-experts trunk",
     python_requires=">=3.9,<3.11",
     packages=find_packages(include=["mtmoe", "mtmoe.*", "pipeline", "components", "trainer", "serving"]),
-    package_data={"mtmoe": ["configs/*.yaml"]},
+    package_data={"mtmoe": ["configs/*.yaml"], "serving.tf_text_ops": ["*.txt"]},
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",
@@ -22,6 +22,10 @@ setup(
         "matplotlib==3.10.9",
         "markdown",
         "pyyaml",
+        "tensorflow-serving-api==2.16.1",
+        "grpcio",
+        "requests",
+        "werkzeug",
     ],
     entry_points={"console_scripts": ["mtmoe = mtmoe.cli:main"]},
 )

@@ -1,4 +1,5 @@
-"""The `mtmoe` command: run the pipeline, read its reports, predict, make and convert data."""
+"""The `mtmoe` command: run and tune the pipeline, read its reports, predict and serve, make and
+convert data."""
 import argparse
 import glob
 import json
@@ -92,11 +93,42 @@ def _report(args) -> None:
 
 
 def _predict(args) -> None:
-    from serving.predict import Predictor
+    if args.server:
+        from serving.client import client_for
 
-    model = args.model or os.path.join(DEFAULT_WORK_DIR, "serving_model")
-    for row in Predictor(model).predict(args.texts):
+        rows = client_for(args.server, args.model_name).predict(args.texts)
+    else:
+        from serving.predict import Predictor
+
+        rows = Predictor(args.model or os.path.join(DEFAULT_WORK_DIR, "serving_model")).predict(
+            args.texts)
+    for row in rows:
         print(json.dumps(row, ensure_ascii=False))
+
+
+def _serve(args) -> None:
+    from serving.server import serve
+
+    serving_dir = os.path.abspath(args.serving_dir)
+    if not os.path.isdir(serving_dir):
+        raise UserError(f"{serving_dir}: no serving folder; run `mtmoe run` first")
+    try:
+        serve(serving_dir, args.model_name, args.host, args.port, args.grpc_port, args.poll_seconds)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+
+
+def _export_check(args) -> None:
+    from serving.compat import TF_TEXT_VERSION, graph_ops, unsupported_ops
+    from serving.predict import resolve_model_dir
+
+    model_dir = resolve_model_dir(args.model)
+    missing = unsupported_ops(model_dir)
+    if missing:
+        raise UserError(f"{model_dir}: op(s) the stock TF Serving image lacks (neither core "
+                        f"TensorFlow nor tensorflow-text {TF_TEXT_VERSION}): {', '.join(missing)}")
+    print(f"{model_dir}: all {len(graph_ops(model_dir))} op types are core TensorFlow or "
+          f"tensorflow-text {TF_TEXT_VERSION} ops")
 
 
 def _sample(args) -> None:
@@ -146,8 +178,26 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="predict every task for each text")
     predict.add_argument("--model", help="SavedModel or serving folder "
                                          f"(default: {DEFAULT_WORK_DIR}/serving_model)")
+    predict.add_argument("--server", help="ask a model server instead: http://host:port (REST) "
+                                          "or grpc://host:port")
+    predict.add_argument("--model-name", default="mtmoe", help="the server's model name")
     predict.add_argument("texts", nargs="+", metavar="TEXT")
     predict.set_defaults(handler=_predict)
+
+    serve = commands.add_parser("serve", help="a local endpoint with TF Serving's REST and gRPC API")
+    serve.add_argument("--serving-dir", default=os.path.join(DEFAULT_WORK_DIR, "serving_model"))
+    serve.add_argument("--model-name", default="mtmoe")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8501, help="REST port")
+    serve.add_argument("--grpc-port", type=int, default=8500)
+    serve.add_argument("--poll-seconds", type=float, default=2.0,
+                       help="how often to look for a new version")
+    serve.set_defaults(handler=_serve)
+
+    check = commands.add_parser("export-check", help="check that the stock TF Serving image can "
+                                                     "load a SavedModel (its ops)")
+    check.add_argument("model", metavar="DIR", help="SavedModel or serving folder")
+    check.set_defaults(handler=_export_check)
 
     data = commands.add_parser("data", help="make or convert input data").add_subparsers(
         dest="data_command", required=True)

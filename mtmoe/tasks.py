@@ -151,6 +151,7 @@ class Classification:
     """One label per example: softmax over the label vocabulary, accuracy."""
 
     primary_metric = "accuracy"
+    decoded_outputs = ("label", "score")  # serving outputs <task>_label, <task>_score
 
     def transform(self, task, raw, tft, text):
         return _label_ids(task, raw, tft, width=1)[:, 0]
@@ -210,6 +211,7 @@ class Multilabel:
     """Any number of labels per example: one sigmoid per label, micro-F1 at 0.5."""
 
     primary_metric = "micro_f1"
+    decoded_outputs = ("labels", "scores")
 
     def transform(self, task, raw, tft, text):
         return _label_ids(task, raw, tft, width=task.max_labels)
@@ -275,6 +277,7 @@ class TokenTagging:
     """One tag per token (BIO): per-token softmax, span F1 as conlleval counts it."""
 
     primary_metric = "span_f1"
+    decoded_outputs = ("tags", "scores")
 
     def transform(self, task, raw, tft, text):
         return _label_ids(task, raw, tft, width=text.max_tokens)
@@ -352,6 +355,29 @@ TASK_TYPES = {
 
 def task_type(task):
     return TASK_TYPES[task.type]
+
+
+def tasks_from_output_names(names) -> list:
+    """The tasks a serving signature answers for, read off its output names (`<task>_<output>`),
+    for clients that have only the signature."""
+    from mtmoe.config import TaskConfig
+
+    names = set(names)
+    tasks = []
+    for type_name, kind in TASK_TYPES.items():
+        first, *rest = kind.decoded_outputs
+        for name in sorted(n for n in names if n.endswith("_" + first)):
+            task = name[:-len(first) - 1]
+            if all(f"{task}_{output}" in names for output in rest):
+                tasks.append(TaskConfig(task, type_name, task))
+    return tasks
+
+
+def prediction_rows(texts, outputs, tasks) -> List[dict]:
+    """Decoded serving outputs (columns indexed by example) -> one JSON-ready dict per text."""
+    return [{"text": text, **{task.name: task_type(task).prediction_json(task, outputs, i)
+                              for task in tasks}}
+            for i, text in enumerate(texts)]
 
 
 def class_names_from_vocabulary(vocabulary: List[str]) -> List[str]:

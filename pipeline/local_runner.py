@@ -16,6 +16,8 @@ from tfx import v1 as tfx
 from components.test_scoring import METRICS_FILE
 from pipeline.pipeline import Paths, create_pipeline
 from pipeline.report import build_report, write_report
+from serving.client import DEFAULT_MODEL
+from serving.deploy import write_deployment_files
 from trainer.module import GATES_FILE, HISTORY_FILE, TRAINING_FILE
 from trainer.tuning import reference_configs, reference_row, trial_table
 
@@ -86,6 +88,7 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
                           {name: record.uri(name, node) for name, node in _REPORTED})
     summary["failures"] = report["failures"]
     summary["report"] = write_report(report, config, paths.report_dir(record.run_id))
+    summary["serving_config"] = write_deployment_files(paths.serving_config_dir, DEFAULT_MODEL)
     with open(os.path.join(paths.work_dir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=1)
     return summary

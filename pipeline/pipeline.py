@@ -46,6 +46,11 @@ class Paths:
         return os.path.join(self.work_dir, "serving_model")
 
     @property
+    def serving_config_dir(self) -> str:
+        """TF Serving's model config and batching parameters for the serving folder."""
+        return os.path.join(self.work_dir, "serving_config")
+
+    @property
     def reports_dir(self) -> str:
         return os.path.join(self.work_dir, "reports")
 

@@ -23,6 +23,8 @@ from trainer.features import class_names, model_inputs, model_targets
 
 SIGNATURES = ("serving_default", "serving_examples", "transform_features")
 CONFIG_FILE = os.path.join("assets.extra", "mtmoe_config.json")
+# TF Serving replays these requests when it loads a version, before it takes traffic.
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
 class ServingModule(tf.Module):
@@ -77,14 +79,29 @@ class ServingModule(tf.Module):
                          tf.searchsorted(self._bucket_bounds, counts, side="left"))
 
 
-def export_serving_model(model, tft_output, config, export_dir: str) -> None:
+def export_serving_model(model, tft_output, config, export_dir: str, warmup_texts=()) -> None:
     module = ServingModule(model, tft_output, config)
     tf.saved_model.save(module, export_dir, signatures={
         "serving_default": module.serve_text,
         "serving_examples": module.serve_examples,
         "transform_features": module.transform_features,
     })
-    # The config the model was trained with, so clients know its tasks (TF Serving ignores this).
     os.makedirs(os.path.join(export_dir, os.path.dirname(CONFIG_FILE)), exist_ok=True)
+    # The config the model was trained with, so clients know its tasks (TF Serving ignores this).
     with open(os.path.join(export_dir, CONFIG_FILE), "w") as f:
         json.dump(config.to_dict(), f, indent=1)
+    if warmup_texts:
+        write_warmup_requests(os.path.join(export_dir, WARMUP_FILE), warmup_texts)
+
+
+def write_warmup_requests(path: str, texts) -> None:
+    """PredictionLog records for `serving_default`: each text alone, then all of them in one batch."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    with tf.io.TFRecordWriter(path) as writer:
+        for batch in [[text] for text in texts] + [list(texts)]:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name="serving_default"))
+            request.inputs[TEXT].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+            writer.write(prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())

@@ -5,6 +5,7 @@ from typing import List, Sequence
 
 from mtmoe.config import Config
 from mtmoe.errors import UserError
+from mtmoe.tasks import prediction_rows
 from serving.export import CONFIG_FILE
 
 
@@ -30,11 +31,11 @@ class Predictor:
             self.tasks = Config.from_dict(json.load(f)).tasks
         self._serve = tf.saved_model.load(self.model_dir).signatures["serving_default"]
 
-    def predict(self, texts: Sequence[str]) -> List[dict]:
+    def outputs(self, texts: Sequence[str]) -> dict:
+        """The raw `serving_default` outputs as numpy arrays."""
         import tensorflow as tf
-        from mtmoe.tasks import task_type
 
-        outputs = {k: v.numpy() for k, v in self._serve(text=tf.constant(list(texts))).items()}
-        return [{"text": text, **{task.name: task_type(task).prediction_json(task, outputs, i)
-                                  for task in self.tasks}}
-                for i, text in enumerate(texts)]
+        return {k: v.numpy() for k, v in self._serve(text=tf.constant(list(texts))).items()}
+
+    def predict(self, texts: Sequence[str]) -> List[dict]:
+        return prediction_rows(texts, self.outputs(texts), self.tasks)

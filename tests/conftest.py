@@ -3,8 +3,10 @@ import json
 import os
 import subprocess
 import sys
+from importlib import resources
 
 import pytest
+import yaml
 
 import mtmoe  # noqa: F401
 
@@ -42,3 +44,34 @@ def default_tasks():
     from mtmoe.config import load_config
 
     return load_config().tasks
+
+
+def _test_config(path):
+    """The default config with value thresholds at 0 and a two-trial, one-epoch task-weight search."""
+    config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
+    for task in config["tasks"]:
+        task["min_value"] = 0.0
+    config["tuning"] = {"enabled": True, "algorithm": "random", "max_trials": 2, "epochs_per_trial": 1}
+    path.write_text(yaml.safe_dump(config))
+    return config
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory, cli):
+    """`mtmoe run` on a 400-example sample, 3 epochs, value thresholds at 0 so that the first model
+    is blessed and pushed. Its work dir is shared: later tests may run the pipeline there again
+    (`rerun`), but only the Pusher may add versions to its serving folder."""
+    root = tmp_path_factory.mktemp("e2e")
+    config = _test_config(root / "config.yaml")
+    assert cli("data", "sample", "--out", root / "sample", "--num-examples", 400).returncode == 0
+    assert cli("data", "convert", "--format", "jsonl", root / "sample", root / "data").returncode == 0
+
+    def rerun():
+        result = cli("run", "--config", root / "config.yaml", "--data", root / "data",
+                     "--work-dir", root / "work", "--epochs", 3, timeout=1500)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        return result
+
+    result = rerun()
+    return {"root": root, "work": root / "work", "config": config, "stdout": result.stdout,
+            "summary": json.loads((root / "work" / "summary.json").read_text()), "rerun": rerun}

@@ -15,6 +15,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from mtmoe.config import Config
+from mtmoe.feature_names import TOKENS
 from serving.export import export_serving_model
 from trainer.callbacks import LearnedLossWeights, ValidationScores
 from trainer.features import class_names, model_inputs, model_targets, vocabulary_sizes
@@ -26,6 +27,7 @@ HISTORY_FILE = "history.json"
 GATES_FILE = "gate_statistics.json"
 TRAINING_FILE = "training.json"
 TUNING_DIR_KEY = "tuning_dir"
+WARMUP_TEXTS = 8
 
 
 def dtype_policy(setting: str) -> str:
@@ -45,6 +47,17 @@ def make_dataset(file_pattern, data_accessor, tft_output, config, num_classes, s
     return dataset.map(
         lambda features: (model_inputs(features), model_targets(features, config.tasks, num_classes)),
         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def sample_texts(file_pattern, tft_output, count: int):
+    """Texts of the first `count` transformed examples, rebuilt from their raw tokens."""
+    files = [f for pattern in file_pattern for f in tf.io.gfile.glob(pattern)]
+    spec = {TOKENS: tft_output.transformed_feature_spec()[TOKENS]}
+    texts = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count):
+        tokens = tf.io.parse_single_example(record, spec)[TOKENS].numpy()
+        texts.append(" ".join(t.decode("utf-8") for t in tokens if t))
+    return texts
 
 
 def _write_json(folder, name, value):
@@ -116,7 +129,8 @@ def run_fn(fn_args):
         })
         _write_json(fn_args.model_run_dir, GATES_FILE,
                     gate_statistics(model, inputs.evaluation.map(lambda x, _: x)))
-        export_serving_model(model, inputs.tft_output, config, fn_args.serving_model_dir)
+        export_serving_model(model, inputs.tft_output, config, fn_args.serving_model_dir,
+                             sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS))
     finally:
         # The policy is process-global; under LocalDagRunner the next component shares this process.
         keras.mixed_precision.set_global_policy("float32")

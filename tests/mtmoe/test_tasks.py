@@ -47,3 +47,20 @@ def test_scorer_breaks_each_task_down_by_class():
     assert breakdown["slots"] == {"kind": "per_class", "counts": {
         "amount": {"tp": 1, "fp": 0, "fn": 0}, "date": {"tp": 0, "fp": 1, "fn": 1}}}
     assert scorer.result()["intent"] == {"accuracy": 2 / 3, "examples": 3}
+
+
+def test_task_types_are_read_back_from_the_serving_output_names(default_tasks):
+    import tensorflow as tf
+
+    from mtmoe.tasks import decode_outputs, tasks_from_output_names
+
+    probabilities, class_names = {}, {}
+    for task in default_tasks:
+        shape = [2, 3, 4] if task.type == "token_tagging" else [2, 4]
+        probabilities[task.name] = tf.fill(shape, 0.25)
+        class_names[task.name] = tf.constant(["a", "b", "c", "d"])
+    outputs = decode_outputs(default_tasks, probabilities, class_names, tf.ones([2, 3], tf.bool))
+    outputs.pop("tokens", None)
+    decoded = [name for name in outputs if name not in probabilities]
+    found = tasks_from_output_names(decoded + ["tokens"])
+    assert sorted((t.name, t.type) for t in found) == sorted((t.name, t.type) for t in default_tasks)

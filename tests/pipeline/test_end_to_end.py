@@ -8,46 +8,19 @@ import random
 import re
 import subprocess
 import sys
-from importlib import resources
 
 import pytest
-import yaml
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 COMPONENTS = ("ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
               "Tuner", "Trainer", "Evaluator", "TestScorer", "Pusher")
 TEXTS = ["transfer $50 to my savings tomorrow", "I LOST MY VISA CARD!!", ""]
-EPOCHS = 3
-
-
-def _test_config(path):
-    """The default config with value thresholds at 0 and a two-trial, one-epoch task-weight search."""
-    config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
-    for task in config["tasks"]:
-        task["min_value"] = 0.0
-    config["tuning"] = {"enabled": True, "algorithm": "random", "max_trials": 2, "epochs_per_trial": 1}
-    path.write_text(yaml.safe_dump(config))
-    return config
-
-
-def _run(cli, root):
-    result = cli("run", "--config", root / "config.yaml", "--data", root / "data",
-                 "--work-dir", root / "work", "--epochs", EPOCHS, timeout=1500)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, cli):
-    """A 400-example sample, value thresholds at 0 so that a first model is blessed."""
-    root = tmp_path_factory.mktemp("e2e")
-    config = _test_config(root / "config.yaml")
-    assert cli("data", "sample", "--out", root / "sample", "--num-examples", 400).returncode == 0
-    assert cli("data", "convert", "--format", "jsonl", root / "sample", root / "data").returncode == 0
-    result = _run(cli, root)
-    return {"root": root, "work": root / "work", "config": config, "stdout": result.stdout,
-            "summary": json.loads((root / "work" / "summary.json").read_text())}
+def run(pipeline_run):
+    return pipeline_run
 
 
 def _shuffle_training_intents(sample, out):
@@ -69,7 +42,7 @@ def refused_run(run, cli):
     root = run["root"]
     _shuffle_training_intents(root / "sample", root / "shuffled")
     assert cli("data", "convert", "--format", "jsonl", root / "shuffled", root / "data").returncode == 0
-    result = _run(cli, root)
+    result = run["rerun"]()
     return {"stdout": result.stdout,
             "summary": json.loads((root / "work" / "summary.json").read_text())}
 

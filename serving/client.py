@@ -1,0 +1,103 @@
+"""Clients of a TF Serving model server (or of `mtmoe serve`): REST and gRPC, per-task predictions.
+
+The tasks are read off the `serving_default` output names (mtmoe.tasks.tasks_from_output_names), so
+a client needs only the server's address and the model name.
+"""
+from typing import Dict, List, Optional, Sequence
+
+import grpc
+import requests
+
+from mtmoe.errors import UserError
+from mtmoe.feature_names import TEXT
+from mtmoe.tasks import prediction_rows, tasks_from_output_names
+
+DEFAULT_MODEL = "mtmoe"
+
+
+class ServingError(UserError):
+    """The server refused a request; the message carries its status and error text."""
+
+
+class RestClient:
+    """TF Serving's REST API: `/v1/models/<name>[:predict|/metadata]`."""
+
+    def __init__(self, url: str, model_name: str = DEFAULT_MODEL, timeout: float = 30.0):
+        self.base = f"{url.rstrip('/')}/v1/models/{model_name}"
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str = "", **kwargs) -> dict:
+        try:
+            response = requests.request(method, self.base + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as e:
+            raise ServingError(f"{self.base}: {e}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": response.text}
+        if response.status_code != 200:
+            raise ServingError(f"{self.base}{path}: HTTP {response.status_code}: "
+                               f"{body.get('error', body)}")
+        return body
+
+    def status(self) -> dict:
+        return self._call("GET")
+
+    def metadata(self) -> dict:
+        return self._call("GET", "/metadata")
+
+    def predict_outputs(self, texts: Sequence[str], columnar: bool = False) -> Dict[str, list]:
+        """`serving_default` outputs, one list per output, in either request format."""
+        if columnar:
+            return self._call("POST", ":predict", json={"inputs": {TEXT: list(texts)}})["outputs"]
+        predictions = self._call("POST", ":predict", json={"instances": list(texts)})["predictions"]
+        return {name: [row[name] for row in predictions] for name in predictions[0]}
+
+    def predict(self, texts: Sequence[str], columnar: bool = False) -> List[dict]:
+        outputs = self.predict_outputs(texts, columnar)
+        return prediction_rows(texts, outputs, tasks_from_output_names(outputs))
+
+
+class GrpcClient:
+    """TF Serving's gRPC PredictionService, through tensorflow-serving-api's stubs."""
+
+    def __init__(self, target: str, model_name: str = DEFAULT_MODEL, timeout: float = 30.0):
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        self.target = target
+        self.model_name = model_name
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target)
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+
+    def predict_outputs(self, texts: Sequence[str], version: Optional[int] = None) -> Dict[str, list]:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        request.model_spec.signature_name = "serving_default"
+        if version is not None:
+            request.model_spec.version.value = version
+        request.inputs[TEXT].CopyFrom(tf.make_tensor_proto(list(texts), dtype=tf.string))
+        try:
+            response = self._stub.Predict(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise ServingError(f"{self.target}: {e.code().name}: {e.details()}") from None
+        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+    def predict(self, texts: Sequence[str]) -> List[dict]:
+        outputs = self.predict_outputs(texts)
+        return prediction_rows(texts, outputs, tasks_from_output_names(outputs))
+
+    def close(self):
+        self._channel.close()
+
+
+def client_for(url: str, model_name: str = DEFAULT_MODEL):
+    """`grpc://host:port` -> GrpcClient; `http(s)://...` -> RestClient."""
+    if url.startswith("grpc://"):
+        return GrpcClient(url[len("grpc://"):], model_name)
+    if url.startswith(("http://", "https://")):
+        return RestClient(url, model_name)
+    raise UserError(f"{url}: expected http://host:port (REST) or grpc://host:port")

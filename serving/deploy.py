@@ -1,0 +1,79 @@
+"""TF Serving deployment files: the model config and the batching parameters, as text protos.
+
+`models.config` is a ModelServerConfig (tensorflow-serving-api's proto): one model, served from the
+folder the Pusher writes integer versions into, latest version only. `batching.config` is a
+BatchingParameters text proto. tensorflow-serving-api does not ship that message
+(tensorflow_serving/servables/tensorflow/session_bundle_config.proto), so its fields are declared
+here with the upstream field numbers and types, and the file is written and parsed through them.
+"""
+import os
+
+from google.protobuf import (descriptor_pb2, descriptor_pool, message_factory, text_format,
+                             wrappers_pb2)
+from tensorflow_serving.config import model_server_config_pb2
+
+MODEL_CONFIG_FILE = "models.config"
+BATCHING_CONFIG_FILE = "batching.config"
+CONTAINER_MODELS_DIR = "/models"
+
+
+def _batching_parameters_class():
+    field = descriptor_pb2.FieldDescriptorProto
+    wrapper = {"int64": ".google.protobuf.Int64Value", "string": ".google.protobuf.StringValue"}
+    fields = [("max_batch_size", 1, wrapper["int64"]), ("batch_timeout_micros", 2, wrapper["int64"]),
+              ("max_enqueued_batches", 3, wrapper["int64"]), ("num_batch_threads", 4, wrapper["int64"]),
+              ("thread_pool_name", 5, wrapper["string"])]
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="mtmoe/session_bundle_config_batching.proto", package="tensorflow.serving",
+        syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
+    message = proto.message_type.add(name="BatchingParameters")
+    for name, number, type_name in fields:
+        message.field.add(name=name, number=number, type=field.TYPE_MESSAGE, type_name=type_name,
+                          label=field.LABEL_OPTIONAL)
+    message.field.add(name="allowed_batch_sizes", number=6, type=field.TYPE_INT64,
+                      label=field.LABEL_REPEATED)
+    message.field.add(name="pad_variable_length_inputs", number=7, type=field.TYPE_BOOL,
+                      label=field.LABEL_OPTIONAL)
+    wrappers = descriptor_pb2.FileDescriptorProto()
+    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(wrappers)
+    pool.Add(proto)
+    return message_factory.MessageFactory(pool).GetPrototype(
+        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+
+
+BatchingParameters = _batching_parameters_class()
+
+
+def model_server_config(model_name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(name=model_name, base_path=base_path,
+                                                model_platform="tensorflow")
+    model.model_version_policy.latest.num_versions = 1
+    return config
+
+
+def batching_parameters(max_batch_size: int = 32, batch_timeout_micros: int = 2000,
+                        num_batch_threads: int = 4):
+    """Batches of up to 32 requests, waiting at most 2 ms to fill one."""
+    parameters = BatchingParameters()
+    parameters.max_batch_size.value = max_batch_size
+    parameters.batch_timeout_micros.value = batch_timeout_micros
+    parameters.max_enqueued_batches.value = 100
+    parameters.num_batch_threads.value = num_batch_threads
+    parameters.pad_variable_length_inputs = True
+    return parameters
+
+
+def write_deployment_files(folder: str, model_name: str) -> dict:
+    """Writes both files for a container that mounts the serving folder at /models/<model_name>."""
+    os.makedirs(folder, exist_ok=True)
+    files = {
+        MODEL_CONFIG_FILE: model_server_config(model_name, f"{CONTAINER_MODELS_DIR}/{model_name}"),
+        BATCHING_CONFIG_FILE: batching_parameters(),
+    }
+    for name, proto in files.items():
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(text_format.MessageToString(proto))
+    return {name: os.path.join(folder, name) for name in files}

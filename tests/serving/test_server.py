@@ -1,0 +1,130 @@
+"""`mtmoe serve` in a subprocess, used through the REST and gRPC clients as TF Serving would be."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from serving.client import GrpcClient, RestClient
+from serving.predict import Predictor
+
+TEXTS = ["transfer $50 to my savings tomorrow", "I LOST MY VISA CARD!!", "",
+         "zzqx frobnicate " * 100, "перевести деньги на сбережения", "我的卡丢了"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(pipeline_run, tmp_path_factory):
+    """A copy of the pushed version in its own serving folder, served on free ports."""
+    version = pipeline_run["summary"]["pushed_model"]
+    serving_dir = tmp_path_factory.mktemp("serve") / "serving_model"
+    shutil.copytree(version, serving_dir / os.path.basename(version))
+    rest, grpc_port = _free_port(), _free_port()
+    process = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "mtmoe"), "serve", "--serving-dir", str(serving_dir), "--port", str(rest),
+         "--grpc-port", str(grpc_port), "--poll-seconds", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{rest}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/v1/models/mtmoe", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            assert process.poll() is None, process.stdout.read()[-3000:]
+            time.sleep(1)
+    else:
+        process.kill()
+        pytest.fail("mtmoe serve did not answer within 180 s")
+    yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "dir": serving_dir,
+           "version": int(os.path.basename(version)), "process": process}
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def in_process(server):
+    return Predictor(str(server["dir"]))
+
+
+def _assert_same_outputs(expected, actual):
+    assert set(actual) == set(expected)
+    for name, value in expected.items():
+        got = np.asarray(actual[name])
+        if value.dtype == object:
+            assert [[x.decode() if isinstance(x, bytes) else x for x in np.ravel(got)]] == \
+                [[x.decode() for x in np.ravel(value)]], name
+        else:
+            np.testing.assert_allclose(got, value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_rest_and_grpc_answer_what_the_saved_model_answers_in_process(server, in_process):
+    expected = in_process.outputs(TEXTS)
+    rest = RestClient(server["url"])
+    _assert_same_outputs(expected, rest.predict_outputs(TEXTS))
+    _assert_same_outputs(expected, rest.predict_outputs(TEXTS, columnar=True))
+    grpc_client = GrpcClient(server["grpc"])
+    _assert_same_outputs(expected, grpc_client.predict_outputs(TEXTS))
+    assert rest.predict(TEXTS) == grpc_client.predict(TEXTS) == in_process.predict(TEXTS)
+    grpc_client.close()
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ("{not json", "malformed JSON"),
+    (json.dumps({"signature_name": "serving_default"}), "'instances'"),
+    (json.dumps({"instances": ["fine", 7]}), "instance 1 is 7; expected a string"),
+    (json.dumps({"instances": []}), "empty batch"),
+    (json.dumps({"instances": "text"}), "'instances' must be a list"),
+    (json.dumps({"instances": ["a"], "signature_name": "nope"}), "unknown signature 'nope'"),
+])
+def test_bad_requests_get_400_and_the_server_keeps_serving(server, body, fragment):
+    response = requests.post(f"{server['url']}/v1/models/mtmoe:predict", data=body, timeout=30)
+    assert response.status_code == 400
+    assert fragment in response.json()["error"]
+    assert RestClient(server["url"]).predict(["check my balance"])[0]["intent"]["label"]
+
+
+def test_status_metadata_and_unknown_model(server):
+    rest = RestClient(server["url"])
+    status, = rest.status()["model_version_status"]
+    assert status["state"] == "AVAILABLE" and int(status["version"]) >= server["version"]
+    signatures = rest.metadata()["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures) >= {"serving_default", "serving_examples"}
+    assert list(signatures["serving_default"]["inputs"]) == ["text"]
+    assert requests.get(f"{server['url']}/v1/models/other", timeout=10).status_code == 404
+
+
+def test_predict_command_asks_the_server(server, cli):
+    result = cli("predict", "--server", server["url"], *TEXTS[:2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == TEXTS[:2]
+    result = cli("predict", "--server", f"grpc://{server['grpc']}", TEXTS[0])
+    assert result.returncode == 0 and json.loads(result.stdout)["slots"]["tokens"][0] == "transfer"
+
+
+def test_a_new_version_is_served_without_a_restart(server):
+    """Runs last in this module: it changes the served version."""
+    newer = server["version"] + 1
+    staging = server["dir"].parent / "staging"
+    shutil.copytree(server["dir"] / str(server["version"]), staging)
+    os.rename(staging, server["dir"] / str(newer))  # appears whole, as a push does
+    rest = RestClient(server["url"])
+    deadline = time.monotonic() + 60
+    while int(rest.status()["model_version_status"][0]["version"]) != newer:
+        assert time.monotonic() < deadline, "the new version was not picked up within 60 s"
+        time.sleep(0.5)
+    assert server["process"].poll() is None
+    grpc_client = GrpcClient(server["grpc"])
+    assert grpc_client.predict_outputs(TEXTS[:1], version=newer)["intent_label"].shape == (1,)
+    grpc_client.close()
