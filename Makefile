@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run test venv clean
+.PHONY: run test venv clean bench bench-pipeline bench-serving
 
 venv: $(PROJECT_STAMP)
 
@@ -32,3 +32,13 @@ test: $(PROJECT_STAMP)
 
 clean:
 	rm -rf $(VENV) mtmoe_work
+
+# Benchmarks (never part of `make test`); each writes bench/results/<name>.json.
+bench: bench-pipeline bench-serving
+
+bench-pipeline: $(PROJECT_STAMP)
+	$(BIN)/python bench/pipeline_overhead.py
+
+# MODEL: a serving folder or version (default: the model bench-pipeline pushed).
+bench-serving: $(PROJECT_STAMP)
+	$(BIN)/python bench/serving_latency.py --model $(or $(MODEL),bench/work/serving_model)

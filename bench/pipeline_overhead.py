@@ -1,0 +1,54 @@
+"""Wall time per component of `mtmoe run` on the generated sample, in a new work dir, then an
+unchanged re-run (what the cache saves).
+
+    python bench/pipeline_overhead.py [--work-dir bench/work] [-- extra mtmoe run args]
+
+Writes bench/results/pipeline_overhead.json with the machine, the versions and the command.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def run(work_dir, extra):
+    start = time.perf_counter()
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "mtmoe"), "run", "--work-dir",
+                    work_dir, *extra], check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    with open(os.path.join(work_dir, "summary.json")) as f:
+        return round(seconds, 1), json.load(f)["components"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", default=os.path.join(os.path.dirname(RESULTS), "work"))
+    parser.add_argument("extra", nargs="*", help="arguments passed on to `mtmoe run`")
+    args = parser.parse_args()
+    shutil.rmtree(args.work_dir, ignore_errors=True)
+    first_total, first = run(args.work_dir, args.extra)
+    second_total, second = run(args.work_dir, args.extra)
+    print("| component | first run s | unchanged re-run s |\n|---|---|---|")
+    for name in first:
+        print(f"| {name} | {first[name]:.1f} | {second.get(name, 0.0):.1f} |")
+    print(f"| **whole command** | {first_total:.1f} | {second_total:.1f} |")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "pipeline_overhead.json"), "w") as f:
+        json.dump({"measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                   "machine": {"cores": os.cpu_count(), "cpu": cpu},
+                   "versions": {"python": platform.python_version()},
+                   "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+                   "first_run": {"total_s": first_total, "components_s": first},
+                   "rerun": {"total_s": second_total, "components_s": second}}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Serving latency of a pushed model: in process (the SavedModel's `serving_default`) and through the
+local REST endpoint (`mtmoe serve`), p50 / p99 per request at batch 1 and 32, and throughput.
+
+    python bench/serving_latency.py --model mtmoe_work/serving_model [--requests 200]
+
+Texts are the model's own warmup requests (eval texts), cycled to fill a batch. Writes
+bench/results/serving_latency.json with the machine, the versions and the command.
+"""
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+
+import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
+import numpy as np
+import requests
+import tensorflow as tf
+
+from serving.export import WARMUP_FILE
+from serving.predict import Predictor, resolve_model_dir
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def warmup_texts(model_dir):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    texts = []
+    for record in tf.data.TFRecordDataset(os.path.join(model_dir, WARMUP_FILE)).as_numpy_iterator():
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        texts += [t.decode() for t in tf.make_ndarray(request.inputs["text"])]
+    return list(dict.fromkeys(texts))
+
+
+def timed(call, batches, warmup=10):
+    for batch in batches[:warmup]:
+        call(batch)
+    seconds = []
+    for batch in batches:
+        start = time.perf_counter()
+        call(batch)
+        seconds.append(time.perf_counter() - start)
+    seconds = np.array(seconds)
+    return {"p50_ms": round(1000 * float(np.percentile(seconds, 50)), 2),
+            "p99_ms": round(1000 * float(np.percentile(seconds, 99)), 2),
+            "texts_per_s": round(sum(len(b) for b in batches) / float(seconds.sum()), 1)}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(serving_dir):
+    port, grpc_port = free_port(), free_port()
+    process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mtmoe"), "serve",
+                                "--serving-dir", serving_dir, "--port", str(port),
+                                "--grpc-port", str(grpc_port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1/models/mtmoe"
+    for _ in range(300):
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return process, url
+        except requests.ConnectionError:
+            time.sleep(1)
+    process.kill()
+    raise RuntimeError("mtmoe serve did not start")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mtmoe_work/serving_model")
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+    model_dir = resolve_model_dir(args.model)
+    texts = warmup_texts(model_dir)
+    predictor = Predictor(model_dir)
+    session = requests.Session()
+    process, url = start_server(os.path.dirname(model_dir))
+    rows = []
+    try:
+        for size in (1, 32):
+            batches = [[texts[(i * size + j) % len(texts)] for j in range(size)]
+                       for i in range(args.requests)]
+            rows.append({"path": "in-process", "batch": size, **timed(predictor.outputs, batches)})
+            rows.append({"path": "REST (mtmoe serve)", "batch": size, **timed(
+                lambda batch: session.post(url + ":predict", json={"instances": batch},
+                                           timeout=60).raise_for_status(), batches)})
+    finally:
+        process.terminate()
+    print(f"| path | batch | p50 ms | p99 ms | texts/s |\n|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['path']} | {row['batch']} | {row['p50_ms']} | {row['p99_ms']} | "
+              f"{row['texts_per_s']} |")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "serving_latency.json"), "w") as f:
+        json.dump({"measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "model": model_dir,
+                   "machine": {"cores": os.cpu_count(), "cpu": cpu},
+                   "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},
+                   "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+                   "requests_per_row": args.requests, "results": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
