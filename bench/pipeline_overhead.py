@@ -8,13 +8,12 @@ Writes bench/results/pipeline_overhead.json with the machine, the versions and t
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from machine import RESULTS, write_result
 
 
 def run(work_dir, extra):
@@ -38,17 +37,8 @@ def main():
     for name in first:
         print(f"| {name} | {first[name]:.1f} | {second.get(name, 0.0):.1f} |")
     print(f"| **whole command** | {first_total:.1f} | {second_total:.1f} |")
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "pipeline_overhead.json"), "w") as f:
-        json.dump({"measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                   "machine": {"cores": os.cpu_count(), "cpu": cpu},
-                   "versions": {"python": platform.python_version()},
-                   "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-                   "first_run": {"total_s": first_total, "components_s": first},
-                   "rerun": {"total_s": second_total, "components_s": second}}, f, indent=1)
-
+    write_result("pipeline_overhead", first_run={"total_s": first_total, "components_s": first},
+                 rerun={"total_s": second_total, "components_s": second})
 
 if __name__ == "__main__":
     main()

@@ -7,9 +7,7 @@ Texts are the model's own warmup requests (eval texts), cycled to fill a batch. 
 bench/results/serving_latency.json with the machine, the versions and the command.
 """
 import argparse
-import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -20,10 +18,9 @@ import numpy as np
 import requests
 import tensorflow as tf
 
+from machine import write_result
 from serving.export import WARMUP_FILE
 from serving.predict import Predictor, resolve_model_dir
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def warmup_texts(model_dir):
@@ -98,16 +95,8 @@ def main():
     for row in rows:
         print(f"| {row['path']} | {row['batch']} | {row['p50_ms']} | {row['p99_ms']} | "
               f"{row['texts_per_s']} |")
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "serving_latency.json"), "w") as f:
-        json.dump({"measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "model": model_dir,
-                   "machine": {"cores": os.cpu_count(), "cpu": cpu},
-                   "versions": {"tensorflow": tf.__version__, "python": platform.python_version()},
-                   "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-                   "requests_per_row": args.requests, "results": rows}, f, indent=1)
-
+    write_result("serving_latency", model=model_dir, tensorflow=tf.__version__,
+                 requests_per_row=args.requests, results=rows)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,23 @@
+"""What every benchmark result records: when, on which machine, with which versions, by which command."""
+import json
+import os
+import platform
+import sys
+import time
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def write_result(name: str, **fields) -> str:
+    """Writes bench/results/<name>.json with the context first, then `fields`; returns its path."""
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    path = os.path.join(RESULTS, f"{name}.json")
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                   "machine": {"cores": os.cpu_count(), "cpu": cpu},
+                   "python": platform.python_version(),
+                   "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+                   **fields}, f, indent=1)
+    return path
