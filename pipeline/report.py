@@ -22,7 +22,7 @@ from mtmoe.tasks import task_type
 from pipeline import plots
 from pipeline.report_text import (REPORT_HTML, REPORT_JSON, headline_table, number, table,
                                   trials_table, verdict)
-from trainer.module import GATES_FILE, HISTORY_FILE
+from trainer.module import HISTORY_FILE
 
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
@@ -108,7 +108,7 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
         "slices": _length_slices(evaluation, tasks, config.evaluation.length_buckets),
         "breakdowns": _read_json(artifacts.get("MtmoeTestMetrics"), BREAKDOWN_FILE) or {},
         "history": _read_json(artifacts.get("ModelRun"), HISTORY_FILE) or {},
-        "gates": _read_json(artifacts.get("ModelRun"), GATES_FILE) or {},
+        "gates": summary.get("gate_statistics", {}),
         "data": _data_summary(artifacts.get("ExampleStatistics")),
         "anomalies": _anomalies(artifacts.get("ExampleAnomalies")),
         "components": summary.get("components", {}),

@@ -9,7 +9,7 @@ from components.test_scoring import BREAKDOWN_FILE
 from mtmoe.config import load_config
 from pipeline.report import REPORT_MD, build_report, write_report
 from pipeline.report_text import REPORT_JSON
-from trainer.module import GATES_FILE, HISTORY_FILE
+from trainer.module import HISTORY_FILE
 
 
 @pytest.fixture
@@ -24,7 +24,6 @@ def artifacts(tmp_path):
     (model_run / HISTORY_FILE).write_text(json.dumps(history))
     gates = {f"ffn_{i}": {t.name: {"mean_gate": [0.5, 0.25, 0.25], "load": [0.4, 0.4, 0.2]}
                           for t in config.tasks} for i in range(2)}
-    (model_run / GATES_FILE).write_text(json.dumps(gates))
     breakdown = {
         "intent": {"kind": "confusion", "counts": {"pay_bill": {"pay_bill": 3, "transfer": 1},
                                                    "transfer": {"transfer": 2}}},
@@ -33,12 +32,13 @@ def artifacts(tmp_path):
         "signals": {"kind": "per_class", "counts": {"urgent": {"tp": 1, "fp": 0, "fn": 1}}},
     }
     (test_metrics / BREAKDOWN_FILE).write_text(json.dumps(breakdown))
-    return config, {"ModelRun": str(model_run), "MtmoeTestMetrics": str(test_metrics)}
+    return config, {"ModelRun": str(model_run), "MtmoeTestMetrics": str(test_metrics)}, gates
 
 
 def test_report_from_artifacts_links_only_plots_it_wrote(tmp_path, artifacts):
-    config, uris = artifacts
+    config, uris, gates = artifacts
     summary = {"blessed": False, "pushed_model": None, "components": {"Trainer": 12.5},
+               "gate_statistics": gates,
                "test_metrics": {"intent": {"accuracy": 0.75}, "overall": {"accuracy": 0.5}}}
     html = write_report(build_report("run-1", config, summary, uris), config, str(tmp_path / "report"))
     folder = os.path.dirname(html)
