@@ -91,7 +91,7 @@ def main():
                                            timeout=60).raise_for_status(), batches)})
     finally:
         process.terminate()
-    print(f"| path | batch | p50 ms | p99 ms | texts/s |\n|---|---|---|---|---|")
+    print("| path | batch | p50 ms | p99 ms | texts/s |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['path']} | {row['batch']} | {row['p50_ms']} | {row['p99_ms']} | "
               f"{row['texts_per_s']} |")

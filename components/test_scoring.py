@@ -5,6 +5,7 @@ uses the same task-type functions as the Evaluator's TFMA metric, so the two agr
 """
 import json
 import os
+from typing import List
 
 from tfx import types
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
@@ -23,7 +24,7 @@ BATCH_SIZE = 256
 class TestMetrics(types.Artifact):
     """Per-task metrics on the test split (METRICS_FILE) and their breakdowns (BREAKDOWN_FILE)."""
 
-    TYPE_NAME = "MtmoeTestMetrics"
+    TYPE_NAME = "mtmoe.TestMetrics"  # <namespace>.<Name>: the form Kubeflow Pipelines v2 requires
 
 
 def score_examples(saved_model, serialized_batches, tasks, class_names=None) -> TaskScorer:
@@ -38,16 +39,17 @@ def score_examples(saved_model, serialized_batches, tasks, class_names=None) -> 
     return scorer
 
 
-def read_split(examples_artifact, split: str, batch_size: int = BATCH_SIZE):
+def read_split(examples_artifacts: List[types.Artifact], split: str, batch_size: int = BATCH_SIZE):
+    """The split of every given Examples artifact (one per span), as batches of serialized records."""
     import tensorflow as tf
 
-    uri = artifact_utils.get_split_uri([examples_artifact], split)
-    files = tf.io.gfile.glob(os.path.join(uri, "*"))
+    files = [f for artifact in examples_artifacts
+             for f in tf.io.gfile.glob(os.path.join(artifact_utils.get_split_uri([artifact], split), "*"))]
     return tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size)
 
 
 @component
-def TestScorer(examples: InputArtifact[standard_artifacts.Examples],
+def TestScorer(examples: InputArtifact[List[standard_artifacts.Examples]],
                transform_graph: InputArtifact[standard_artifacts.TransformGraph],
                model: InputArtifact[standard_artifacts.Model],
                test_metrics: OutputArtifact[TestMetrics],

@@ -1,6 +1,7 @@
 """The `mtmoe` command: run and tune the pipeline, read its reports, predict and serve, make and
 convert data."""
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -13,37 +14,44 @@ from mtmoe.errors import UserError
 DEFAULT_WORK_DIR = "mtmoe_work"
 
 
-def _prepare(args):
-    """The config and paths of a pipeline command, with the sample generated when no --data."""
+@contextlib.contextmanager
+def _prepared(args):
+    """The config and paths of a pipeline command, with the sample generated when no --data.
+
+    The work dir's run lock is held from before the sample until the command ends: a second run in
+    the same work dir (a cron run while the last one still runs) stops at once with exit code 2.
+    """
     from mtmoe.config import load_config
     from mtmoe.formats import check_latest_span, existing_spans, read_splits, write_span
     from mtmoe.sample import write_sample
+    from mtmoe.schedule import run_lock
 
     config = load_config(args.config)
     if getattr(args, "epochs", None) is not None:
         config = config.with_overrides(epochs=args.epochs)
     work_dir = os.path.abspath(args.work_dir)
     data_root = os.path.abspath(args.data) if args.data else os.path.join(work_dir, "data")
-    if not args.data and not existing_spans(data_root):
-        sample_dir = os.path.join(work_dir, "sample")
-        write_sample(sample_dir)
-        write_span(read_splits("jsonl", sample_dir, [t.label_field for t in config.tasks],
-                               [t.label_field for t in config.tasks if t.type == "token_tagging"]),
-                   data_root)
-        print(f"generated the sample data into {data_root}")
-    span = check_latest_span(data_root, config.tasks)
-    print(f"config {config.source}; data {span}; work dir {work_dir}")
-    from pipeline.pipeline import Paths  # TFX loads slowly: only once the input is checked
+    with run_lock(work_dir):
+        if not args.data and not existing_spans(data_root):
+            sample_dir = os.path.join(work_dir, "sample")
+            write_sample(sample_dir)
+            write_span(read_splits("jsonl", sample_dir, [t.label_field for t in config.tasks],
+                                   [t.label_field for t in config.tasks
+                                    if t.type == "token_tagging"]),
+                       data_root)
+            print(f"generated the sample data into {data_root}")
+        span = check_latest_span(data_root, config.tasks)
+        print(f"config {config.source}; data {span}; work dir {work_dir}")
+        from pipeline.pipeline import Paths  # TFX loads slowly: only once the input is checked
 
-    os.makedirs(work_dir, exist_ok=True)
-    return config, Paths(data_root=data_root, work_dir=work_dir)
+        yield config, Paths(data_root=data_root, work_dir=work_dir)
 
 
 def _run(args) -> None:
-    config, paths = _prepare(args)
-    from pipeline.local_runner import run_pipeline
+    with _prepared(args) as (config, paths):
+        from pipeline.local_runner import run_pipeline
 
-    summary = run_pipeline(config, paths)
+        summary = run_pipeline(config, paths)
     print(format_summary(summary))
     print(f"\nreport: {summary['report']}")
 
@@ -51,12 +59,12 @@ def _run(args) -> None:
 def _tune(args) -> None:
     import dataclasses
 
-    config, paths = _prepare(args)
-    config = dataclasses.replace(config, tuning=dataclasses.replace(config.tuning, enabled=True))
-    from pipeline.local_runner import run_pipeline
-    from pipeline.report_text import trials_table
+    with _prepared(args) as (config, paths):
+        config = dataclasses.replace(config, tuning=dataclasses.replace(config.tuning, enabled=True))
+        from pipeline.local_runner import run_pipeline
+        from pipeline.report_text import trials_table
 
-    summary = run_pipeline(config, paths, tuning_only=True, compare_weightings=args.compare)
+        summary = run_pipeline(config, paths, tuning_only=True, compare_weightings=args.compare)
     print(f"\nrun {summary['run_id']}: {config.tuning.algorithm} search, objective "
           f"val_objective (higher is better)\n")
     print("\n".join(trials_table(summary["trials"])))
@@ -90,6 +98,18 @@ def _report(args) -> None:
     print(os.path.join(os.path.dirname(found[-1]), REPORT_HTML))
     print(f"run {report['run_id']}: {verdict(report)}\n")
     print("\n".join(headline_table(report)))
+
+
+def _history(args) -> None:
+    from mtmoe.config import load_config
+    from pipeline.history import format_history, history_rows
+    from pipeline.pipeline import Paths
+
+    work_dir = os.path.abspath(args.work_dir)
+    rows = history_rows(Paths(data_root="", work_dir=work_dir), load_config(args.config).pipeline.name)
+    if not rows:
+        raise UserError(f"{work_dir}: no pipeline run recorded; `mtmoe run` records one")
+    print("\n".join(format_history(rows)))
 
 
 def _predict(args) -> None:
@@ -150,7 +170,36 @@ def _convert(args) -> None:
     print(f"wrote {counts} examples to {path}")
 
 
+def _schedule(args) -> None:
+    from mtmoe.schedule import cron_marker, crontab_line, install_crontab
+
+    line = crontab_line(args.every, args.at, args.work_dir, args.config, args.data)
+    print(line)
+    if args.install:
+        replaced = install_crontab(line, cron_marker(args.work_dir))
+        print("installed in the crontab" + (", in place of the entry for this work dir" if replaced
+                                            else ""))
+
+
+def _compile(args) -> None:
+    from pipeline.orchestrators import compile_kubeflow_v2, location, write_airflow_dag
+
+    work_dir = location(args.work_dir)
+    data_root = location(args.data) if args.data else os.path.join(work_dir, "data")
+    config = os.path.abspath(args.config) if args.config else None
+    output = os.path.abspath(args.output)
+    if args.target == "kubeflow-v2":
+        tasks = compile_kubeflow_v2(config, data_root, work_dir, output, args.image)
+        print(f"wrote {output}\ncomponents: {', '.join(tasks)}")
+    else:
+        write_airflow_dag(config, data_root, work_dir, output, args.every)
+        print(f"wrote {output}")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from mtmoe.schedule import DEFAULT_AT, EVERY
+    from pipeline.orchestrators import DEFAULT_IMAGE, TARGETS
+
     parser = argparse.ArgumentParser(prog="mtmoe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -175,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
     report.set_defaults(handler=_report)
 
+    history = commands.add_parser("history", help="one line per run: spans, metrics, blessed, "
+                                                  "pushed version (from ML Metadata)")
+    history.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
+    history.add_argument("--config", help="the runs' config (for its pipeline.name)")
+    history.set_defaults(handler=_history)
+
     predict = commands.add_parser("predict", help="predict every task for each text")
     predict.add_argument("--model", help="SavedModel or serving folder "
                                          f"(default: {DEFAULT_WORK_DIR}/serving_model)")
@@ -198,6 +253,37 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "load a SavedModel (its ops)")
     check.add_argument("model", metavar="DIR", help="SavedModel or serving folder")
     check.set_defaults(handler=_export_check)
+
+    schedule = commands.add_parser(
+        "schedule", help="print (or --install) a crontab line that runs `mtmoe run` on a schedule",
+        description="Prints a crontab line that runs `mtmoe run` with absolute paths, appending its "
+                    "output to <work dir>/logs/cron.log. A run that starts while the previous one "
+                    "still holds the work dir's lock exits 2 at once, so runs never overlap.")
+    schedule.add_argument("--every", required=True, choices=EVERY)
+    schedule.add_argument("--at", default=DEFAULT_AT, metavar="HH:MM",
+                          help="time of day (hour: only the minute counts; week: Mondays); "
+                               f"default {DEFAULT_AT}")
+    schedule.add_argument("--config", help="task config YAML (default: the packaged banking config)")
+    schedule.add_argument("--data", help="data root holding span-<N>/ folders (default: the sample)")
+    schedule.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
+    schedule.add_argument("--install", action="store_true",
+                          help="add the line to your crontab, replacing this work dir's earlier one")
+    schedule.set_defaults(handler=_schedule)
+
+    compiled = commands.add_parser(
+        "compile", help="write the pipeline for Kubeflow Pipelines v2 / Vertex AI or Airflow")
+    compiled.add_argument("--target", required=True, choices=TARGETS)
+    compiled.add_argument("--output", required=True, metavar="FILE",
+                          help="kubeflow-v2: .json (a PipelineJob) or .yaml; airflow: a .py module")
+    compiled.add_argument("--config", help="task config YAML (kubeflow-v2 needs spans.window: 1)")
+    compiled.add_argument("--data", help="data root holding span-<N>/ folders, a path or gs:// URI "
+                                         "(default: <work dir>/data)")
+    compiled.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="a path or gs:// URI")
+    compiled.add_argument("--image", default=DEFAULT_IMAGE,
+                          help="kubeflow-v2: the components' container image; it must have this "
+                               "project installed")
+    compiled.add_argument("--every", choices=EVERY, default="day", help="airflow: the DAG's schedule")
+    compiled.set_defaults(handler=_compile)
 
     data = commands.add_parser("data", help="make or convert input data").add_subparsers(
         dest="data_command", required=True)

@@ -71,9 +71,13 @@ class TrainingConfig:
     seed: int = 42
     mixed_precision: str = "auto"
     loss_weighting: str = "fixed"  # fixed: w_t = loss_weight (or the Tuner's); uncertainty: learned
+    warm_start: bool = True      # start from the latest blessed model when it is compatible
+    warm_start_epochs: int = 3   # epochs of a warm-started training (`epochs` from scratch)
+    distribution: str = "none"   # tf.distribute strategy: none | mirrored | multi_worker
 
 
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 TUNING_ALGORITHMS = ("bayesian", "hyperband", "random")
 
 
@@ -100,9 +104,22 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SpansConfig:
+    window: int = 0  # train and evaluate on the newest N spans; 0 = every span
+
+
+# The options (pipeline.beam_options) each Beam runner cannot start without.
+BEAM_RUNNER_OPTIONS = {"direct": (), "dataflow": ("project", "region", "temp_location"),
+                       "flink": ("flink_master",), "spark": ("spark_master_url",)}
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     name: str = "mtmoe"
-    beam_workers: int = 0
+    beam_runner: str = "direct"   # direct | dataflow | flink | spark
+    beam_workers: int = 0         # direct: multi-processing workers; 0 = one per CPU core
+    # The runner's own options, as --name=value: e.g. project, region, temp_location (dataflow).
+    beam_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +130,7 @@ class Config:
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     tuning: TuningConfig = TuningConfig()
+    spans: SpansConfig = SpansConfig()
     pipeline: PipelineConfig = PipelineConfig()
     source: str = "<dict>"
 
@@ -216,7 +234,7 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         if dupes:
             raise UserError(f"{source}: tasks: duplicate {attr} {', '.join(dupes)}")
     unknown = sorted(set(raw) - {"tasks", "text", "model", "training", "evaluation", "tuning",
-                                  "pipeline", "source"})
+                                  "spans", "pipeline", "source"})
     if unknown:
         raise UserError(f"{source}: unknown section(s) {', '.join(unknown)}")
     config = Config(
@@ -226,6 +244,7 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         training=_section(TrainingConfig, raw, "training", source),
         evaluation=_section(EvaluationConfig, raw, "evaluation", source),
         tuning=_section(TuningConfig, raw, "tuning", source),
+        spans=_section(SpansConfig, raw, "spans", source),
         pipeline=_section(PipelineConfig, raw, "pipeline", source),
         source=raw.get("source", source),
     )
@@ -245,10 +264,28 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
     if config.training.loss_weighting not in LOSS_WEIGHTINGS:
         raise UserError(f"{source}: training.loss_weighting: expected one of "
                         f"{', '.join(LOSS_WEIGHTINGS)}, got {config.training.loss_weighting!r}")
+    if config.training.distribution not in DISTRIBUTIONS:
+        raise UserError(f"{source}: training.distribution: expected one of "
+                        f"{', '.join(DISTRIBUTIONS)}, got {config.training.distribution!r}")
+    if config.training.warm_start_epochs < 1:
+        raise UserError(f"{source}: training.warm_start_epochs: must be >= 1")
+    if config.spans.window < 0:
+        raise UserError(f"{source}: spans.window: must be >= 0 (0 = every span)")
+    _check_beam(config.pipeline, source)
     if config.training.mixed_precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
         raise UserError(f"{source}: training.mixed_precision: unknown policy "
                         f"{config.training.mixed_precision!r}")
     return config
+
+
+def _check_beam(pipeline: PipelineConfig, source: str) -> None:
+    if pipeline.beam_runner not in BEAM_RUNNER_OPTIONS:
+        raise UserError(f"{source}: pipeline.beam_runner: expected one of "
+                        f"{', '.join(BEAM_RUNNER_OPTIONS)}, got {pipeline.beam_runner!r}")
+    missing = [o for o in BEAM_RUNNER_OPTIONS[pipeline.beam_runner] if o not in pipeline.beam_options]
+    if missing:
+        raise UserError(f"{source}: pipeline.beam_options: the {pipeline.beam_runner} runner needs "
+                        f"{', '.join(missing)}")
 
 
 def _check_tuning(config: Config, source: str) -> None:

@@ -6,15 +6,17 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from absl import logging as absl_logging
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components.test_scoring import METRICS_FILE
-from pipeline.pipeline import Paths, create_pipeline
+from components.test_scoring import METRICS_FILE, TestMetrics
+from mtmoe.formats import existing_spans
+from pipeline.pipeline import Paths, create_ingest_pipeline, create_pipeline
+from pipeline.spans import SPAN_PROPERTY_NAME
 from pipeline.report import build_report, write_report
 from serving.client import DEFAULT_MODEL
 from serving.deploy import write_deployment_files
@@ -23,10 +25,14 @@ from trainer.tuning import reference_configs, reference_row, trial_table
 
 SUMMARY_FILE = "summary.json"
 TRAINER = "Trainer"
+EXAMPLE_GEN = "ImportExampleGen"
+TRANSFORM = "Transform"
 # (artifact type, producing node) of everything the run report reads.
-_REPORTED = (("ModelEvaluation", "Evaluator"), ("MtmoeTestMetrics", "TestScorer"),
+_REPORTED = (("ModelEvaluation", "Evaluator"), (TestMetrics.TYPE_NAME, "TestScorer"),
              ("ModelRun", TRAINER), ("ExampleStatistics", "StatisticsGen"),
              ("ExampleAnomalies", "ExampleValidator"))
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 _PROGRESS = re.compile(r"^Component (\S+) is (running|finished)\.$")
 
 
@@ -70,6 +76,9 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
     absl_logger.addHandler(timer)
     absl_logger.addHandler(warnings)
     try:
+        for span in spans_to_ingest(config, paths):
+            echo(f"ingesting span {span} for the window of spans")
+            tfx.orchestration.LocalDagRunner().run(create_ingest_pipeline(config, paths, span))
         tfx.orchestration.LocalDagRunner().run(
             create_pipeline(config, paths, tuning_only, compare_weightings))
     finally:
@@ -110,6 +119,20 @@ def _read_json(folder: str, name: str):
         return json.load(f)
 
 
+def spans_to_ingest(config, paths: Paths) -> List[int]:
+    """The window's spans, other than the newest (this run's ExampleGen takes it), that no earlier
+    run has ingested: spans written before the first run, or several between two runs."""
+    on_disk = existing_spans(paths.data_root)
+    older = (on_disk[-config.spans.window:] if config.spans.window else on_disk)[:-1]
+    if not older or not os.path.exists(paths.metadata):
+        return older
+    store = _store(paths)
+    node = store.get_context_by_type_and_name("node", f"{config.pipeline.name}.{EXAMPLE_GEN}")
+    ingested = set() if node is None else {
+        _property(a, SPAN_PROPERTY_NAME) for a in store.get_artifacts_by_context(node.id)}
+    return [span for span in older if span not in ingested]
+
+
 def _store(paths: Paths) -> metadata_store.MetadataStore:
     connection = metadata_store_pb2.ConnectionConfig()
     connection.sqlite.filename_uri = paths.metadata
@@ -117,21 +140,24 @@ def _store(paths: Paths) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(connection)
 
 
-def _node_outputs(store, run_context_id: int, pipeline_name: str):
-    """{node id: {artifact type name: [artifacts]}} for the executions of one pipeline run."""
+def _node_artifacts(store, run_context_id: int, pipeline_name: str):
+    """({node id: {artifact type name: [artifacts]}} of outputs, the same of inputs) for the
+    executions of one pipeline run."""
     types = {t.id: t.name for t in store.get_artifact_types()}
     outputs: Dict[str, Dict[str, list]] = {}
+    inputs: Dict[str, Dict[str, list]] = {}
     for execution in store.get_executions_by_context(run_context_id):
         node = next((c.name.split(".", 1)[-1] for c in store.get_contexts_by_execution(execution.id)
                      if c.name.startswith(pipeline_name + ".")), None)
         if node is None:
             continue
-        events = [e for e in store.get_events_by_execution_ids([execution.id])
-                  if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
-        for artifact in store.get_artifacts_by_id([e.artifact_id for e in events]):
-            outputs.setdefault(node, {}).setdefault(types[artifact.type_id], []).append(artifact)
+        events = store.get_events_by_execution_ids([execution.id])
+        for found, kinds in ((outputs, _OUTPUT_EVENTS), (inputs, _INPUT_EVENTS)):
+            ids = [e.artifact_id for e in events if e.type in kinds]
+            for artifact in store.get_artifacts_by_id(ids):
+                found.setdefault(node, {}).setdefault(types[artifact.type_id], []).append(artifact)
         outputs.setdefault(node, {})
-    return outputs
+    return outputs, inputs
 
 
 def _property(artifact, name: str):
@@ -147,6 +173,7 @@ class RunRecord:
 
     run_id: str
     outputs: Dict[str, Dict[str, object]]
+    spans: List[int]  # of the examples Transform read
 
     def artifact(self, type_name: str, node: Optional[str] = None):
         found = [artifacts[type_name] for name, artifacts in self.outputs.items()
@@ -162,19 +189,37 @@ class RunRecord:
         return None if artifact is None else _property(artifact, name)
 
 
+def _record(store, run, pipeline_name: str) -> RunRecord:
+    outputs, inputs = _node_artifacts(store, run.id, pipeline_name)
+    latest = {node: {type_name: found[-1] for type_name, found in by_type.items()}
+              for node, by_type in outputs.items()}
+    examples = inputs.get(TRANSFORM, {}).get("Examples", [])
+    return RunRecord(run.name, latest, sorted({_property(a, SPAN_PROPERTY_NAME) for a in examples}))
+
+
+def _runs(store):
+    return sorted(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.create_time_since_epoch)
+
+
 def latest_run(paths: Paths, pipeline_name: str) -> RunRecord:
     store = _store(paths)
-    runs = [c for c in store.get_contexts_by_type("pipeline_run")]
+    runs = _runs(store)
     if not runs:
         raise RuntimeError(f"{paths.metadata}: no pipeline run recorded")
-    run = max(runs, key=lambda c: c.create_time_since_epoch)
-    outputs = {node: {type_name: found[-1] for type_name, found in by_type.items()}
-               for node, by_type in _node_outputs(store, run.id, pipeline_name).items()}
-    return RunRecord(run.name, outputs)
+    return _record(store, runs[-1], pipeline_name)
+
+
+def pipeline_runs(paths: Paths, pipeline_name: str) -> List[RunRecord]:
+    """Every run that got past ingestion, oldest first (ingest-only runs are left out)."""
+    if not os.path.exists(paths.metadata):
+        return []
+    store = _store(paths)
+    records = [_record(store, run, pipeline_name) for run in _runs(store)]
+    return [record for record in records if set(record.outputs) - {EXAMPLE_GEN}]
 
 
 def summarize(record: RunRecord) -> dict:
-    test_metrics = record.uri("MtmoeTestMetrics")
+    test_metrics = record.uri(TestMetrics.TYPE_NAME)
     metrics = _read_json(test_metrics, METRICS_FILE) if test_metrics else {}
     model_run = record.uri("ModelRun", TRAINER)
     gates = _read_json(model_run, GATES_FILE) if model_run else {}
@@ -191,4 +236,6 @@ def summarize(record: RunRecord) -> dict:
         "gate_statistics": gates,
         "loss_weighting": training.get("loss_weighting"),
         "loss_weights": training.get("loss_weights"),
+        "spans": record.spans,
+        "warm_start": training.get("warm_start"),
     }

@@ -1,7 +1,9 @@
 """The TFX pipeline, wired in data order. No ML logic lives here: see components/ and trainer/.
 
-ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> [Tuner] -> Trainer
-  -> Resolver (latest blessed model) -> Evaluator -> TestScorer, and Pusher when the model is blessed.
+ExampleGen (newest span) -> StatisticsGen -> SchemaGen -> ExampleValidator
+  -> Resolver (the window of newest spans) -> Transform -> [Tuner]
+  -> Resolver (latest blessed model) -> Trainer (warm-started from it) -> Evaluator (against it)
+  -> TestScorer, and Pusher when the model is blessed.
 """
 import hashlib
 import json
@@ -14,6 +16,7 @@ from components.evaluation import build_eval_config
 from components.test_scoring import TestScorer
 from mtmoe.config import Config
 from mtmoe.formats import SPLITS
+from pipeline.spans import NewestSpansStrategy, window_range
 from trainer.module import TUNING_DIR_KEY
 from trainer.tuning import completed_trials, reference_configs
 
@@ -79,16 +82,50 @@ def source_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+_BEAM_RUNNER_CLASSES = {"direct": "DirectRunner", "dataflow": "DataflowRunner",
+                        "flink": "FlinkRunner", "spark": "SparkRunner"}
+
+
 def beam_args(config: Config):
-    return ["--direct_running_mode=multi_processing",
-            f"--direct_num_workers={config.pipeline.beam_workers}",
-            "--beam_plugins=tensorflow_text"]
+    """Beam's arguments for every Beam-based component: the runner, its options from the config, and
+    tensorflow-text's ops registered in each worker."""
+    settings = config.pipeline
+    args = [f"--runner={_BEAM_RUNNER_CLASSES[settings.beam_runner]}"]
+    if settings.beam_runner == "direct":
+        args += ["--direct_running_mode=multi_processing",
+                 f"--direct_num_workers={settings.beam_workers}"]
+    args += [f"--{name}={value}" for name, value in sorted(settings.beam_options.items())]
+    return args + ["--beam_plugins=tensorflow_text"]
+
+
+def example_gen(paths: Paths, span=None):
+    """ImportExampleGen over `span-<N>/<split>/` folders: the newest span, or the one given."""
+    range_config = None
+    if span is not None:
+        range_config = tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(
+            start_span_number=span, end_span_number=span))
+    return tfx.components.ImportExampleGen(
+        input_base=paths.data_root,
+        input_config=tfx.proto.Input(splits=[
+            tfx.proto.Input.Split(name=split, pattern=f"span-{{SPAN}}/{split}/*")
+            for split in SPLITS]),
+        range_config=range_config)
+
+
+def create_ingest_pipeline(config: Config, paths: Paths, span: int) -> tfx.dsl.Pipeline:
+    """ExampleGen alone, for one span older than the newest: a run ingests only the newest span, so
+    spans written before the first run (or between runs) are ingested this way for the window."""
+    return _pipeline(config, paths, [example_gen(paths, span)])
 
 
 def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
-                    compare_weightings: bool = False) -> tfx.dsl.Pipeline:
+                    compare_weightings: bool = False, local_metadata: bool = True
+                    ) -> tfx.dsl.Pipeline:
     """The whole pipeline; with `tuning_only`, the components up to the Tuner, plus (with
-    `compare_weightings`) one Trainer per reference weighting trained as long as a trial."""
+    `compare_weightings`) one Trainer per reference weighting trained as long as a trial.
+
+    `local_metadata`: ML Metadata in an SQLite file of the work dir; off for orchestrators that
+    bring their own (Kubeflow Pipelines)."""
     fingerprint = source_fingerprint()
     # Transform sees only what it reads, so that a model, training or threshold change keeps its cache.
     raw_config = config.to_dict()
@@ -96,23 +133,32 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
         "tasks": [{field: task[field] for field in _TRANSFORM_TASK_FIELDS} for task in raw_config["tasks"]],
         "text": raw_config["text"]}
 
-    example_gen = tfx.components.ImportExampleGen(
-        input_base=paths.data_root,
-        input_config=tfx.proto.Input(splits=[
-            tfx.proto.Input.Split(name=split, pattern=f"span-{{SPAN}}/{split}/*")
-            for split in SPLITS]))
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    new_span = example_gen(paths)
+    statistics_gen = tfx.components.StatisticsGen(examples=new_span.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    components = [new_span, statistics_gen, schema_gen, example_validator]
+    examples = new_span.outputs["examples"]
+    if config.spans.window != 1:
+        span_window = tfx.dsl.Resolver(
+            strategy_class=NewestSpansStrategy,
+            config={"range_config": window_range(config.spans.window)},
+            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                                     producer_component_id=new_span.id, output_key="examples"),
+        ).with_id("span_window_resolver")
+        span_window.add_upstream_node(new_span)  # so that the window includes this run's span
+        components.append(span_window)
+        examples = span_window.outputs["examples"]
+
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"config": transform_config, "source_fingerprint": fingerprint},
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
-    components = [example_gen, statistics_gen, schema_gen, example_validator, transform]
+    components.append(transform)
 
     def trainer(trainer_config: Config, **kwargs):
         return tfx.components.Trainer(
@@ -144,43 +190,49 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
         if compare_weightings:
             components += [trainer(reference).with_id(f"Trainer_{name}")
                            for name, reference in reference_configs(config).items()]
-        return _pipeline(config, paths, components)
+        return _pipeline(config, paths, components, local_metadata)
 
-    trainer_component = trainer(
-        config, **({"hyperparameters": tuner.outputs["best_hyperparameters"]} if tuner else {}))
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
+    blessed_model = model_resolver.outputs["model"]
+    trainer_inputs = {"base_model": blessed_model} if config.training.warm_start else {}
+    if tuner:
+        trainer_inputs["hyperparameters"] = tuner.outputs["best_hyperparameters"]
+    trainer_component = trainer(config, **trainer_inputs)
     evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         example_splits=["eval"],
         model=trainer_component.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
+        baseline_model=blessed_model,
         eval_config=build_eval_config(config.tasks))
     test_scorer = TestScorer(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         model=trainer_component.outputs["model"],
         config=json.dumps(config.to_dict()))
-    components += [trainer_component, model_resolver, evaluator, test_scorer]
+    components += [model_resolver, trainer_component, evaluator, test_scorer]
 
     with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
         pusher = tfx.components.Pusher(
             model=trainer_component.outputs["model"],
+            # Runners that do not evaluate Cond (Airflow's) still push blessed models only.
+            model_blessing=evaluator.outputs["blessing"],
             push_destination=tfx.proto.PushDestination(
                 filesystem=tfx.proto.PushDestination.Filesystem(base_directory=paths.serving_dir)))
     components.append(pusher)
-    return _pipeline(config, paths, components)
+    return _pipeline(config, paths, components, local_metadata)
 
 
-def _pipeline(config: Config, paths: Paths, components) -> tfx.dsl.Pipeline:
+def _pipeline(config: Config, paths: Paths, components, local_metadata: bool = True
+              ) -> tfx.dsl.Pipeline:
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,
         pipeline_root=paths.pipeline_root,
         components=components,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            paths.metadata),
+            paths.metadata) if local_metadata else None,
         enable_cache=True,
         beam_pipeline_args=beam_args(config))

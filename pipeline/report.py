@@ -14,7 +14,7 @@ import markdown
 import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
-from components.test_scoring import BREAKDOWN_FILE
+from components.test_scoring import BREAKDOWN_FILE, TestMetrics
 from mtmoe.feature_names import LENGTH_BUCKET, OVERALL
 from mtmoe.formats import SPLITS
 from mtmoe.metrics import f1_from_counts, length_bucket_names
@@ -106,7 +106,7 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
         "headline": headline,
         "test_overall_accuracy": summary["test_metrics"].get(OVERALL, {}).get("accuracy"),
         "slices": _length_slices(evaluation, tasks, config.evaluation.length_buckets),
-        "breakdowns": _read_json(artifacts.get("MtmoeTestMetrics"), BREAKDOWN_FILE) or {},
+        "breakdowns": _read_json(artifacts.get(TestMetrics.TYPE_NAME), BREAKDOWN_FILE) or {},
         "history": _read_json(artifacts.get("ModelRun"), HISTORY_FILE) or {},
         "gates": summary.get("gate_statistics", {}),
         "data": _data_summary(artifacts.get("ExampleStatistics")),

@@ -69,5 +69,5 @@ def test_predict_without_a_model_says_how_to_get_one(tmp_path, cli):
 def test_help_lists_the_commands(cli):
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("run", "predict", "data"):
+    for command in ("run", "predict", "data", "schedule", "compile"):
         assert command in result.stdout

@@ -6,11 +6,25 @@ import tensorflow as tf
 from components.transform import CHAR_VOCABULARY, TOKEN_VOCABULARY
 from mtmoe.feature_names import CHAR_IDS, TOKEN_IDS
 from mtmoe.tasks import class_names_from_vocabulary, label_key, label_vocabulary_name, task_type
+from trainer.warm_start import CHARS, TOKENS, embedding_rows
 
 
 def class_names(tft_output, task) -> List[str]:
     vocabulary = tft_output.vocabulary_by_name(label_vocabulary_name(task))
     return class_names_from_vocabulary([v.decode("utf-8") for v in vocabulary])
+
+
+def vocabularies(tft_output, config) -> Dict[str, List[str]]:
+    """The entries of every vocabulary that indexes model weights, by the names warm start uses:
+    embedding rows of tokens and characters, and each task's output classes."""
+    def rows(name):
+        return embedding_rows([v.decode("utf-8") for v in tft_output.vocabulary_by_name(name)])
+
+    keys = {TOKENS: rows(TOKEN_VOCABULARY)}
+    if config.text.max_chars:
+        keys[CHARS] = rows(CHAR_VOCABULARY)
+    keys.update({task.name: class_names(tft_output, task) for task in config.tasks})
+    return keys
 
 
 def vocabulary_sizes(tft_output, config) -> Dict[str, int]:

@@ -20,6 +20,7 @@ from trainer.layers import (CharacterEncoder, DeepSeekMoE, FeedForward, MaskedMe
 
 SHARED_ROUTER = "shared"
 EMBEDDING = "embedding"
+CHARACTERS = "characters"
 LOG_VARIANCE = "task_log_variance"
 
 
@@ -92,6 +93,19 @@ class MultiTaskModel(keras.Model):
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
+class ReplicaMeanAdamW(keras.optimizers.AdamW):
+    """AdamW stepping with the mean of the replicas' gradients under tf.distribute.
+
+    Keras 3.6 sums the replicas' gradients, each of its own replica's mean loss (Keras 2 divided
+    each replica's loss by the replica count): without this the step grows with the replica count.
+    """
+
+    def scale_loss(self, loss):
+        import tensorflow as tf
+
+        return super().scale_loss(loss) / tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def feed_forward(config, block: int, task_names: List[str]) -> keras.layers.Layer:
     """The feed-forward layer of one block; a list-returning layer when its gates are per task."""
     m = config.model
@@ -120,7 +134,7 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
         inputs[CHAR_IDS] = keras.Input(shape=(text.max_tokens, text.max_chars), dtype="int32",
                                        name=CHAR_IDS)
         x = x + CharacterEncoder(vocabulary_sizes[CHAR_IDS], m.char_dim, m.embedding_dim,
-                                 name="characters")(inputs[CHAR_IDS])
+                                 name=CHARACTERS)(inputs[CHAR_IDS])
     x = keras.layers.Dropout(m.dropout)(x)
     sequences = None
     for block in range(m.num_blocks):
@@ -155,7 +169,7 @@ def compile_model(model: keras.Model, config) -> keras.Model:
     """L = sum_t w_t L_t (+ the MoE balance losses), each L_t averaged over task t's labelled examples."""
     t = config.training
     types = {task.name: task_type(task) for task in config.tasks}
-    optimizer = keras.optimizers.AdamW(
+    optimizer = ReplicaMeanAdamW(
         learning_rate=t.learning_rate, weight_decay=t.weight_decay,
         gradient_accumulation_steps=t.gradient_accumulation_steps
         if t.gradient_accumulation_steps > 1 else None)

@@ -4,8 +4,11 @@
 `run_fn` trains the multi-task model with the best trial's values (or the config's) and exports it
 for serving.
 """
+import functools
 import json
 import os
+
+from absl import logging
 
 import keras
 import keras_tuner
@@ -18,7 +21,8 @@ from mtmoe.config import Config
 from mtmoe.feature_names import TOKENS
 from serving.export import export_serving_model
 from trainer.callbacks import LearnedLossWeights, ValidationScores
-from trainer.features import class_names, model_inputs, model_targets, vocabulary_sizes
+from trainer import warm_start
+from trainer.features import model_inputs, model_targets, vocabularies, vocabulary_sizes
 from trainer.introspection import gate_statistics
 from trainer.model import build_model, compile_model, effective_loss_weights
 from trainer.tuning import SearchBudget, apply_hyperparameters, define_search_space, make_tuner
@@ -35,6 +39,21 @@ def dtype_policy(setting: str) -> str:
     if setting != "auto":
         return setting
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+
+
+@functools.lru_cache(maxsize=None)
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """`mirrored`: one replica per local GPU (per logical CPU without one); `multi_worker`: the
+    cluster in TF_CONFIG; `none`: the default strategy.
+
+    One strategy per process: a second MirroredStrategy's collective ops clash with the first's
+    (several Trainers run in one process under LocalDagRunner)."""
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def make_dataset(file_pattern, data_accessor, tft_output, config, num_classes, shuffle: bool):
@@ -72,7 +91,8 @@ class _Inputs:
     def __init__(self, fn_args):
         self.config = Config.from_dict(fn_args.custom_config["config"])
         self.tft_output = tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-        self.class_names = {task.name: class_names(tft_output, task) for task in self.config.tasks}
+        self.vocabularies = vocabularies(tft_output, self.config)
+        self.class_names = {task.name: self.vocabularies[task.name] for task in self.config.tasks}
         self.num_classes = {name: len(v) for name, v in self.class_names.items()}
         self.vocabulary_sizes = vocabulary_sizes(tft_output, self.config)
         self.train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output,
@@ -107,26 +127,48 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
             SearchBudget(tuner.oracle, config.tuning.budget_minutes * 60)]})
 
 
+def _warm_start(model, config, vocabularies, base_model):
+    """Loads the latest blessed model's weights into `model` when they fit; logs and returns which."""
+    if not config.training.warm_start:
+        started = {"warm_started": False, "base_model": None, "reason": "training.warm_start is false"}
+    else:
+        # `base_model` is the blessed model's SavedModel folder inside its artifact.
+        started = warm_start.restore(model, config, vocabularies,
+                                     os.path.dirname(base_model) if base_model else None)
+    if started["warm_started"]:
+        logging.info("warm start from %s; carried over: %s", started["base_model"], started["carried"])
+    else:
+        logging.info("training from scratch: %s", started["reason"])
+    return started
+
+
 def run_fn(fn_args):
     inputs = _Inputs(fn_args)
     searched = {}
     if fn_args.hyperparameters:
         searched = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters).values
     config = apply_hyperparameters(inputs.config, searched)
+    # Models the Tuner built in this process would break a distributed one's collective ops.
+    keras.backend.clear_session()
     keras.utils.set_random_seed(config.training.seed)
     keras.mixed_precision.set_global_policy(dtype_policy(config.training.mixed_precision))
     try:
-        model = inputs.model(config)
-        history = model.fit(inputs.train, validation_data=inputs.evaluation,
-                            epochs=config.training.epochs, callbacks=inputs.callbacks(config),
-                            verbose=2)
+        with distribution_strategy(config.training.distribution).scope():
+            model = inputs.model(config)
+            started = _warm_start(model, config, inputs.vocabularies, fn_args.base_model)
+        epochs = config.training.warm_start_epochs if started["warm_started"] else config.training.epochs
+        history = model.fit(inputs.train, validation_data=inputs.evaluation, epochs=epochs,
+                            callbacks=inputs.callbacks(config), verbose=2)
         _write_json(fn_args.model_run_dir, HISTORY_FILE,
                     {k: [float(v) for v in vs] for k, vs in history.history.items()})
         _write_json(fn_args.model_run_dir, TRAINING_FILE, {
             "loss_weighting": config.training.loss_weighting,
             "loss_weights": effective_loss_weights(model, config),
             "hyperparameters": searched,
+            "warm_start": started,
+            "epochs": epochs,
         })
+        warm_start.save(model, config, inputs.vocabularies, os.path.dirname(fn_args.serving_model_dir))
         _write_json(fn_args.model_run_dir, GATES_FILE,
                     gate_statistics(model, inputs.evaluation.map(lambda x, _: x)))
         export_serving_model(model, inputs.tft_output, config, fn_args.serving_model_dir,

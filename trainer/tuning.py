@@ -58,7 +58,8 @@ def apply_hyperparameters(config, values: Dict[str, object]):
 def project_name(config) -> str:
     """The search's folder name: a hash of everything that makes trials comparable.
 
-    The trial count and the time budget stay out, so raising them extends the same search.
+    The trial count and the time budget stay out, so raising them extends the same search; so does
+    the span window, like the data it selects.
     """
     raw = config.to_dict()
     raw["tuning"] = {k: v for k, v in raw["tuning"].items()
@@ -66,7 +67,7 @@ def project_name(config) -> str:
     for task in raw["tasks"]:
         task.pop("min_value")
         task.pop("max_drop")
-    for key in ("pipeline", "evaluation", "source"):
+    for key in ("pipeline", "evaluation", "spans", "source"):
         raw.pop(key)
     return "search-" + hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
 

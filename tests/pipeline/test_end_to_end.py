@@ -1,15 +1,17 @@
 """`mtmoe run` on a small sample, end to end, as a user runs it; then what it left behind.
 
-A second run, on a new span whose training intents are shuffled, must be refused by the Evaluator.
+Then scheduled retraining: two new spans land and a second run trains on spans 1-3, warm-started
+from the first run's blessed model; a third run, on a fourth span whose training intents were all
+set to one label, must be refused by the Evaluator and push nothing.
 """
 import json
 import os
-import random
 import re
 import subprocess
 import sys
 
 import pytest
+import yaml
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
@@ -23,28 +25,49 @@ def run(pipeline_run):
     return pipeline_run
 
 
-def _shuffle_training_intents(sample, out):
-    """The sample with the training split's intent labels permuted: a labelling bug in one field."""
+def _one_training_intent(sample, out):
+    """The sample with every training intent set to one label: a labelling bug in one field."""
     out.mkdir()
     for split in ("train", "eval", "test"):
         rows = [json.loads(line) for line in (sample / f"{split}.jsonl").read_text().splitlines()]
         if split == "train":
-            intents = [row["intent"] for row in rows]
-            random.Random(0).shuffle(intents)
-            for row, intent in zip(rows, intents):
-                row["intent"] = intent
+            for row in rows:
+                row["intent"] = rows[0]["intent"]
         (out / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
+def _add_span(cli, root, name, seed):
+    """A new 200-example sample, converted into the next span."""
+    assert cli("data", "sample", "--out", root / name, "--num-examples", 200,
+               "--seed", seed).returncode == 0
+    assert cli("data", "convert", "--format", "jsonl", root / name, root / "data").returncode == 0
+
+
+def _summary(run):
+    return json.loads((run["work"] / "summary.json").read_text())
+
+
 @pytest.fixture(scope="module")
-def refused_run(run, cli):
-    """A second run over a new span with shuffled training intents; the first model is its baseline."""
-    root = run["root"]
-    _shuffle_training_intents(root / "sample", root / "shuffled")
-    assert cli("data", "convert", "--format", "jsonl", root / "shuffled", root / "data").returncode == 0
+def retrained_run(run, cli):
+    """Spans 2 and 3 land before the next run: it ingests span 2 on the side, trains on spans 1-3
+    and starts from the first run's blessed model."""
+    _add_span(cli, run["root"], "sample2", 14)
+    _add_span(cli, run["root"], "sample3", 15)
     result = run["rerun"]()
-    return {"stdout": result.stdout,
-            "summary": json.loads((root / "work" / "summary.json").read_text())}
+    return {"stdout": result.stdout, "summary": _summary(run)}
+
+
+@pytest.fixture(scope="module")
+def refused_run(run, retrained_run, cli):
+    """A run on span 4 alone (spans.window 1), whose training intents are all one label; the
+    retrained model is its baseline and its starting point."""
+    root = run["root"]
+    _one_training_intent(root / "sample", root / "one_intent")
+    assert cli("data", "convert", "--format", "jsonl", root / "one_intent", root / "data").returncode == 0
+    config = dict(run["config"], spans={"window": 1})
+    (root / "window1.yaml").write_text(yaml.safe_dump(config))
+    result = run["rerun"](root / "window1.yaml")
+    return {"stdout": result.stdout, "summary": _summary(run)}
 
 
 def _node_executions(metadata_path):
@@ -161,18 +184,70 @@ def test_length_slices_partition_the_eval_split(run):
         assert all(0.0 <= row[task["name"]] <= 1.0 for task in run["config"]["tasks"])
 
 
-def test_crippled_run_is_refused_and_the_served_version_stays(run, refused_run):
+def test_first_run_trains_span_1_from_scratch(run):
+    assert run["summary"]["spans"] == [1]
+    assert run["summary"]["warm_start"] == {"warm_started": False, "base_model": None,
+                                            "reason": "no blessed model yet"}
+
+
+def test_retraining_covers_the_new_spans_and_starts_from_the_blessed_model(run, retrained_run):
+    summary = retrained_run["summary"]
+    assert "ingesting span 2 for the window of spans" in retrained_run["stdout"]
+    assert summary["spans"] == [1, 2, 3]
+    started = summary["warm_start"]
+    assert started["warm_started"] is True, started
+    assert os.path.isdir(started["base_model"]) and "Trainer" in started["base_model"]
+    # Most words of spans 1-3 were in span 1; new ones start fresh.
+    kept, now = started["carried"]["tokens"]
+    assert 0.5 * now < kept < now, started["carried"]
+    assert started["carried"]["intent"][0] == started["carried"]["intent"][1]  # the same intents
+    _, report = _report(summary)
+    assert len(report["history"]["loss"]) == run["config"]["training"]["warm_start_epochs"]
+    versions = sorted(os.listdir(run["work"] / "serving_model"))
+    first = os.path.basename(run["summary"]["pushed_model"])
+    assert versions == ([first, os.path.basename(summary["pushed_model"])] if summary["blessed"]
+                        else [first])
+
+
+def test_crippled_run_is_refused_and_the_served_versions_stay(run, retrained_run, refused_run):
     summary = refused_run["summary"]
+    assert summary["spans"] == [4]
+    assert summary["warm_start"]["warm_started"] is True
     assert summary["blessed"] is False and summary["pushed_model"] is None
     assert "NOT blessed" in refused_run["stdout"]
     assert "refused: intent accuracy changed" in refused_run["stdout"]
-    assert os.listdir(run["work"] / "serving_model") == [os.path.basename(run["summary"]["pushed_model"])]
+    served = [run["summary"]["pushed_model"], retrained_run["summary"]["pushed_model"]]
+    assert sorted(os.listdir(run["work"] / "serving_model")) == sorted(
+        os.path.basename(path) for path in served if path)
     _, report = _report(summary)
     assert report["had_baseline"] is True
     intent = next(row for row in report["headline"] if row["task"] == "intent")
     assert intent["passed"] is False and intent["change"] < -0.02
     assert any(re.match(r"intent accuracy changed -0\.\d+ against the blessed baseline", failure)
                for failure in report["failures"]), report["failures"]
+
+
+def test_history_has_one_line_per_run_with_spans_start_metrics_and_outcome(
+        run, retrained_run, refused_run, cli):
+    result = cli("history", "--work-dir", run["work"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    header = lines[0].split(" | ")
+    assert header[:3] == ["| run", "spans", "start"] and "intent accuracy" in header
+    rows = [line.split(" | ") for line in lines[2:] if line.startswith("| ")]
+    assert [row[1:3] for row in rows] == [["1", "scratch"], ["1,2,3", "warm"], ["4", "warm"]]
+    runs = [run["summary"], retrained_run["summary"], refused_run["summary"]]
+    for row, summary in zip(rows, runs):
+        assert row[0][2:] == summary["run_id"].replace("T", " ")[:19]
+        pushed = summary["pushed_model"]
+        outcome = row[-1].rstrip(" |")
+        if pushed:
+            assert outcome == f"blessed, pushed version {os.path.basename(pushed)}"
+        else:
+            assert outcome.startswith("NOT blessed: ")
+    assert re.search(r"NOT blessed: .*intent accuracy changed -0\.\d+ \(allowed -0\.2500\)",
+                     rows[2][-1]), rows[2][-1]
+    assert 0.0 < float(rows[0][header.index("intent accuracy")]) <= 1.0
 
 
 def test_each_run_has_a_report_naming_every_task_with_existing_plots(run, refused_run):
@@ -217,8 +292,8 @@ def test_tuner_searched_in_the_pipeline_and_the_trainer_used_the_best_trial(run)
 
 
 def test_tune_command_prints_the_trials_and_the_reference_weightings(run, refused_run, cli):
-    root = run["root"]
-    result = cli("tune", "--config", root / "config.yaml", "--data", root / "data",
+    root = run["root"]  # on span 4 alone: the refused run's Transform is reused
+    result = cli("tune", "--config", root / "window1.yaml", "--data", root / "data",
                  "--work-dir", root / "work", "--compare", timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")]

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from components.test_scoring import BREAKDOWN_FILE
+from components.test_scoring import BREAKDOWN_FILE, TestMetrics
 from mtmoe.config import load_config
 from pipeline.report import REPORT_MD, build_report, write_report
 from pipeline.report_text import REPORT_JSON
@@ -32,7 +32,7 @@ def artifacts(tmp_path):
         "signals": {"kind": "per_class", "counts": {"urgent": {"tp": 1, "fp": 0, "fn": 1}}},
     }
     (test_metrics / BREAKDOWN_FILE).write_text(json.dumps(breakdown))
-    return config, {"ModelRun": str(model_run), "MtmoeTestMetrics": str(test_metrics)}, gates
+    return config, {"ModelRun": str(model_run), TestMetrics.TYPE_NAME: str(test_metrics)}, gates
 
 
 def test_report_from_artifacts_links_only_plots_it_wrote(tmp_path, artifacts):

@@ -1,0 +1,72 @@
+"""`mtmoe history`: one line per pipeline run, read back from ML Metadata.
+
+Each line: when the run started, the spans it trained on, whether training started from the
+blessed model (warm) or from scratch, the Evaluator's value of every task metric
+(overall slice, eval split), and what became of the model: blessed and pushed (which version), or
+refused (which thresholds failed), or a run that stopped before the Evaluator.
+"""
+import json
+import os
+from typing import List
+
+import tensorflow_model_analysis as tfma
+
+from mtmoe.feature_names import OVERALL
+from pipeline.local_runner import TRAINER, pipeline_runs
+from pipeline.report import CANDIDATE, read_evaluation
+from pipeline.report_text import table
+from trainer.module import TRAINING_FILE
+
+_COUNT = "example_count"
+
+
+def _failure(failure) -> str:
+    key, threshold = failure.metric_key, failure.metric_threshold
+    value = failure.metric_value.double_value.value
+    if threshold.HasField("change_threshold"):
+        return (f"{key.output_name} {key.name} changed {value:+.4f} "
+                f"(allowed {threshold.change_threshold.absolute.value:+.4f})")
+    return f"{key.output_name} {key.name} {value:.4f} < {threshold.value_threshold.lower_bound.value}"
+
+
+def history_rows(paths, pipeline_name: str) -> List[dict]:
+    """The runs of this work dir, oldest first, as plain data."""
+    rows = []
+    for record in pipeline_runs(paths, pipeline_name):
+        evaluation = record.uri("ModelEvaluation")
+        metrics, failures = {}, []
+        if evaluation:
+            overall = read_evaluation(evaluation).get(OVERALL, {})
+            metrics = {f"{output} {metric}": value
+                       for (model, output, metric, is_diff), value in sorted(overall.items())
+                       if model == CANDIDATE and not is_diff and metric != _COUNT}
+            validation = tfma.load_validation_result(evaluation)
+            failures = [_failure(failure) for per_slice in validation.metric_validations_per_slice
+                        for failure in per_slice.failures]
+        pushed = record.property("PushedModel", "pushed") == 1
+        if pushed:
+            outcome = f"blessed, pushed version {record.property('PushedModel', 'pushed_version')}"
+        elif record.property("ModelBlessing", "blessed") == 1:
+            outcome = "blessed, not pushed"
+        elif evaluation:
+            outcome = "NOT blessed: " + "; ".join(failures)
+        elif TRAINER not in record.outputs and any(n.startswith(TRAINER) for n in record.outputs):
+            outcome = "tuning run (mtmoe tune)"
+        else:
+            outcome = "stopped before the Evaluator"
+        model_run = record.uri("ModelRun", TRAINER)
+        start = None
+        if model_run and os.path.exists(os.path.join(model_run, TRAINING_FILE)):
+            with open(os.path.join(model_run, TRAINING_FILE)) as f:
+                start = "warm" if json.load(f).get("warm_start", {}).get("warm_started") else "scratch"
+        rows.append({"run_id": record.run_id, "spans": record.spans, "start": start,
+                     "metrics": metrics, "outcome": outcome, "failures": failures})
+    return rows
+
+
+def format_history(rows: List[dict]) -> List[str]:
+    names = sorted({name for row in rows for name in row["metrics"]})
+    body = [[row["run_id"].replace("T", " ")[:19], ",".join(map(str, row["spans"])) or "-",
+             row["start"] or "-", *[f"{row['metrics'][n]:.4f}" if n in row["metrics"] else "-" for n in names],
+             row["outcome"]] for row in rows]
+    return table(["run", "spans", "start", *names, "outcome"], body)

@@ -1,0 +1,57 @@
+"""pipeline.beam_runner / beam_options: the Beam arguments every Beam-based component gets."""
+
+import pytest
+import yaml
+
+from mtmoe.config import load_config
+from mtmoe.errors import UserError
+from pipeline.pipeline import beam_args
+
+
+def _config(tmp_path, **pipeline):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"tasks": [{"name": "intent", "type": "classification",
+                                               "label_field": "intent"}], "pipeline": pipeline}))
+    return load_config(str(path))
+
+
+def test_direct_runner_uses_multi_processing_with_the_configured_workers(tmp_path):
+    args = beam_args(_config(tmp_path, beam_workers=3))
+    assert args == ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                    "--direct_num_workers=3", "--beam_plugins=tensorflow_text"]
+
+
+@pytest.mark.parametrize("runner, options, expected", [
+    ("dataflow", {"project": "p", "region": "europe-west4", "temp_location": "gs://b/tmp",
+                  "setup_file": "./setup.py"},
+     ["--runner=DataflowRunner", "--project=p", "--region=europe-west4", "--setup_file=./setup.py",
+      "--temp_location=gs://b/tmp"]),
+    ("flink", {"flink_master": "flink:8081", "environment_type": "DOCKER",
+               "environment_config": "mtmoe:latest"},
+     ["--runner=FlinkRunner", "--environment_config=mtmoe:latest", "--environment_type=DOCKER",
+      "--flink_master=flink:8081"]),
+    ("spark", {"spark_master_url": "spark://spark:7077", "environment_type": "LOOPBACK"},
+     ["--runner=SparkRunner", "--environment_type=LOOPBACK", "--spark_master_url=spark://spark:7077"]),
+])
+def test_each_runner_gets_its_options_and_no_direct_runner_flags(tmp_path, runner, options, expected):
+    args = beam_args(_config(tmp_path, beam_runner=runner, beam_options=options))
+    assert args == expected + ["--beam_plugins=tensorflow_text"]
+    assert not any(arg.startswith("--direct") for arg in args)
+
+
+@pytest.mark.parametrize("runner, options, missing", [
+    ("dataflow", {"project": "p"}, "region, temp_location"),
+    ("flink", {}, "flink_master"),
+    ("spark", {"environment_type": "LOOPBACK"}, "spark_master_url"),
+])
+def test_a_runner_without_its_required_options_is_refused_naming_them(tmp_path, runner, options,
+                                                                      missing):
+    with pytest.raises(UserError, match=rf"config.yaml: pipeline.beam_options: the {runner} runner "
+                                        rf"needs {missing}$"):
+        _config(tmp_path, beam_runner=runner, beam_options=options)
+
+
+def test_an_unknown_runner_is_refused(tmp_path):
+    with pytest.raises(UserError, match="pipeline.beam_runner: expected one of direct, dataflow, "
+                                        "flink, spark, got 'local'"):
+        _config(tmp_path, beam_runner="local")

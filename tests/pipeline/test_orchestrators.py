@@ -1,0 +1,103 @@
+"""`mtmoe compile`: the pipeline as a Kubeflow Pipelines v2 spec and as an Airflow DAG module, without
+running it (Airflow is not installed)."""
+import ast
+import json
+from importlib import resources
+
+import pytest
+import yaml
+
+# Every node of create_pipeline; the latest-blessed-model resolver becomes one task per channel.
+COMPONENTS = ("ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
+              "Trainer", "Evaluator", "TestScorer", "Pusher")
+BLESSED_MODEL_RESOLVER = "latest_blessed_model_resolver"
+
+
+def _config(tmp_path, window):
+    config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
+    config.setdefault("spans", {})["window"] = window
+    path = tmp_path / f"window{window}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _module_constants(source):
+    """{name: value} of the module's literal assignments, and the names assigned at all."""
+    assigned, constants = set(), {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                assigned.add(target.id)
+                try:
+                    constants[target.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+    return constants, assigned
+
+
+def test_kubeflow_v2_spec_names_every_component(tmp_path, cli):
+    output = tmp_path / "out" / "pipeline.json"
+    result = cli("compile", "--target", "kubeflow-v2", "--output", output,
+                 "--config", _config(tmp_path, 1), "--data", tmp_path / "data",
+                 "--work-dir", tmp_path / "work", "--image", "registry.example/mtmoe:7")
+    assert result.returncode == 0, result.stderr[-3000:]
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    tasks = set(spec["root"]["dag"]["tasks"])
+    assert set(COMPONENTS) <= tasks
+    assert [t for t in tasks - set(COMPONENTS) if not t.startswith(BLESSED_MODEL_RESOLVER)] == []
+    assert any(t.startswith(BLESSED_MODEL_RESOLVER) for t in tasks)
+    assert f"components: {', '.join(sorted(tasks))}" in result.stdout
+    executors = spec["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values() if "container" in e}
+    assert images == {"registry.example/mtmoe:7"}
+    assert str(tmp_path / "data") in json.dumps(spec)
+    assert [p.name for p in output.parent.iterdir()] == ["pipeline.json"]
+
+
+def test_kubeflow_v2_refuses_a_window_of_spans(tmp_path, cli):
+    config = _config(tmp_path, 0)
+    output = tmp_path / "pipeline.json"
+    result = cli("compile", "--target", "kubeflow-v2", "--output", output, "--config", config)
+    assert result.returncode == 2
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert error == [f"error: {config}: spans.window is 0; Kubeflow Pipelines v2 cannot resolve a "
+                     "window of spans (it runs only latest-artifact and latest-blessed-model "
+                     "resolvers): set spans.window: 1 for this target"]
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("every, schedule", [("day", "@daily"), ("week", "@weekly")])
+def test_airflow_dag_module(tmp_path, cli, every, schedule):
+    config, output = _config(tmp_path, 0), tmp_path / "dags" / "mtmoe_dag.py"
+    result = cli("compile", "--target", "airflow", "--output", output, "--every", every,
+                 "--config", config, "--data", tmp_path / "data", "--work-dir", tmp_path / "work")
+    assert result.returncode == 0, result.stderr[-3000:]
+    source = output.read_text()
+    compile(source, str(output), "exec")
+    constants, assigned = _module_constants(source)
+    assert constants == {"CONFIG_PATH": str(config), "DATA_ROOT": str(tmp_path / "data"),
+                         "WORK_DIR": str(tmp_path / "work"), "SCHEDULE": schedule}
+    assert "DAG" in assigned
+    imports = [node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+               for node in ast.parse(source).body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert imports == ["datetime", "mtmoe", "mtmoe.config", "pipeline.pipeline",  # mtmoe before TF
+                       "tfx.orchestration.airflow.airflow_dag_runner"]
+    assert [p.name for p in output.parent.iterdir()] == ["mtmoe_dag.py"]
+
+
+def test_airflow_with_a_bad_config_writes_nothing(tmp_path, cli):
+    config = tmp_path / "bad.yaml"
+    config.write_text("tasks:\n  - {name: a, type: ranking, label_field: a}\n")
+    output = tmp_path / "dag.py"
+    result = cli("compile", "--target", "airflow", "--output", output, "--config", config)
+    assert result.returncode == 2
+    assert "tasks[0].type" in result.stderr
+    assert not output.exists()
+
+
+def test_airflow_needs_a_local_work_dir(tmp_path, cli):
+    result = cli("compile", "--target", "airflow", "--output", tmp_path / "dag.py",
+                 "--work-dir", "gs://bucket/work")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: gs://bucket/work: the airflow target needs a local")
+    assert not (tmp_path / "dag.py").exists()
