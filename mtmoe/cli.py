@@ -160,14 +160,32 @@ def _sample(args) -> None:
 
 def _convert(args) -> None:
     from mtmoe.config import load_config
-    from mtmoe.formats import read_splits, write_span
+    from mtmoe.formats import SPLITS, BioCheck, read_splits, write_span
 
-    tasks = load_config(args.config).tasks
+    config = load_config(args.config)
+    tasks, max_tokens = config.tasks, config.text.max_tokens
+    bio = {split: BioCheck(args.bio) for split in SPLITS}
+    longer = dict.fromkeys(SPLITS, 0)
+
+    def measured(split, records):
+        """Counts the examples that Transform will cut to max_tokens; the span keeps them whole."""
+        for record in records:
+            longer[split] += len(record["text"].split()) > max_tokens
+            yield record
+
     splits = read_splits(args.format, args.input, [t.label_field for t in tasks],
                          [t.label_field for t in tasks if t.type == "token_tagging"],
-                         label_field=args.label_field, tags_field=args.tags_field)
-    path, counts = write_span(splits, args.output, args.span)
+                         label_field=args.label_field, tags_field=args.tags_field, bio=bio,
+                         single_label_fields=[t.label_field for t in tasks
+                                              if t.type == "classification"])
+    path, counts = write_span({s: measured(s, r) for s, r in splits.items()}, args.output, args.span)
     print(f"wrote {counts} examples to {path}")
+    for split in SPLITS:
+        if args.bio == "fix":
+            print(f"{split}: fixed {bio[split].fixed} BIO tags (an I-x that opened a span is now B-x)")
+        if longer[split]:
+            print(f"{split}: {longer[split]} of {counts[split]} examples have more than {max_tokens} "
+                  f"tokens; the pipeline keeps the first {max_tokens} (text.max_tokens)")
 
 
 def _schedule(args) -> None:
@@ -197,6 +215,7 @@ def _compile(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mtmoe.formats import BIO_MODES, FORMATS
     from mtmoe.schedule import DEFAULT_AT, EVERY
     from pipeline.orchestrators import DEFAULT_IMAGE, TARGETS
 
@@ -293,12 +312,27 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=13)
     sample.set_defaults(handler=_sample)
 
-    convert = data.add_parser("convert", help="convert a dataset into a new span of TFRecords")
-    convert.add_argument("--format", required=True, choices=("jsonl", "slu", "conll"))
+    convert = data.add_parser(
+        "convert", help="convert a dataset into a new span of TFRecords",
+        description="Converts IN into OUT/span-<N>/{train,eval,test}/ tf.Example TFRecords; the span "
+                    "appears whole or not at all. Bad input stops it with one line naming what to fix "
+                    "(file, line, field), exit code 2 and no span: tags that do not match the tokens, "
+                    "tags that are not O, B-<type> or I-<type>, invalid BIO (see --bio), non-UTF-8 "
+                    "bytes, JSON that does not parse or is not an object, unknown or mistyped label "
+                    "fields, empty text, a missing split, an existing span. It then reports per "
+                    "split how many examples have more tokens than the config's text.max_tokens: "
+                    "they are written whole, and the pipeline keeps their first max_tokens tokens.")
+    convert.add_argument("--format", required=True, choices=FORMATS)
     convert.add_argument("input", metavar="IN", help="folder with train / dev|eval / test data")
     convert.add_argument("output", metavar="OUT", help="data root; the span-<N> folder goes inside")
     convert.add_argument("--span", type=int, default=0, help="span number (default: the next one)")
-    convert.add_argument("--config", help="config whose label fields the JSONL may hold")
+    convert.add_argument("--config", help="config whose label fields the JSONL may hold and whose "
+                                          "text.max_tokens the length report uses (default: the "
+                                          "packaged banking config)")
+    convert.add_argument("--bio", choices=BIO_MODES, default="reject",
+                         help="an I-x tag that opens a span (first, after O or after another type): "
+                              "reject stops at it (default); fix rewrites it to B-x, as conlleval "
+                              "reads it, and reports how many it fixed per split")
     convert.add_argument("--label-field", default="intent", help="slu: field for the sentence label")
     convert.add_argument("--tags-field", default="slots", help="slu / conll: field for the tags")
     convert.set_defaults(handler=_convert)

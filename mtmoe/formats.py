@@ -3,15 +3,17 @@
 Every record becomes one tf.Example with a `text` feature (tokens joined by single spaces, so the
 pipeline's whitespace tokenizer gives back exactly the tokens the tags are aligned with) and one
 feature per label field. A label field that a record lacks is left out of its tf.Example: the
-example is then unlabelled for that task and still trains the others.
+example is then unlabelled for that task and still trains the others. Tag fields are checked as BIO
+(`BioCheck`) by every reader.
 """
+import dataclasses
 import glob
 import json
 import os
 import re
 import shutil
 import tempfile
-from typing import Dict, Iterable, Iterator, List, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from mtmoe.errors import UserError
 
@@ -19,6 +21,8 @@ SPLITS = ("train", "eval", "test")
 _SPLIT_NAMES = {"train": "train", "eval": "eval", "dev": "eval", "valid": "eval", "test": "test"}
 _SPAN_DIR = re.compile(r"^span-(\d+)$")
 FORMATS = ("jsonl", "slu", "conll")
+BIO_MODES = ("reject", "fix")
+_TAG = re.compile(r"O|[BI]-\S+")
 
 Value = Union[str, List[str]]
 Record = Dict[str, Value]
@@ -52,12 +56,49 @@ def _read_lines(path: str) -> List[str]:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#x})") from None
-    return text.splitlines()
+    # Lines end at "\n" only: str.splitlines would also end one inside a JSON string at U+2028, U+2029
+    # or U+0085, which json.dumps(..., ensure_ascii=False) writes as they are.
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
 
 
 def _check_tokens(tokens: Sequence[str], tags: Sequence[str], where: str, field: str) -> None:
     if len(tokens) != len(tags):
         raise UserError(f"{where}: field '{field}' has {len(tags)} tags for {len(tokens)} tokens")
+
+
+@dataclasses.dataclass
+class BioCheck:
+    """Checks one split's BIO tags (JSONL tag lists, SLU seq.out, CoNLL tags) as the readers read them.
+
+    A tag is `O`, `B-<type>` or `I-<type>`; anything else stops the conversion in either mode, since
+    no rule can tell what it meant. An `I-x` continues a `B-x` or `I-x`; one that opens a span instead
+    (first, after `O` or after another type) stops the conversion under mode "reject", and under "fix"
+    becomes `B-x`: conlleval and the span metrics read it as the start of a span already, so the spans
+    the data means stay the same. `fixed` counts the tags rewritten, for the convert command to report.
+    """
+
+    mode: str = "reject"
+    fixed: int = 0
+
+    def __call__(self, tags: Sequence[str], where: str, field: str) -> List[str]:
+        checked: List[str] = []
+        for index, tag in enumerate(tags, start=1):
+            if not _TAG.fullmatch(tag):
+                raise UserError(f"{where}: field '{field}': invalid tag at token {index} ({tag!r}); "
+                                f"tags are O, B-<type> or I-<type>")
+            previous = checked[-1] if checked else "O"
+            if tag.startswith("I-") and previous[2:] != tag[2:]:
+                if self.mode != "fix":
+                    after = f"after {previous!r}" if checked else "at the start"
+                    raise UserError(f"{where}: field '{field}': invalid BIO at token {index} "
+                                    f"({tag!r} {after}); fix it, or convert with --bio fix")
+                tag = "B-" + tag[2:]
+                self.fixed += 1
+            checked.append(tag)
+        return checked
 
 
 def _make_record(text_tokens: Sequence[str], where: str) -> Record:
@@ -66,8 +107,13 @@ def _make_record(text_tokens: Sequence[str], where: str) -> Record:
     return {"text": " ".join(text_tokens)}
 
 
-def read_jsonl(path: str, tag_fields: Sequence[str], label_fields: Sequence[str]) -> Iterator[Record]:
-    """`{"text": str, "tokens": [str]?, <label field>: str | [str]}` per line."""
+def read_jsonl(path: str, tag_fields: Sequence[str], label_fields: Sequence[str], bio: BioCheck,
+               single_label_fields: Sequence[str] = ()) -> Iterator[Record]:
+    """`{"text": str, "tokens": [str]?, <label field>: str | [str]}` per line.
+
+    A single-label field (a classification task's) must be a string: the pipeline would keep only the
+    first label of a list.
+    """
     allowed = {"text", "tokens", *label_fields}
     for number, line in enumerate(_read_lines(path), start=1):
         where = f"{path}:{number}"
@@ -98,10 +144,14 @@ def read_jsonl(path: str, tag_fields: Sequence[str], label_fields: Sequence[str]
                 continue
             value = obj[field]
             if isinstance(value, list):
+                if field in single_label_fields:
+                    raise UserError(f"{where}: field '{field}' must be one label (a non-empty "
+                                    f"string), not a list")
                 if not all(isinstance(v, str) and v for v in value):
                     raise UserError(f"{where}: field '{field}' must hold non-empty strings")
                 if field in tag_fields:
                     _check_tokens(tokens, value, where, field)
+                    value = bio(value, where, field)
             elif not isinstance(value, str) or not value:
                 raise UserError(f"{where}: field '{field}' must be a non-empty string or a list of them")
             elif field in tag_fields:
@@ -110,7 +160,7 @@ def read_jsonl(path: str, tag_fields: Sequence[str], label_fields: Sequence[str]
         yield record
 
 
-def read_slu(split_dir: str, label_field: str, tags_field: str) -> Iterator[Record]:
+def read_slu(split_dir: str, label_field: str, tags_field: str, bio: BioCheck) -> Iterator[Record]:
     """SNIPS/ATIS layout: `seq.in` tokens, `seq.out` BIO tags, `label` sentence label, line by line."""
     paths = {name: os.path.join(split_dir, name) for name in ("seq.in", "seq.out", "label")}
     for path in paths.values():
@@ -129,15 +179,15 @@ def read_slu(split_dir: str, label_field: str, tags_field: str) -> Iterator[Reco
         if len(tag_list) != len(tokens):
             raise UserError(f"{paths['seq.out']}:{number}: {len(tag_list)} tags for "
                             f"{len(tokens)} tokens in seq.in")
-        record[tags_field] = tag_list
+        record[tags_field] = bio(tag_list, f"{paths['seq.out']}:{number}", tags_field)
         if not label.strip():
             raise UserError(f"{paths['label']}:{number}: empty label")
         record[label_field] = label.strip()
         yield record
 
 
-def read_conll(path: str, tags_field: str) -> Iterator[Record]:
-    """`token<TAB>tag` per line, a blank line between sequences."""
+def read_conll(path: str, tags_field: str, bio: BioCheck) -> Iterator[Record]:
+    """`token<TAB>tag` per line, a blank line between sequences (errors name its first line)."""
     tokens: List[str] = []
     tags: List[str] = []
     start = 1
@@ -145,7 +195,7 @@ def read_conll(path: str, tags_field: str) -> Iterator[Record]:
         if not line.strip():
             if tokens:
                 record = _make_record(tokens, f"{path}:{start}")
-                record[tags_field] = tags
+                record[tags_field] = bio(tags, f"{path}:{start}", tags_field)
                 yield record
             tokens, tags, start = [], [], number + 1
             continue
@@ -176,17 +226,23 @@ def existing_spans(data_root: str) -> List[int]:
 
 
 def read_splits(fmt: str, in_dir: str, label_fields: Sequence[str], tag_fields: Sequence[str],
-                label_field: str = "intent", tags_field: str = "slots"
+                label_field: str = "intent", tags_field: str = "slots",
+                bio: Optional[Dict[str, BioCheck]] = None, single_label_fields: Sequence[str] = ()
                 ) -> Dict[str, Iterable[Record]]:
+    """Each split's records, read while write_span writes them, so bad data stops before a span
+    appears. `bio` holds each split's BioCheck (default: reject invalid BIO); its counts are complete
+    once the span is written."""
+    bio = bio or {split: BioCheck() for split in SPLITS}
     if fmt == "jsonl":
         files = _split_files(in_dir, "*.jsonl")
-        return {s: read_jsonl(p, tag_fields, label_fields) for s, p in files.items()}
+        return {s: read_jsonl(p, tag_fields, label_fields, bio[s], single_label_fields)
+                for s, p in files.items()}
     if fmt == "slu":
         dirs = _split_files(in_dir, "*")
-        return {s: read_slu(p, label_field, tags_field) for s, p in dirs.items()}
+        return {s: read_slu(p, label_field, tags_field, bio[s]) for s, p in dirs.items()}
     if fmt == "conll":
         files = _split_files(in_dir, "*.conll")
-        return {s: read_conll(p, tags_field) for s, p in files.items()}
+        return {s: read_conll(p, tags_field, bio[s]) for s, p in files.items()}
     raise UserError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
 
 

@@ -44,13 +44,11 @@ def test_run_with_label_field_the_data_lacks(tmp_path, write_jsonl, cli):
     assert not (tmp_path / "work" / "serving_model").exists()
 
 
-def test_convert_rejects_tags_that_do_not_match_tokens(tmp_path, write_jsonl, cli):
-    good = {"text": "pay bob", "slots": ["O", "B-payee"]}
-    bad = {"text": "pay bob now", "slots": ["O", "B-payee"]}
-    folder = write_jsonl({"train": [good, bad], "dev": [good], "test": [good]})
-    result = cli("data", "convert", "--format", "jsonl", folder, str(tmp_path / "data"))
-    _assert_user_error(result, "train.jsonl:2", "'slots' has 2 tags for 3 tokens")
-    assert os.listdir(tmp_path / "data") == []
+def test_convert_help_names_the_bio_modes_and_the_length_report(cli):
+    # Each bad input convert refuses is a row of tests/mtmoe/test_bad_inputs.py.
+    result = cli("data", "convert", "--help")
+    assert result.returncode == 0
+    assert "--bio {reject,fix}" in result.stdout and "text.max_tokens" in result.stdout
 
 
 def test_sample_then_convert_makes_a_span(tmp_path, cli):

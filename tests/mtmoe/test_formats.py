@@ -3,8 +3,8 @@ import os
 import pytest
 
 from mtmoe.errors import UserError
-from mtmoe.formats import (check_latest_span, read_span_records, read_splits, write_span,
-                           existing_spans)
+from mtmoe.formats import (SPLITS, BioCheck, check_latest_span, read_span_records, read_splits,
+                           write_span, existing_spans)
 
 LABELS = ["intent", "slots", "sentiment", "signals"]
 TAGS = ["slots"]
@@ -88,6 +88,12 @@ def test_slu_tag_count_mismatch_names_seq_out_line(tmp_path):
         write_span(read_splits("slu", _slu(tmp_path, "O B-x I-x"), LABELS, TAGS), str(tmp_path / "d"))
 
 
+def test_slu_invalid_bio_names_the_seq_out_line(tmp_path):
+    with pytest.raises(UserError, match=r"train/seq\.out:2: field 'slots': invalid BIO at token 1 "
+                                        r"\('I-x' at the start\); fix it, or convert with --bio fix"):
+        write_span(read_splits("slu", _slu(tmp_path, "I-x O"), LABELS, TAGS), str(tmp_path / "d"))
+
+
 def _conll(tmp_path, body):
     folder = tmp_path / "conll"
     folder.mkdir()
@@ -104,6 +110,15 @@ def test_conll_sequences_are_split_on_blank_lines(tmp_path):
     records = [f for _, f in read_span_records(os.path.join(path, "train"))]
     assert records == [{"text": [b"pay bob"], "slots": [b"O", b"B-payee"]},
                        {"text": [b"hi"], "slots": [b"O"]}]
+
+
+def test_bio_fix_rewrites_and_counts_per_split(tmp_path):
+    folder = _conll(tmp_path, "fly\tO\nto\tI-city\n\nnew\tI-city\nyork\tI-city\n")
+    bio = {split: BioCheck("fix") for split in SPLITS}
+    path, _ = write_span(read_splits("conll", folder, LABELS, TAGS, bio=bio), str(tmp_path / "d"))
+    assert {split: check.fixed for split, check in bio.items()} == {"train": 2, "eval": 2, "test": 2}
+    assert [f["slots"] for _, f in read_span_records(os.path.join(path, "test"))] == [
+        [b"O", b"B-city"], [b"B-city", b"I-city"]]
 
 
 def test_conll_line_without_tag_is_reported(tmp_path):
