@@ -106,7 +106,7 @@ def _history(args) -> None:
     from pipeline.pipeline import Paths
 
     work_dir = os.path.abspath(args.work_dir)
-    rows = history_rows(Paths(data_root="", work_dir=work_dir), load_config(args.config).pipeline.name)
+    rows = history_rows(Paths(data_root="", work_dir=work_dir), load_config(args.config))
     if not rows:
         raise UserError(f"{work_dir}: no pipeline run recorded; `mtmoe run` records one")
     print("\n".join(format_history(rows)))
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="one line per run: spans, metrics, blessed, "
                                                   "pushed version (from ML Metadata)")
     history.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
-    history.add_argument("--config", help="the runs' config (for its pipeline.name)")
+    history.add_argument("--config", help="the runs' config: its pipeline name and tasks")
     history.set_defaults(handler=_history)
 
     predict = commands.add_parser("predict", help="predict every task for each text")

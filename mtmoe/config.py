@@ -117,7 +117,7 @@ BEAM_RUNNER_OPTIONS = {"direct": (), "dataflow": ("project", "region", "temp_loc
 class PipelineConfig:
     name: str = "mtmoe"
     beam_runner: str = "direct"   # direct | dataflow | flink | spark
-    beam_workers: int = 0         # direct: multi-processing workers; 0 = one per CPU core
+    beam_workers: int = 0         # direct: multi-processing workers; 0 = one per core; 1 = in-process
     # The runner's own options, as --name=value: e.g. project, region, temp_location (dataflow).
     beam_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -12,12 +12,11 @@ from typing import List
 import tensorflow_model_analysis as tfma
 
 from mtmoe.feature_names import OVERALL
+from mtmoe.tasks import task_type
 from pipeline.local_runner import TRAINER, pipeline_runs
 from pipeline.report import CANDIDATE, read_evaluation
 from pipeline.report_text import table
 from trainer.module import TRAINING_FILE
-
-_COUNT = "example_count"
 
 
 def _failure(failure) -> str:
@@ -29,17 +28,20 @@ def _failure(failure) -> str:
     return f"{key.output_name} {key.name} {value:.4f} < {threshold.value_threshold.lower_bound.value}"
 
 
-def history_rows(paths, pipeline_name: str) -> List[dict]:
-    """The runs of this work dir, oldest first, as plain data."""
+def history_rows(paths, config) -> List[dict]:
+    """The runs of this work dir, oldest first, as plain data; metrics are the config's tasks'
+    primary metrics."""
+    primary = {task.name: (task_type(task).eval_output(task), task_type(task).primary_metric)
+               for task in config.tasks}
     rows = []
-    for record in pipeline_runs(paths, pipeline_name):
+    for record in pipeline_runs(paths, config.pipeline.name):
         evaluation = record.uri("ModelEvaluation")
         metrics, failures = {}, []
         if evaluation:
             overall = read_evaluation(evaluation).get(OVERALL, {})
-            metrics = {f"{output} {metric}": value
-                       for (model, output, metric, is_diff), value in sorted(overall.items())
-                       if model == CANDIDATE and not is_diff and metric != _COUNT}
+            metrics = {f"{name} {metric}": overall[(CANDIDATE, output, metric, False)]
+                       for name, (output, metric) in primary.items()
+                       if (CANDIDATE, output, metric, False) in overall}
             validation = tfma.load_validation_result(evaluation)
             failures = [_failure(failure) for per_slice in validation.metric_validations_per_slice
                         for failure in per_slice.failures]
@@ -65,7 +67,7 @@ def history_rows(paths, pipeline_name: str) -> List[dict]:
 
 
 def format_history(rows: List[dict]) -> List[str]:
-    names = sorted({name for row in rows for name in row["metrics"]})
+    names = list(dict.fromkeys(name for row in rows for name in row["metrics"]))
     body = [[row["run_id"].replace("T", " ")[:19], ",".join(map(str, row["spans"])) or "-",
              row["start"] or "-", *[f"{row['metrics'][n]:.4f}" if n in row["metrics"] else "-" for n in names],
              row["outcome"]] for row in rows]

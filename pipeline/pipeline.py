@@ -91,7 +91,9 @@ def beam_args(config: Config):
     tensorflow-text's ops registered in each worker."""
     settings = config.pipeline
     args = [f"--runner={_BEAM_RUNNER_CLASSES[settings.beam_runner]}"]
-    if settings.beam_runner == "direct":
+    if settings.beam_runner == "direct" and settings.beam_workers == 1:
+        args.append("--direct_running_mode=in_memory")  # no worker process to start
+    elif settings.beam_runner == "direct":
         args += ["--direct_running_mode=multi_processing",
                  f"--direct_num_workers={settings.beam_workers}"]
     args += [f"--{name}={value}" for name, value in sorted(settings.beam_options.items())]

@@ -21,6 +21,12 @@ def test_direct_runner_uses_multi_processing_with_the_configured_workers(tmp_pat
                     "--direct_num_workers=3", "--beam_plugins=tensorflow_text"]
 
 
+def test_one_direct_worker_runs_beam_in_the_pipelines_own_process(tmp_path):
+    args = beam_args(_config(tmp_path, beam_workers=1))
+    assert args == ["--runner=DirectRunner", "--direct_running_mode=in_memory",
+                    "--beam_plugins=tensorflow_text"]
+
+
 @pytest.mark.parametrize("runner, options, expected", [
     ("dataflow", {"project": "p", "region": "europe-west4", "temp_location": "gs://b/tmp",
                   "setup_file": "./setup.py"},
