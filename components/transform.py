@@ -29,9 +29,15 @@ def vocabulary_key(tokens: tf.RaggedTensor) -> tf.RaggedTensor:
     return tf.ragged.map_flat_values(lambda s, f: tf.where(s == "", f, s), stripped, folded)
 
 
+# Python's str.split() whitespace, which the converters split on: tensorflow-text's tokenizer splits
+# at a multi-byte space (U+00A0, U+3000, ...) but leaves its first bytes on the previous token.
+_WHITESPACE = r"[\p{Z}\t\n\v\f\r\x{1c}-\x{1f}\x{85}]+"
+
+
 def tokenize(text: tf.Tensor) -> tf.RaggedTensor:
-    """[B] or [B, 1] strings -> [B, None] whitespace tokens."""
-    return tf_text.WhitespaceTokenizer().tokenize(tf.reshape(text, [-1]))
+    """[B] or [B, 1] strings -> [B, None] whitespace tokens, as str.split() gives them."""
+    spaced = tf.strings.regex_replace(tf.reshape(text, [-1]), _WHITESPACE, " ")
+    return tf_text.WhitespaceTokenizer().tokenize(spaced)
 
 
 def preprocessing_fn(inputs, custom_config):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from tfx import v1 as tfx
 
 from components.evaluation import build_eval_config
+from components.pusher import Pusher
 from components.test_scoring import TestScorer
 from mtmoe.config import Config
 from mtmoe.formats import SPLITS
@@ -218,7 +219,7 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
     components += [model_resolver, trainer_component, evaluator, test_scorer]
 
     with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
-        pusher = tfx.components.Pusher(
+        pusher = Pusher(
             model=trainer_component.outputs["model"],
             # Runners that do not evaluate Cond (Airflow's) still push blessed models only.
             model_blessing=evaluator.outputs["blessing"],

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from components.transform import preprocessing_fn
+from components.transform import preprocessing_fn, tokenize
 from mtmoe.config import Config
 
 CONFIG = Config.from_dict({
@@ -82,3 +82,12 @@ def test_label_ids_unknown_label_gets_reserved_id_missing_label_gets_minus_one(o
     assert train[1]["signals_label"].tolist() == [-1, -1, -1]
     assert sorted(train[0]["signals_label"][:2].tolist()) == [0, 1]
     assert np.all(train[2]["signals_label"][1:] == -1)
+
+
+@pytest.mark.parametrize("text", ["pay\u00a0bob", "a\u3000b c", "line\u2028break", "next\u0085line",
+                                  "ogham\u1680space", "thin\u2009space", "sep\x1fx", " x\t\ny ",
+                                  "caf\u00e9 \u2003ok", "", "один два"])
+def test_tokens_are_what_str_split_gives_for_any_unicode_whitespace(text):
+    """Serving gets raw text: a multi-byte space must not leave bytes on the previous token."""
+    tokens = [t.decode("utf-8") for t in tokenize(tf.constant([text])).to_list()[0]]
+    assert tokens == text.split()
