@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run test venv clean bench bench-pipeline bench-serving
+.PHONY: run test venv clean bench bench-pipeline bench-serving bench-moe
 
 venv: $(PROJECT_STAMP)
 
@@ -34,7 +34,7 @@ clean:
 	rm -rf $(VENV) mtmoe_work
 
 # Benchmarks (never part of `make test`); each writes bench/results/<name>.json.
-bench: bench-pipeline bench-serving
+bench: bench-pipeline bench-serving bench-moe
 
 bench-pipeline: $(PROJECT_STAMP)
 	$(BIN)/python bench/pipeline_overhead.py
@@ -42,3 +42,6 @@ bench-pipeline: $(PROJECT_STAMP)
 # MODEL: a serving folder or version (default: the model bench-pipeline pushed).
 bench-serving: $(PROJECT_STAMP)
 	$(BIN)/python bench/serving_latency.py --model $(or $(MODEL),bench/work/serving_model)
+
+bench-moe: $(PROJECT_STAMP)
+	$(BIN)/python bench/moe_scaling.py
