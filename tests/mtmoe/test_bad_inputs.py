@@ -1,14 +1,27 @@
-"""Every kind of bad input `mtmoe data convert` refuses, run through the installed command as a user
-would: exit code 2, one `error:` line naming the file (and line and field where there is one), and no
+"""Every kind of bad input `mtmoe data convert` refuses, run through the command's `main` (argument
+parsing, the error line, the exit code; in this process, so TensorFlow starts once): exit code 2, one `error:` line naming the file (and line and field where there is one), and no
 span folder left behind. Then the two conversions that go through and report: `--bio fix` and
 examples longer than text.max_tokens."""
 import json
 import os
 import re
+from types import SimpleNamespace
 
 import pytest
 
 from mtmoe.formats import read_span_records
+
+@pytest.fixture
+def convert(capsys):
+    from mtmoe.cli import main
+
+    def run(*args):
+        code = main(["data", "convert", *map(str, args)])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
+
 
 GOOD = {"text": "pay bob", "intent": "pay", "slots": ["O", "B-payee"]}
 
@@ -94,10 +107,10 @@ def _spans(out):
 
 @pytest.mark.parametrize("files, args, error", [case[1:] for case in CASES],
                          ids=[case[0] for case in CASES])
-def test_bad_input_is_one_error_line_exit_2_and_no_span(tmp_path, cli, files, args, error):
+def test_bad_input_is_one_error_line_exit_2_and_no_span(tmp_path, convert, files, args, error):
     _write(tmp_path, files)
     before = _spans(tmp_path / "out")
-    result = cli("data", "convert", *args, tmp_path / "in", tmp_path / "out")
+    result = convert(*args, tmp_path / "in", tmp_path / "out")
     assert result.returncode == 2, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
@@ -105,10 +118,10 @@ def test_bad_input_is_one_error_line_exit_2_and_no_span(tmp_path, cli, files, ar
     assert _spans(tmp_path / "out") == before
 
 
-def test_bio_fix_rewrites_span_opening_i_tags_and_reports_them(tmp_path, cli):
+def test_bio_fix_rewrites_span_opening_i_tags_and_reports_them(tmp_path, convert):
     _write(tmp_path, _jsonl({"text": "pay on friday noon", "slots": ["I-date", "O", "I-date", "I-date"]},
                             {"text": "to bob", "slots": ["O", "I-payee"]}))
-    result = cli("data", "convert", "--format", "jsonl", "--bio", "fix", tmp_path / "in",
+    result = convert("--format", "jsonl", "--bio", "fix", tmp_path / "in",
                  tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert "train: fixed 3 BIO tags" in result.stdout
@@ -118,14 +131,14 @@ def test_bio_fix_rewrites_span_opening_i_tags_and_reports_them(tmp_path, cli):
         [b"O", b"B-payee"], [b"B-date", b"O", b"B-date", b"I-date"], [b"O", b"B-payee"]]
 
 
-def test_examples_longer_than_max_tokens_are_reported_and_written_whole(tmp_path, cli):
+def test_examples_longer_than_max_tokens_are_reported_and_written_whole(tmp_path, convert):
     config = tmp_path / "config.yaml"
     config.write_text("tasks:\n  - {name: intent, type: classification, label_field: intent}\n"
                       "  - {name: slots, type: token_tagging, label_field: slots}\n"
                       "text: {max_tokens: 3}\n")
     long = {"text": "pay bob ten dollars now", "intent": "pay"}
     _write(tmp_path, _jsonl(long, long))
-    result = cli("data", "convert", "--format", "jsonl", "--config", config, tmp_path / "in",
+    result = convert("--format", "jsonl", "--config", config, tmp_path / "in",
                  tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert ("train: 2 of 3 examples have more than 3 tokens; the pipeline keeps the first 3 "
