@@ -5,18 +5,15 @@ blessed model (warm) or from scratch, the Evaluator's value of every task metric
 (overall slice, eval split), and what became of the model: blessed and pushed (which version), or
 refused (which thresholds failed), or a run that stopped before the Evaluator.
 """
-import json
-import os
 from typing import List
 
 import tensorflow_model_analysis as tfma
 
 from mtmoe.feature_names import OVERALL
 from mtmoe.tasks import task_type
-from pipeline.local_runner import TRAINER, pipeline_runs
+from pipeline.local_runner import TRAINER, pipeline_runs, summarize
 from pipeline.report import CANDIDATE, read_evaluation
 from pipeline.report_text import table
-from trainer.module import TRAINING_FILE
 
 
 def _failure(failure) -> str:
@@ -56,11 +53,8 @@ def history_rows(paths, config) -> List[dict]:
             outcome = "tuning run (mtmoe tune)"
         else:
             outcome = "stopped before the Evaluator"
-        model_run = record.uri("ModelRun", TRAINER)
-        start = None
-        if model_run and os.path.exists(os.path.join(model_run, TRAINING_FILE)):
-            with open(os.path.join(model_run, TRAINING_FILE)) as f:
-                start = "warm" if json.load(f).get("warm_start", {}).get("warm_started") else "scratch"
+        started = summarize(record)["warm_start"]
+        start = None if started is None else "warm" if started["warm_started"] else "scratch"
         rows.append({"run_id": record.run_id, "spans": record.spans, "start": start,
                      "metrics": metrics, "outcome": outcome, "failures": failures})
     return rows
@@ -69,6 +63,7 @@ def history_rows(paths, config) -> List[dict]:
 def format_history(rows: List[dict]) -> List[str]:
     names = list(dict.fromkeys(name for row in rows for name in row["metrics"]))
     body = [[row["run_id"].replace("T", " ")[:19], ",".join(map(str, row["spans"])) or "-",
-             row["start"] or "-", *[f"{row['metrics'][n]:.4f}" if n in row["metrics"] else "-" for n in names],
+             row["start"] or "-",
+             *[f"{row['metrics'][n]:.4f}" if n in row["metrics"] else "-" for n in names],
              row["outcome"]] for row in rows]
     return table(["run", "spans", "start", *names, "outcome"], body)
