@@ -57,6 +57,7 @@ class ModelConfig:
     dense_dispatch: bool = False
     balance_alpha: float = 0.01
     dropout: float = 0.1
+    recurrent: bool = False      # a BiLSTM sublayer on the embeddings, before the first block
 
 
 @dataclasses.dataclass(frozen=True)

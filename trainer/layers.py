@@ -1,8 +1,9 @@
 """Keras 3 layers of the shared trunk. Backend-neutral: only `keras.ops`.
 
-A trunk is embeddings, then blocks of `SelfAttention` and a feed-forward layer. The feed-forward layer
-is `FeedForward` (dense trunk), `MultiGateExperts` (MMoE) or `DeepSeekMoE`. The last feed-forward
-layer of the MoE trunks has one gate per task and returns one sequence per task.
+A trunk is embeddings (optionally followed by a `RecurrentEncoder`), then blocks of `SelfAttention`
+and a feed-forward layer. The feed-forward layer is `FeedForward` (dense trunk), `MultiGateExperts`
+(MMoE) or `DeepSeekMoE`. The last feed-forward layer of the MoE trunks has one gate per task and
+returns one sequence per task.
 """
 import math
 
@@ -38,6 +39,30 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "vocabulary_size": self.vocabulary_size,
                 "max_length": self.max_length, "dim": self.dim}
+
+
+class RecurrentEncoder(keras.layers.Layer):
+    """`x + Dropout(BiLSTM(LN(x)))`, padding masked: an order-aware sublayer (two LSTMs of width
+    dim / 2, one per direction, concatenated back to `dim`).
+
+    Example:
+        >>> RecurrentEncoder(16)(ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool")).shape
+    """
+
+    def __init__(self, dim, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.dropout = dim, dropout
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
+        self.rnn = keras.layers.Bidirectional(
+            keras.layers.LSTM(dim // 2, return_sequences=True), merge_mode="concat")
+        self.drop = keras.layers.Dropout(dropout)
+
+    def call(self, x, padding_mask, training=None):
+        h = self.rnn(self.norm(x), mask=padding_mask, training=training)
+        return x + self.drop(h, training=training) * ops.cast(padding_mask, x.dtype)[..., None]
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "dropout": self.dropout}
 
 
 class CharacterEncoder(keras.layers.Layer):

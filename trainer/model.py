@@ -1,6 +1,7 @@
 """The multi-task Keras 3 model: shared embeddings and trunk, one named float32 head per task.
 
-    token ids, char ids -> embeddings -> N x (SelfAttention, feed-forward) -> per-task sequence
+    token ids, char ids -> embeddings [-> BiLSTM (model.recurrent)] -> N x (SelfAttention, feed-forward)
+        -> per-task sequence
         -> per-task head (pooled for sentence tasks, per token for tagging)
 
 The trunk (config `model.trunk`) decides the feed-forward layers: `dense` everywhere; `mmoe`, dense
@@ -16,12 +17,14 @@ from keras import ops
 from mtmoe.feature_names import CHAR_IDS, PAD_ID, TOKEN_IDS
 from mtmoe.tasks import task_type
 from trainer.layers import (CharacterEncoder, DeepSeekMoE, FeedForward, MaskedMeanPooling,
-                            MultiGateExperts, SelfAttention, TokenAndPositionEmbedding)
+                            MultiGateExperts, RecurrentEncoder, SelfAttention,
+                            TokenAndPositionEmbedding)
 
 SHARED_ROUTER = "shared"
 EMBEDDING = "embedding"
 CHARACTERS = "characters"
 LOG_VARIANCE = "task_log_variance"
+RECURRENT = "recurrent"
 
 
 class MultiTaskModel(keras.Model):
@@ -136,6 +139,8 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
         x = x + CharacterEncoder(vocabulary_sizes[CHAR_IDS], m.char_dim, m.embedding_dim,
                                  name=CHARACTERS)(inputs[CHAR_IDS])
     x = keras.layers.Dropout(m.dropout)(x)
+    if m.recurrent:  # word order read token by token: what B-/I- tags depend on
+        x = RecurrentEncoder(m.embedding_dim, m.dropout, name=RECURRENT)(x, padding_mask)
     sequences = None
     for block in range(m.num_blocks):
         x = SelfAttention(m.embedding_dim, m.num_heads, m.dropout, name=f"attention_{block}")(

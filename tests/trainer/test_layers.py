@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from trainer.layers import CharacterEncoder, DeepSeekMoE, MultiGateExperts
+from trainer.layers import CharacterEncoder, DeepSeekMoE, MultiGateExperts, RecurrentEncoder
 
 DIM, EXPERTS, TOP_K = 8, 4, 2
 
@@ -127,6 +127,7 @@ def test_character_encoder_ignores_padding_characters():
     _moe(router_names=["a", "b"], dense_dispatch=True),
     MultiGateExperts(DIM, 6, 3, ["a", "b"], dropout=0.1),
     CharacterEncoder(10, 4, 6, kernel_size=2),
+    RecurrentEncoder(DIM, dropout=0.1),
 ])
 def test_get_config_round_trips(layer):
     clone = type(layer).from_config(layer.get_config())
@@ -136,3 +137,14 @@ def test_get_config_round_trips(layer):
 def test_capacity_formula():
     assert _moe().capacity(100) == math.ceil(100 * TOP_K / EXPERTS * 1.25)
     assert keras.__version__.startswith("3.")
+
+
+def test_recurrent_encoder_ignores_padding_and_keeps_it_residual_only():
+    layer = RecurrentEncoder(DIM)
+    x, mask = _inputs()
+    out = ops.convert_to_numpy(layer(x, mask))
+    np.testing.assert_allclose(out[0, 3:], x[0, 3:])  # padding: the residual alone
+    changed = x.copy()
+    changed[0, 3:] += 5.0  # padding inputs must not reach real tokens, in either direction
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(changed, mask))[0, :3], out[0, :3], atol=1e-5)
+    assert not np.allclose(out[0, :3], x[0, :3])

@@ -119,3 +119,17 @@ def test_training_options_reach_the_optimizer_and_losses():
     assert model.optimizer.gradient_accumulation_steps == 4
     assert model.optimizer.weight_decay == config.training.weight_decay
     assert model.loss["intent"].label_smoothing == 0.1
+
+
+def test_recurrent_option_adds_one_bilstm_and_keeps_the_outputs():
+    config = _config("deepseek_moe")
+    assert "recurrent" not in {layer.name for layer in build_model(config, VOCABULARY, CLASSES).layers}
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, recurrent=True))
+    model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
+    assert "recurrent" in {layer.name for layer in model.layers}
+    inputs, targets = _batch(config)
+    history = model.fit(inputs, targets, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    outputs = model(inputs)
+    assert outputs["slots"].shape == (6, config.text.max_tokens, CLASSES["slots"])
+    assert outputs["intent"].shape == (6, CLASSES["intent"])
