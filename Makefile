@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run test venv clean bench bench-pipeline bench-serving bench-moe
+.PHONY: run test venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask
 
 venv: $(PROJECT_STAMP)
 
@@ -34,7 +34,7 @@ clean:
 	rm -rf $(VENV) mtmoe_work
 
 # Benchmarks (never part of `make test`); each writes bench/results/<name>.json.
-bench: bench-pipeline bench-serving bench-moe
+bench: bench-pipeline bench-serving bench-moe bench-snips bench-multitask
 
 bench-pipeline: $(PROJECT_STAMP)
 	$(BIN)/python bench/pipeline_overhead.py
@@ -45,3 +45,13 @@ bench-serving: $(PROJECT_STAMP)
 
 bench-moe: $(PROJECT_STAMP)
 	$(BIN)/python bench/moe_scaling.py
+
+# DATA: a SNIPS-format folder ({train,dev,test}/{seq.in,seq.out,label}); ARGS passes options on
+# (e.g. ARGS="--epochs 2 --seeds 42" for a reduced run).
+DATA ?= ../shared/data/snips
+
+bench-snips: $(PROJECT_STAMP)
+	$(BIN)/python bench/snips_quality.py --data $(DATA) $(ARGS)
+
+bench-multitask: $(PROJECT_STAMP)
+	$(BIN)/python bench/multitask.py --data $(DATA) $(ARGS)
