@@ -90,6 +90,10 @@ class _Inputs:
 
     def __init__(self, fn_args):
         self.config = Config.from_dict(fn_args.custom_config["config"])
+        # Seeded before the datasets: their shuffle order depends on TensorFlow's global seed too,
+        # so a Trainer after the Tuner in one process would otherwise see another order than a
+        # Trainer whose Tuner was cached.
+        keras.utils.set_random_seed(self.config.training.seed)
         self.tft_output = tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
         self.vocabularies = vocabularies(tft_output, self.config)
         self.class_names = {task.name: self.vocabularies[task.name] for task in self.config.tasks}
@@ -114,7 +118,6 @@ class _Inputs:
 def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     inputs = _Inputs(fn_args)
     config = inputs.config
-    keras.utils.set_random_seed(config.training.seed)
 
     def build(hp):
         return inputs.model(apply_hyperparameters(config, define_search_space(hp, config)))
@@ -143,14 +146,13 @@ def _warm_start(model, config, vocabularies, base_model):
 
 
 def run_fn(fn_args):
+    # Models the Tuner built in this process would break a distributed one's collective ops.
+    keras.backend.clear_session()
     inputs = _Inputs(fn_args)
     searched = {}
     if fn_args.hyperparameters:
         searched = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters).values
     config = apply_hyperparameters(inputs.config, searched)
-    # Models the Tuner built in this process would break a distributed one's collective ops.
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(config.training.seed)
     keras.mixed_precision.set_global_policy(dtype_policy(config.training.mixed_precision))
     try:
         with distribution_strategy(config.training.distribution).scope():
