@@ -171,9 +171,13 @@ def compare_labels(statistics: Dict[str, statistics_pb2.DatasetFeatureStatistics
     comparator_types = {anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH}
     for name, other in comparisons:
         anomalies = tfdv.validate_statistics(statistics[TRAIN], comparing, **other)
-        for feature in list(anomalies.anomaly_info):
-            if not {reason.type for reason in anomalies.anomaly_info[feature].reason} & comparator_types:
-                del anomalies.anomaly_info[feature]  # schema anomalies: ExampleValidator's job
+        for feature, info in list(anomalies.anomaly_info.items()):
+            # Schema anomalies come up here too: they are ExampleValidator's to report.
+            compared = [reason for reason in info.reason if reason.type in comparator_types]
+            del info.reason[:]
+            info.reason.extend(compared)
+            if not compared:
+                del anomalies.anomaly_info[feature]
         anomalies.ClearField("dataset_anomaly_info")
         lines = [line.replace("training and serving", f"train and {name.split()[0]}")
                  .replace("current and previous", "this span and the previous one")

@@ -177,7 +177,7 @@ class RunRecord:
 
     run_id: str
     outputs: Dict[str, Dict[str, object]]
-    spans: List[int]  # of the examples Transform read
+    spans: List[int]  # of the examples Transform read (or ExampleGen ingested, if it stopped before)
 
     def artifact(self, type_name: str, node: Optional[str] = None):
         found = [artifacts[type_name] for name, artifacts in self.outputs.items()
@@ -197,7 +197,9 @@ def _record(store, run, pipeline_name: str) -> RunRecord:
     outputs, inputs = _node_artifacts(store, run.id, pipeline_name)
     latest = {node: {type_name: found[-1] for type_name, found in by_type.items()}
               for node, by_type in outputs.items()}
-    examples = inputs.get(TRANSFORM, {}).get("Examples", [])
+    # The spans Transform read; for a run stopped before it, the span ExampleGen ingested.
+    examples = (inputs.get(TRANSFORM, {}).get("Examples")
+                or outputs.get(EXAMPLE_GEN, {}).get("Examples", []))
     return RunRecord(run.name, latest, sorted({_property(a, SPAN_PROPERTY_NAME) for a in examples}))
 
 

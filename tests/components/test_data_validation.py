@@ -53,6 +53,15 @@ def test_label_drift_and_split_skew_past_the_thresholds_are_anomalies():
                           max_drift=0.5, max_skew=0.5) == {}
 
 
+def test_comparisons_leave_schema_anomalies_to_the_example_validator():
+    schema = curate_schema(_statistics(["pay", "save"]), ["intent"])
+    unseen = _statistics(["pay"] * 9 + ["close_account"])
+    found = compare_labels({"train": unseen}, _statistics(["pay", "save"] * 5), schema, ["intent"],
+                           max_drift=0.3, max_skew=0.3)
+    lines = found["train vs the previous span's train (drift)"]
+    assert len(lines) == 1 and lines[0].startswith("intent: High Linfty distance"), lines
+
+
 def test_the_first_span_is_only_compared_with_itself():
     train = _statistics(["pay"] * 5 + ["save"] * 5)
     found = compare_labels({"train": train, "eval": _statistics(["pay"] * 10)}, None,
