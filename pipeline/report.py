@@ -2,8 +2,9 @@
 
 Everything comes from the run's artifacts: TFMA's metrics and validation result (Evaluator), the test
 split's scores and breakdowns (TestScorer), the training history and gate statistics (Trainer), TFDV's
-statistics and anomalies (StatisticsGen, ExampleValidator). The page is written as Markdown, converted
-to HTML with Python-Markdown, and kept as `report.json` for `mtmoe report`.
+statistics (StatisticsGen) and the anomalies the run was allowed to go on with (DataGate). The page
+is written as Markdown, converted to HTML with Python-Markdown, and kept as `report.json` for
+`mtmoe report`.
 """
 import json
 import os
