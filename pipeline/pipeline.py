@@ -20,7 +20,7 @@ from components.test_scoring import TestScorer
 from mtmoe.config import Config
 from mtmoe.formats import SPLITS
 from pipeline.spans import NewestSpansStrategy, window_range
-from trainer.module import TUNING_DIR_KEY
+from trainer.module import EXPORT_KEY, TUNING_DIR_KEY
 from trainer.tuning import completed_trials, reference_configs
 
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
@@ -188,7 +188,7 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
     transform.add_upstream_node(data_gate)  # a span that fails validation is never transformed
     components.append(transform)
 
-    def trainer(trainer_config: Config, **kwargs):
+    def trainer(trainer_config: Config, export: bool = True, **kwargs):
         return tfx.components.Trainer(
             run_fn=RUN_FN,
             examples=transform.outputs["transformed_examples"],
@@ -196,7 +196,8 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
             schema=schema_gen.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=["train"]),
             eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config={"config": trainer_config.to_dict(), "source_fingerprint": fingerprint},
+            custom_config={"config": trainer_config.to_dict(), "source_fingerprint": fingerprint,
+                           EXPORT_KEY: export},
             **kwargs)
 
     tuner = None
@@ -216,7 +217,7 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
         components.append(tuner)
     if tuning_only:
         if compare_weightings:
-            components += [trainer(reference).with_id(f"Trainer_{name}")
+            components += [trainer(reference, export=False).with_id(f"Trainer_{name}")
                            for name, reference in reference_configs(config).items()]
         return _pipeline(config, paths, components, local_metadata)
 

@@ -31,6 +31,8 @@ HISTORY_FILE = "history.json"
 GATES_FILE = "gate_statistics.json"
 TRAINING_FILE = "training.json"
 TUNING_DIR_KEY = "tuning_dir"
+# custom_config key: false for a reference training that only records its history (`tune --compare`).
+EXPORT_KEY = "export"
 WARMUP_TEXTS = 8
 
 
@@ -170,11 +172,15 @@ def run_fn(fn_args):
             "warm_start": started,
             "epochs": epochs,
         })
-        warm_start.save(model, config, inputs.vocabularies, os.path.dirname(fn_args.serving_model_dir))
-        _write_json(fn_args.model_run_dir, GATES_FILE,
-                    gate_statistics(model, inputs.evaluation.map(lambda x, _: x)))
-        export_serving_model(model, inputs.tft_output, config, fn_args.serving_model_dir,
-                             sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS))
+        if fn_args.custom_config.get(EXPORT_KEY, True):
+            warm_start.save(model, config, inputs.vocabularies,
+                            os.path.dirname(fn_args.serving_model_dir))
+            _write_json(fn_args.model_run_dir, GATES_FILE,
+                        gate_statistics(model, inputs.evaluation.map(lambda x, _: x)))
+            export_serving_model(model, inputs.tft_output, config, fn_args.serving_model_dir,
+                                 sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS))
+        else:  # TFX's Trainer requires the folder; a reference training leaves it empty
+            tf.io.gfile.makedirs(fn_args.serving_model_dir)
     finally:
         # The policy is process-global; under LocalDagRunner the next component shares this process.
         keras.mixed_precision.set_global_policy("float32")
