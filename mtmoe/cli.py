@@ -12,6 +12,8 @@ import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
 from mtmoe.errors import UserError
 
 DEFAULT_WORK_DIR = "mtmoe_work"
+ALLOW_ANOMALIES_HELP = ("go on when the new span fails data validation (schema anomalies, label drift "
+                        "or skew); the anomalies are still logged and reported")
 
 
 @contextlib.contextmanager
@@ -246,9 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", help="data root holding span-<N>/ folders (default: generate the sample)")
     run.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
     run.add_argument("--epochs", type=int, help="override training.epochs")
-    run.add_argument("--allow-anomalies", action="store_true",
-                     help="go on when the new span fails data validation (schema anomalies, label "
-                          "drift or skew); the anomalies are still logged and reported")
+    run.add_argument("--allow-anomalies", action="store_true", help=ALLOW_ANOMALIES_HELP)
     run.set_defaults(handler=_run)
 
     tune = commands.add_parser("tune", help="run the pipeline up to the Tuner; print its trials")
@@ -258,9 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--compare", action="store_true",
                       help="also train with equal weights and with uncertainty weighting, as long "
                            "as one trial, and add them to the table")
-    tune.add_argument("--allow-anomalies", action="store_true",
-                     help="go on when the new span fails data validation (schema anomalies, label "
-                          "drift or skew); the anomalies are still logged and reported")
+    tune.add_argument("--allow-anomalies", action="store_true", help=ALLOW_ANOMALIES_HELP)
     tune.set_defaults(handler=_tune)
 
     report = commands.add_parser("report", help="print the path and headline of a run's report")
