@@ -18,11 +18,13 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
+from absl import logging
+from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
+from tfx.components.example_gen.utils import SPAN_PROPERTY_NAME
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
-from tfx.components.example_gen.utils import SPAN_PROPERTY_NAME
 from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils
@@ -138,8 +140,6 @@ def update_schema(schema_path: str, span_dir: str, label_fields: Sequence[str]) 
             changes = [f"+{v}" for v in sorted(values - before)] + [f"-{v}" for v in sorted(before - values)]
             line += f" ({', '.join(changes) if changes else 'unchanged'})"
         lines.append(line)
-    from google.protobuf import text_format
-
     with open(schema_path + ".tmp", "w") as f:
         f.write(f"# Curated by `mtmoe schema update` from {os.path.basename(span_dir)}: the text is "
                 "required, each label field lists its values.\n# Review changes before committing; "
@@ -238,12 +238,11 @@ def DataGate(examples: InputArtifact[standard_artifacts.Examples],
              schema_source: Parameter[str],
              previous_statistics: InputArtifact[standard_artifacts.ExampleStatistics] = None):
     """Stops the run on ExampleValidator's anomalies or label drift / skew, unless allowed."""
-    from absl import logging
     import tensorflow_data_validation as tfdv
 
     schema_path = os.path.join(schema.uri, "schema.pbtxt")  # ImportSchemaGen's copy of schema_source
     span = examples.get_int_custom_property(SPAN_PROPERTY_NAME)
-    found = {f"{split}": lines for split, lines in read_anomalies(anomalies.uri).items() if lines}
+    found = {split: lines for split, lines in read_anomalies(anomalies.uri).items() if lines}
     current = read_statistics(statistics.uri)
     previous = read_statistics(previous_statistics.uri).get(TRAIN) if previous_statistics else None
     found.update(compare_labels(current, previous, tfdv.load_schema_text(schema_path),
