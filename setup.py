@@ -11,7 +11,7 @@ setup(
     description="A TFX pipeline for multi-task text models with a mixture-of-experts trunk",
     python_requires=">=3.9,<3.11",
     packages=find_packages(include=["mtmoe", "mtmoe.*", "pipeline", "components", "trainer", "serving"]),
-    package_data={"mtmoe": ["configs/*.yaml"], "serving.tf_text_ops": ["*.txt"]},
+    package_data={"mtmoe": ["configs/*.yaml", "configs/*.pbtxt"], "serving.tf_text_ops": ["*.txt"]},
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",

@@ -12,6 +12,8 @@ import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
 from mtmoe.errors import UserError
 
 DEFAULT_WORK_DIR = "mtmoe_work"
+ALLOW_ANOMALIES_HELP = ("go on when the new span fails data validation (schema anomalies, label drift "
+                        "or skew); the anomalies are still logged and reported")
 
 
 @contextlib.contextmanager
@@ -51,7 +53,7 @@ def _run(args) -> None:
     with _prepared(args) as (config, paths):
         from pipeline.local_runner import run_pipeline
 
-        summary = run_pipeline(config, paths)
+        summary = run_pipeline(config, paths, allow_anomalies=args.allow_anomalies)
     print(format_summary(summary))
     print(f"\nreport: {summary['report']}")
 
@@ -64,7 +66,8 @@ def _tune(args) -> None:
         from pipeline.local_runner import run_pipeline
         from pipeline.report_text import trials_table
 
-        summary = run_pipeline(config, paths, tuning_only=True, compare_weightings=args.compare)
+        summary = run_pipeline(config, paths, tuning_only=True, compare_weightings=args.compare,
+                               allow_anomalies=args.allow_anomalies)
     print(f"\nrun {summary['run_id']}: {config.tuning.algorithm} search, objective "
           f"val_objective (higher is better)\n")
     print("\n".join(trials_table(summary["trials"])))
@@ -188,6 +191,24 @@ def _convert(args) -> None:
                   f"tokens; the pipeline keeps the first {max_tokens} (text.max_tokens)")
 
 
+def _schema_update(args) -> None:
+    from mtmoe.config import load_config
+    from mtmoe.formats import check_latest_span, existing_spans
+
+    config = load_config(args.config)
+    data_root = os.path.abspath(args.data)
+    spans = existing_spans(data_root)
+    if args.span and args.span not in spans:
+        raise UserError(f"{data_root}: no span-{args.span} (spans there: {spans or 'none'})")
+    span_dir = os.path.join(data_root, f"span-{args.span}") if args.span else \
+        check_latest_span(data_root, config.tasks)
+    from components.data_validation import update_schema
+
+    lines = update_schema(config.validation.schema, span_dir, [t.label_field for t in config.tasks])
+    print(f"wrote {config.validation.schema} from {span_dir}:")
+    print("\n".join(f"  {line}" for line in lines))
+
+
 def _schedule(args) -> None:
     from mtmoe.schedule import cron_marker, crontab_line, install_crontab
 
@@ -227,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", help="data root holding span-<N>/ folders (default: generate the sample)")
     run.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
     run.add_argument("--epochs", type=int, help="override training.epochs")
+    run.add_argument("--allow-anomalies", action="store_true", help=ALLOW_ANOMALIES_HELP)
     run.set_defaults(handler=_run)
 
     tune = commands.add_parser("tune", help="run the pipeline up to the Tuner; print its trials")
@@ -236,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--compare", action="store_true",
                       help="also train with equal weights and with uncertainty weighting, as long "
                            "as one trial, and add them to the table")
+    tune.add_argument("--allow-anomalies", action="store_true", help=ALLOW_ANOMALIES_HELP)
     tune.set_defaults(handler=_tune)
 
     report = commands.add_parser("report", help="print the path and headline of a run's report")
@@ -288,6 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--install", action="store_true",
                           help="add the line to your crontab, replacing this work dir's earlier one")
     schedule.set_defaults(handler=_schedule)
+
+    schema = commands.add_parser("schema", help="the curated schema a new span is validated "
+                                 "against").add_subparsers(dest="schema_command", required=True)
+    update = schema.add_parser(
+        "update", help="infer the schema from a span and write it over the config's schema file",
+        description="Computes TFDV statistics over every split of the newest span (or --span) and "
+                    "writes the config's validation.schema: the text required, each label field's "
+                    "domain of values, TFDV's presence and value counts. Run it on purpose when the "
+                    "data changes for good (a new intent, a new tag); review and commit the file.")
+    update.add_argument("--config", help="task config YAML (default: the packaged banking config)")
+    update.add_argument("--data", required=True, help="data root holding span-<N>/ folders")
+    update.add_argument("--span", type=int, default=0, help="span number (default: the newest)")
+    update.set_defaults(handler=_schema_update)
 
     compiled = commands.add_parser(
         "compile", help="write the pipeline for Kubeflow Pipelines v2 / Vertex AI or Airflow")

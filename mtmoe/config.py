@@ -109,6 +109,15 @@ class SpansConfig:
     window: int = 0  # train and evaluate on the newest N spans; 0 = every span
 
 
+@dataclasses.dataclass(frozen=True)
+class ValidationConfig:
+    # The curated schema (`mtmoe schema update` writes it); relative to the config file's folder;
+    # "" = <config file name>.schema.pbtxt beside it. Absolute once loaded.
+    schema: str = ""
+    max_label_drift: float = 0.25  # L-infinity: a label field, new span's train vs the previous span's
+    max_split_skew: float = 0.25   # L-infinity: a label field, new span's eval / test vs its train
+
+
 # The options (pipeline.beam_options) each Beam runner cannot start without.
 BEAM_RUNNER_OPTIONS = {"direct": (), "dataflow": ("project", "region", "temp_location"),
                        "flink": ("flink_master",), "spark": ("spark_master_url",)}
@@ -132,6 +141,7 @@ class Config:
     evaluation: EvaluationConfig = EvaluationConfig()
     tuning: TuningConfig = TuningConfig()
     spans: SpansConfig = SpansConfig()
+    validation: ValidationConfig = ValidationConfig()
     pipeline: PipelineConfig = PipelineConfig()
     source: str = "<dict>"
 
@@ -155,8 +165,10 @@ def load_config(path: Optional[str] = None) -> Config:
     """Reads a YAML config (the packaged default when `path` is None) and validates it."""
     if path is None:
         source = f"mtmoe/configs/{DEFAULT_CONFIG}"
+        folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
         text = resources.files("mtmoe.configs").joinpath(DEFAULT_CONFIG).read_text()
     else:
+        folder = os.path.dirname(os.path.abspath(path))
         source = path
         if not os.path.isfile(path):
             raise UserError(f"{path}: config file not found")
@@ -170,7 +182,10 @@ def load_config(path: Optional[str] = None) -> Config:
         raise UserError(f"{where}: config is not valid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{source}: config must be a mapping with a 'tasks' list")
-    return _parse(raw, source)
+    config = _parse(raw, source)
+    schema = config.validation.schema or os.path.splitext(os.path.basename(source))[0] + ".schema.pbtxt"
+    return dataclasses.replace(config, validation=dataclasses.replace(
+        config.validation, schema=os.path.join(folder, schema)))
 
 
 def _section(cls, raw: Dict[str, Any], key: str, source: str):
@@ -235,7 +250,7 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         if dupes:
             raise UserError(f"{source}: tasks: duplicate {attr} {', '.join(dupes)}")
     unknown = sorted(set(raw) - {"tasks", "text", "model", "training", "evaluation", "tuning",
-                                  "spans", "pipeline", "source"})
+                                  "spans", "validation", "pipeline", "source"})
     if unknown:
         raise UserError(f"{source}: unknown section(s) {', '.join(unknown)}")
     config = Config(
@@ -246,6 +261,7 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         evaluation=_section(EvaluationConfig, raw, "evaluation", source),
         tuning=_section(TuningConfig, raw, "tuning", source),
         spans=_section(SpansConfig, raw, "spans", source),
+        validation=_section(ValidationConfig, raw, "validation", source),
         pipeline=_section(PipelineConfig, raw, "pipeline", source),
         source=raw.get("source", source),
     )
@@ -272,6 +288,9 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         raise UserError(f"{source}: training.warm_start_epochs: must be >= 1")
     if config.spans.window < 0:
         raise UserError(f"{source}: spans.window: must be >= 0 (0 = every span)")
+    for name in ("max_label_drift", "max_split_skew"):
+        if not 0.0 <= getattr(config.validation, name) <= 1.0:
+            raise UserError(f"{source}: validation.{name}: an L-infinity distance between 0 and 1")
     _check_beam(config.pipeline, source)
     if config.training.mixed_precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
         raise UserError(f"{source}: training.mixed_precision: unknown policy "

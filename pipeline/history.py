@@ -3,12 +3,13 @@
 Each line: when the run started, the spans it trained on, whether training started from the
 blessed model (warm) or from scratch, the Evaluator's value of every task metric
 (overall slice, eval split), and what became of the model: blessed and pushed (which version), or
-refused (which thresholds failed), or a run that stopped before the Evaluator.
+refused (which thresholds failed), or a run stopped by data validation or before the Evaluator.
 """
 from typing import List
 
 import tensorflow_model_analysis as tfma
 
+from components.data_validation import DATA_GATE
 from mtmoe.feature_names import OVERALL
 from mtmoe.tasks import task_type
 from pipeline.local_runner import TRAINER, pipeline_runs, summarize
@@ -51,6 +52,8 @@ def history_rows(paths, config) -> List[dict]:
             outcome = "NOT blessed: " + "; ".join(failures)
         elif TRAINER not in record.outputs and any(n.startswith(TRAINER) for n in record.outputs):
             outcome = "tuning run (mtmoe tune)"
+        elif DATA_GATE in record.outputs and not record.outputs[DATA_GATE]:
+            outcome = "stopped by data validation"
         else:
             outcome = "stopped before the Evaluator"
         started = summarize(record)["warm_start"]

@@ -13,6 +13,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components.data_validation import DATA_GATE
 from components.test_scoring import METRICS_FILE, TestMetrics
 from mtmoe.formats import existing_spans
 from pipeline.pipeline import Paths, create_ingest_pipeline, create_pipeline
@@ -27,10 +28,12 @@ SUMMARY_FILE = "summary.json"
 TRAINER = "Trainer"
 EXAMPLE_GEN = "ImportExampleGen"
 TRANSFORM = "Transform"
-# (artifact type, producing node) of everything the run report reads.
-_REPORTED = (("ModelEvaluation", "Evaluator"), (TestMetrics.TYPE_NAME, "TestScorer"),
-             ("ModelRun", TRAINER), ("ExampleStatistics", "StatisticsGen"),
-             ("ExampleAnomalies", "ExampleValidator"))
+# {name the run report reads it by: (artifact type, producing node)}.
+_REPORTED = {"ModelEvaluation": ("ModelEvaluation", "Evaluator"),
+             TestMetrics.TYPE_NAME: (TestMetrics.TYPE_NAME, "TestScorer"),
+             "ModelRun": ("ModelRun", TRAINER),
+             "ExampleStatistics": ("ExampleStatistics", "StatisticsGen"),
+             DATA_GATE: ("ExampleStatistics", DATA_GATE)}
 _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 _INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 _PROGRESS = re.compile(r"^Component (\S+) is (running|finished)\.$")
@@ -59,7 +62,7 @@ class _ComponentTimer(logging.Handler):
 
 
 def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
-                 compare_weightings: bool = False) -> dict:
+                 compare_weightings: bool = False, allow_anomalies: bool = False) -> dict:
     """Runs every component in order (or those up to the Tuner); returns the run summary.
 
     A full run also writes summary.json and the run report.
@@ -80,7 +83,8 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
             echo(f"ingesting span {span} for the window of spans")
             tfx.orchestration.LocalDagRunner().run(create_ingest_pipeline(config, paths, span))
         tfx.orchestration.LocalDagRunner().run(
-            create_pipeline(config, paths, tuning_only, compare_weightings))
+            create_pipeline(config, paths, tuning_only, compare_weightings,
+                            allow_anomalies=allow_anomalies))
     finally:
         for handler in (timer, warnings):
             absl_logger.removeHandler(handler)
@@ -94,7 +98,7 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
     summary["components"] = timer.seconds
     summary["trials"] = trials
     report = build_report(record.run_id, config, summary,
-                          {name: record.uri(name, node) for name, node in _REPORTED})
+                          {name: record.uri(*source) for name, source in _REPORTED.items()})
     summary["failures"] = report["failures"]
     summary["report"] = write_report(report, config, paths.report_dir(record.run_id))
     summary["serving_config"] = write_deployment_files(paths.serving_config_dir, DEFAULT_MODEL)
@@ -173,7 +177,7 @@ class RunRecord:
 
     run_id: str
     outputs: Dict[str, Dict[str, object]]
-    spans: List[int]  # of the examples Transform read
+    spans: List[int]  # of the examples Transform read (or ExampleGen ingested, if it stopped before)
 
     def artifact(self, type_name: str, node: Optional[str] = None):
         found = [artifacts[type_name] for name, artifacts in self.outputs.items()
@@ -193,7 +197,9 @@ def _record(store, run, pipeline_name: str) -> RunRecord:
     outputs, inputs = _node_artifacts(store, run.id, pipeline_name)
     latest = {node: {type_name: found[-1] for type_name, found in by_type.items()}
               for node, by_type in outputs.items()}
-    examples = inputs.get(TRANSFORM, {}).get("Examples", [])
+    # The spans Transform read; for a run stopped before it, the span ExampleGen ingested.
+    examples = (inputs.get(TRANSFORM, {}).get("Examples")
+                or outputs.get(EXAMPLE_GEN, {}).get("Examples", []))
     return RunRecord(run.name, latest, sorted({_property(a, SPAN_PROPERTY_NAME) for a in examples}))
 
 

@@ -1,6 +1,7 @@
 """The TFX pipeline, wired in data order. No ML logic lives here: see components/ and trainer/.
 
-ExampleGen (newest span) -> StatisticsGen -> SchemaGen -> ExampleValidator
+ExampleGen (newest span) -> StatisticsGen -> ExampleValidator (against the curated schema, ImportSchemaGen)
+  -> DataGate (stops the run on anomalies, label drift or skew)
   -> Resolver (the window of newest spans) -> Transform -> [Tuner]
   -> Resolver (latest blessed model) -> Trainer (warm-started from it) -> Evaluator (against it)
   -> TestScorer, and Pusher when the model is blessed.
@@ -12,13 +13,14 @@ from dataclasses import dataclass
 
 from tfx import v1 as tfx
 
+from components.data_validation import DATA_GATE, DataGate, LatestIfAnyStrategy, pin_schema
 from components.evaluation import build_eval_config
 from components.pusher import Pusher
 from components.test_scoring import TestScorer
 from mtmoe.config import Config
 from mtmoe.formats import SPLITS
 from pipeline.spans import NewestSpansStrategy, window_range
-from trainer.module import TUNING_DIR_KEY
+from trainer.module import EXPORT_KEY, TUNING_DIR_KEY
 from trainer.tuning import completed_trials, reference_configs
 
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
@@ -122,10 +124,11 @@ def create_ingest_pipeline(config: Config, paths: Paths, span: int) -> tfx.dsl.P
 
 
 def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
-                    compare_weightings: bool = False, local_metadata: bool = True
-                    ) -> tfx.dsl.Pipeline:
+                    compare_weightings: bool = False, local_metadata: bool = True,
+                    allow_anomalies: bool = False) -> tfx.dsl.Pipeline:
     """The whole pipeline; with `tuning_only`, the components up to the Tuner, plus (with
     `compare_weightings`) one Trainer per reference weighting trained as long as a trial.
+    `allow_anomalies`: a span that fails data validation goes on (the anomalies are logged).
 
     `local_metadata`: ML Metadata in an SQLite file of the work dir; off for orchestrators that
     bring their own (Kubeflow Pipelines)."""
@@ -137,12 +140,33 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
         "text": raw_config["text"]}
 
     new_span = example_gen(paths)
+    # The statistics of the last span that passed the gate, resolved before this run's gate runs.
+    # Kubeflow Pipelines runs TFX's own latest-artifact strategy only.
+    accepted_statistics = tfx.dsl.Resolver(
+        strategy_class=LatestIfAnyStrategy if local_metadata else
+        tfx.dsl.experimental.LatestArtifactStrategy,
+        statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
+                                   producer_component_id=DATA_GATE, output_key="checked_statistics"),
+    ).with_id("accepted_statistics_resolver")
     statistics_gen = tfx.components.StatisticsGen(examples=new_span.outputs["examples"])
-    schema_gen = tfx.components.SchemaGen(
-        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    statistics_gen.add_upstream_node(accepted_statistics)
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=pin_schema(config.validation.schema, os.path.join(paths.pipeline_root, "schemas")))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    components = [new_span, statistics_gen, schema_gen, example_validator]
+    data_gate = DataGate(
+        examples=new_span.outputs["examples"],
+        statistics=statistics_gen.outputs["statistics"],
+        anomalies=example_validator.outputs["anomalies"],
+        schema=schema_gen.outputs["schema"],
+        previous_statistics=accepted_statistics.outputs["statistics"],
+        label_fields=json.dumps([task.label_field for task in config.tasks]),
+        max_label_drift=config.validation.max_label_drift,
+        max_split_skew=config.validation.max_split_skew,
+        allow_anomalies=int(allow_anomalies),
+        schema_source=config.validation.schema).with_id(DATA_GATE)
+    components = [new_span, accepted_statistics, statistics_gen, schema_gen, example_validator,
+                  data_gate]
     examples = new_span.outputs["examples"]
     if config.spans.window != 1:
         span_window = tfx.dsl.Resolver(
@@ -161,9 +185,10 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"config": transform_config, "source_fingerprint": fingerprint},
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
+    transform.add_upstream_node(data_gate)  # a span that fails validation is never transformed
     components.append(transform)
 
-    def trainer(trainer_config: Config, **kwargs):
+    def trainer(trainer_config: Config, export: bool = True, **kwargs):
         return tfx.components.Trainer(
             run_fn=RUN_FN,
             examples=transform.outputs["transformed_examples"],
@@ -171,7 +196,8 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
             schema=schema_gen.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=["train"]),
             eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config={"config": trainer_config.to_dict(), "source_fingerprint": fingerprint},
+            custom_config={"config": trainer_config.to_dict(), "source_fingerprint": fingerprint,
+                           EXPORT_KEY: export},
             **kwargs)
 
     tuner = None
@@ -191,7 +217,7 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
         components.append(tuner)
     if tuning_only:
         if compare_weightings:
-            components += [trainer(reference).with_id(f"Trainer_{name}")
+            components += [trainer(reference, export=False).with_id(f"Trainer_{name}")
                            for name, reference in reference_configs(config).items()]
         return _pipeline(config, paths, components, local_metadata)
 

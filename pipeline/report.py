@@ -2,21 +2,21 @@
 
 Everything comes from the run's artifacts: TFMA's metrics and validation result (Evaluator), the test
 split's scores and breakdowns (TestScorer), the training history and gate statistics (Trainer), TFDV's
-statistics and anomalies (StatisticsGen, ExampleValidator). The page is written as Markdown, converted
-to HTML with Python-Markdown, and kept as `report.json` for `mtmoe report`.
+statistics (StatisticsGen) and the anomalies the run was allowed to go on with (DataGate). The page
+is written as Markdown, converted to HTML with Python-Markdown, and kept as `report.json` for
+`mtmoe report`.
 """
-import glob
 import json
 import os
 from typing import Dict, List, Optional
 
 import markdown
 import tensorflow_model_analysis as tfma
-from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
+from tensorflow_metadata.proto.v0 import statistics_pb2
 
+from components.data_validation import DATA_GATE, GATE_FILE, STATISTICS_FILE, split_files
 from components.test_scoring import BREAKDOWN_FILE, TestMetrics
 from mtmoe.feature_names import LENGTH_BUCKET, OVERALL
-from mtmoe.formats import SPLITS
 from mtmoe.metrics import f1_from_counts, length_bucket_names
 from mtmoe.tasks import task_type
 from pipeline import plots
@@ -110,7 +110,7 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
         "history": _read_json(artifacts.get("ModelRun"), HISTORY_FILE) or {},
         "gates": summary.get("gate_statistics", {}),
         "data": _data_summary(artifacts.get("ExampleStatistics")),
-        "anomalies": _anomalies(artifacts.get("ExampleAnomalies")),
+        "anomalies": _read_json(artifacts.get(DATA_GATE), GATE_FILE) or {},
         "components": summary.get("components", {}),
         "trials": summary.get("trials", []),
         "loss_weighting": summary.get("loss_weighting"),
@@ -135,19 +135,10 @@ def _length_slices(evaluation, tasks, boundaries) -> List[dict]:
     return rows
 
 
-def _split_files(uri: Optional[str], name: str) -> Dict[str, str]:
-    """{split: path of `name` in its Split-<split> folder}, in the order of SPLITS."""
-    if uri is None:
-        return {}
-    found = {os.path.basename(os.path.dirname(path))[len("Split-"):]: path
-             for path in glob.glob(os.path.join(uri, "Split-*", name))}
-    return {split: found[split] for split in SPLITS if split in found}
-
-
 def _data_summary(uri: Optional[str]) -> Dict[str, dict]:
     """Per split: examples, and per feature its presence, values per example and top values."""
     summary = {}
-    for split, path in _split_files(uri, "FeatureStats.pb").items():
+    for split, path in split_files(uri, STATISTICS_FILE).items():
         with open(path, "rb") as f:
             dataset = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read()).datasets[0]
         features = []
@@ -167,18 +158,6 @@ def _data_summary(uri: Optional[str]) -> Dict[str, dict]:
         summary[split] = {"examples": dataset.num_examples,
                           "features": sorted(features, key=lambda f: f["feature"])}
     return summary
-
-
-def _anomalies(uri: Optional[str]) -> Dict[str, List[str]]:
-    found = {}
-    for split, path in _split_files(uri, "SchemaDiff.pb").items():
-        with open(path, "rb") as f:
-            anomalies = anomalies_pb2.Anomalies.FromString(f.read())
-        found[split] = [f"{feature}: {info.description or info.short_description}"
-                        for feature, info in sorted(anomalies.anomaly_info.items())]
-        if anomalies.HasField("dataset_anomaly_info"):
-            found[split].append(f"dataset: {anomalies.dataset_anomaly_info.description}")
-    return found
 
 
 def render_markdown(report: dict, config, plot_dir: str) -> str:
@@ -258,8 +237,12 @@ def render_markdown(report: dict, config, plot_dir: str) -> str:
                          f"{f['values_per_example']:.2f}", f["unique"] if f["unique"] else "—",
                          ", ".join(f"`{v}`" for v in f["top"])] for f in stats["features"]])
     lines += ["### Validation anomalies", ""]
-    for split, found in report["anomalies"].items():
-        lines += [f"- {split}: " + ("; ".join(found) if found else "none")]
+    if report["anomalies"]:
+        lines += ["The span went on with these anomalies (`--allow-anomalies`):", ""]
+        lines += [f"- {where}: {anomaly}" for where, found in report["anomalies"].items()
+                  for anomaly in found]
+    else:
+        lines += ["None: the new span passed the schema, label drift and skew checks."]
     lines += [""]
 
     if report["components"]:

@@ -58,6 +58,12 @@ def _test_config(path):
     config["tuning"] = {"enabled": True, "algorithm": "random", "max_trials": 2, "epochs_per_trial": 1}
     config["training"]["warm_start_epochs"] = 1
     config["pipeline"]["beam_workers"] = 1
+    # The packaged schema (curated from the default sample), from wherever the copy is written; the
+    # 20-example eval split of a 200-example span moves label shares by more than the default skew.
+    from mtmoe.config import load_config
+
+    config["validation"]["schema"] = load_config().validation.schema
+    config["validation"]["max_split_skew"] = 0.4
     path.write_text(yaml.safe_dump(config))
     return config
 
@@ -66,19 +72,24 @@ def _test_config(path):
 def pipeline_run(tmp_path_factory, cli):
     """`mtmoe run` on a 400-example sample (span 1), 3 epochs, value thresholds at 0 so that the first
     model is blessed and pushed. Its work dir is shared: later tests may add spans and run the
-    pipeline there again (`rerun(config)`), but only the Pusher may add versions to its serving
-    folder."""
+    pipeline there again (`rerun(config, *options)`, or `run_command` to start one themselves), but only
+    the Pusher may add versions to its serving folder."""
     root = tmp_path_factory.mktemp("e2e")
     config = _test_config(root / "config.yaml")
     assert cli("data", "sample", "--out", root / "sample", "--num-examples", 400).returncode == 0
     assert cli("data", "convert", "--format", "jsonl", root / "sample", root / "data").returncode == 0
 
-    def rerun(config=root / "config.yaml"):
-        result = cli("run", "--config", config, "--data", root / "data",
-                     "--work-dir", root / "work", "--epochs", 3, timeout=1500)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    def run_command(config=root / "config.yaml", *options, data=root / "data"):
+        return [MTMOE, "run", "--config", str(config), "--data", str(data),
+                "--work-dir", str(root / "work"), "--epochs", "3", *options]
+
+    def rerun(config=root / "config.yaml", *options, data=root / "data", code=0):
+        result = subprocess.run(run_command(config, *options, data=data), capture_output=True,
+                                text=True, timeout=1500)
+        assert result.returncode == code, result.stdout[-3000:] + result.stderr[-5000:]
         return result
 
     result = rerun()
     return {"root": root, "work": root / "work", "config": config, "stdout": result.stdout,
-            "summary": json.loads((root / "work" / "summary.json").read_text()), "rerun": rerun}
+            "summary": json.loads((root / "work" / "summary.json").read_text()), "rerun": rerun,
+            "run_command": run_command}

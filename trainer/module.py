@@ -31,6 +31,8 @@ HISTORY_FILE = "history.json"
 GATES_FILE = "gate_statistics.json"
 TRAINING_FILE = "training.json"
 TUNING_DIR_KEY = "tuning_dir"
+# custom_config key: false for a reference training that only records its history (`tune --compare`).
+EXPORT_KEY = "export"
 WARMUP_TEXTS = 8
 
 
@@ -90,6 +92,10 @@ class _Inputs:
 
     def __init__(self, fn_args):
         self.config = Config.from_dict(fn_args.custom_config["config"])
+        # Seeded before the datasets: their shuffle order depends on TensorFlow's global seed too,
+        # so a Trainer after the Tuner in one process would otherwise see another order than a
+        # Trainer whose Tuner was cached.
+        keras.utils.set_random_seed(self.config.training.seed)
         self.tft_output = tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
         self.vocabularies = vocabularies(tft_output, self.config)
         self.class_names = {task.name: self.vocabularies[task.name] for task in self.config.tasks}
@@ -114,7 +120,6 @@ class _Inputs:
 def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     inputs = _Inputs(fn_args)
     config = inputs.config
-    keras.utils.set_random_seed(config.training.seed)
 
     def build(hp):
         return inputs.model(apply_hyperparameters(config, define_search_space(hp, config)))
@@ -143,14 +148,13 @@ def _warm_start(model, config, vocabularies, base_model):
 
 
 def run_fn(fn_args):
+    # Models the Tuner built in this process would break a distributed one's collective ops.
+    keras.backend.clear_session()
     inputs = _Inputs(fn_args)
     searched = {}
     if fn_args.hyperparameters:
         searched = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters).values
     config = apply_hyperparameters(inputs.config, searched)
-    # Models the Tuner built in this process would break a distributed one's collective ops.
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(config.training.seed)
     keras.mixed_precision.set_global_policy(dtype_policy(config.training.mixed_precision))
     try:
         with distribution_strategy(config.training.distribution).scope():
@@ -168,11 +172,15 @@ def run_fn(fn_args):
             "warm_start": started,
             "epochs": epochs,
         })
-        warm_start.save(model, config, inputs.vocabularies, os.path.dirname(fn_args.serving_model_dir))
-        _write_json(fn_args.model_run_dir, GATES_FILE,
-                    gate_statistics(model, inputs.evaluation.map(lambda x, _: x)))
-        export_serving_model(model, inputs.tft_output, config, fn_args.serving_model_dir,
-                             sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS))
+        if fn_args.custom_config.get(EXPORT_KEY, True):
+            warm_start.save(model, config, inputs.vocabularies,
+                            os.path.dirname(fn_args.serving_model_dir))
+            _write_json(fn_args.model_run_dir, GATES_FILE,
+                        gate_statistics(model, inputs.evaluation.map(lambda x, _: x)))
+            export_serving_model(model, inputs.tft_output, config, fn_args.serving_model_dir,
+                                 sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS))
+        else:  # TFX's Trainer requires the folder; a reference training leaves it empty
+            tf.io.gfile.makedirs(fn_args.serving_model_dir)
     finally:
         # The policy is process-global; under LocalDagRunner the next component shares this process.
         keras.mixed_precision.set_global_policy("float32")

@@ -93,3 +93,15 @@ def test_tuning_section_is_checked(tmp_path):
             load_config(_write(tmp_path, tasks + f"tuning: {section}\n"))
     with pytest.raises(UserError, match=r"training\.loss_weighting: expected one of fixed, uncertainty"):
         load_config(_write(tmp_path, tasks + "training: {loss_weighting: learned}\n"))
+
+
+def test_the_schema_lives_beside_its_config(tmp_path):
+    task = "tasks:\n  - {name: a, type: classification, label_field: a}\n"
+    assert load_config(_write(tmp_path, task)).validation.schema == str(tmp_path / "config.schema.pbtxt")
+    named = load_config(_write(tmp_path, task + "validation: {schema: schemas/bank.pbtxt}\n"))
+    assert named.validation.schema == str(tmp_path / "schemas" / "bank.pbtxt")
+    packaged = load_config().validation.schema
+    assert packaged.endswith("mtmoe/configs/default.schema.pbtxt") and open(packaged).read()
+    with pytest.raises(UserError, match=r"validation\.max_label_drift: an L-infinity distance "
+                                        r"between 0 and 1"):
+        load_config(_write(tmp_path, task + "validation: {max_label_drift: 1.5}\n"))

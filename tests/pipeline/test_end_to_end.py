@@ -1,22 +1,29 @@
 """`mtmoe run` on a small sample, end to end, as a user runs it; then what it left behind.
 
-Then scheduled retraining: two new spans land and a second run trains on spans 1-3, warm-started
-from the first run's blessed model; a third run, on a fourth span whose training intents were all
-set to one label, must be refused by the Evaluator and push nothing.
+Then scheduled retraining: two new spans land; a second run is killed (SIGKILL) while its Trainer
+runs, and run again: it reuses what the killed run completed and trains on spans 1-3, warm-started
+from the first run's blessed model. A fourth span whose training intents were all set to one label
+stops its run at data validation (label drift and skew); allowed on purpose, that run must be
+refused by the Evaluator and push nothing. A span with an unseen intent and unlabelled examples
+stops its run too. Training twice on the first run's data gives the same metrics.
 """
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-COMPONENTS = ("ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
-              "Tuner", "Trainer", "Evaluator", "TestScorer", "Pusher")
+COMPONENTS = ("ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate",
+              "Transform", "Tuner", "Trainer", "Evaluator", "TestScorer", "Pusher")
+# What a run killed during its Trainer completed, and its re-run takes from the cache.
+BEFORE_TRAINER = ("StatisticsGen", "ExampleValidator", "Transform", "Tuner")
 TEXTS = ["transfer $50 to my savings tomorrow", "I LOST MY VISA CARD!!", ""]
 
 
@@ -25,15 +32,26 @@ def run(pipeline_run):
     return pipeline_run
 
 
-def _one_training_intent(sample, out):
-    """The sample with every training intent set to one label: a labelling bug in one field."""
+def _relabelled(sample, out, relabel):
+    """The sample with `relabel(rows)` applied to its training rows: a labelling bug in one field."""
     out.mkdir()
     for split in ("train", "eval", "test"):
         rows = [json.loads(line) for line in (sample / f"{split}.jsonl").read_text().splitlines()]
         if split == "train":
-            for row in rows:
-                row["intent"] = rows[0]["intent"]
+            relabel(rows)
         (out / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _one_intent(rows):
+    for row in rows:
+        row["intent"] = rows[0]["intent"]
+
+
+def _unseen_and_missing_intents(rows):
+    for row in rows[:5]:
+        row["intent"] = "close_account"
+    for row in rows[5:8]:
+        del row["intent"]
 
 
 def _add_span(cli, root, name, seed):
@@ -47,43 +65,77 @@ def _summary(run):
     return json.loads((run["work"] / "summary.json").read_text())
 
 
+def _kill_during_trainer(run, log):
+    """Starts `mtmoe run` and SIGKILLs it (and its Beam workers) a few seconds into its Trainer."""
+    models = run["work"] / "pipeline" / "Trainer" / "model"
+    before = set(os.listdir(models))
+    with open(log, "w") as out:
+        process = subprocess.Popen(run["run_command"](), stdout=out,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 1200
+    while not set(os.listdir(models)) - before:  # the Trainer's output folder: it has started
+        assert process.poll() is None, open(log).read()[-5000:]
+        assert time.monotonic() < deadline, "the Trainer did not start"
+        time.sleep(0.5)
+    time.sleep(5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return open(log).read()
+
+
 @pytest.fixture(scope="module")
 def retrained_run(run, cli):
     """Spans 2 and 3 land before the next run: it ingests span 2 on the side, trains on spans 1-3
-    and starts from the first run's blessed model."""
+    and starts from the first run's blessed model. It is killed during its Trainer and run again."""
     _add_span(cli, run["root"], "sample2", 14)
     _add_span(cli, run["root"], "sample3", 15)
+    killed = _kill_during_trainer(run, run["root"] / "killed.log")
     result = run["rerun"]()
-    return {"stdout": result.stdout, "summary": _summary(run)}
+    return {"killed": killed, "stdout": result.stdout, "summary": _summary(run)}
 
 
 @pytest.fixture(scope="module")
 def refused_run(run, retrained_run, cli):
-    """A run on span 4 alone (spans.window 1), whose training intents are all one label; the
-    retrained model is its baseline and its starting point."""
+    """A run on span 4 alone (spans.window 1), whose training intents are all one label: data
+    validation stops it; allowed, the retrained model is its baseline and its starting point."""
     root = run["root"]
-    _one_training_intent(root / "sample", root / "one_intent")
+    _relabelled(root / "sample", root / "one_intent", _one_intent)
     assert cli("data", "convert", "--format", "jsonl", root / "one_intent", root / "data").returncode == 0
     config = dict(run["config"], spans={"window": 1})
     (root / "window1.yaml").write_text(yaml.safe_dump(config))
-    result = run["rerun"](root / "window1.yaml")
-    return {"stdout": result.stdout, "summary": _summary(run)}
+    served = sorted(os.listdir(run["work"] / "serving_model"))
+    stopped = run["rerun"](root / "window1.yaml", code=2)
+    assert sorted(os.listdir(run["work"] / "serving_model")) == served
+    result = run["rerun"](root / "window1.yaml", "--allow-anomalies")
+    return {"stopped": stopped, "stdout": result.stdout, "stderr": result.stderr,
+            "summary": _summary(run)}
 
 
-def _node_executions(metadata_path):
+def _store(run):
     connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = str(metadata_path)
-    store = metadata_store.MetadataStore(connection)
-    states = {}
-    for execution in store.get_executions():
-        for context in store.get_contexts_by_execution(execution.id):
-            if context.type_id == store.get_context_type("node").id:
-                states[context.name.split(".", 1)[1]] = execution.last_known_state
-    return states
+    connection.sqlite.filename_uri = str(run["work"] / "metadata.sqlite")
+    return metadata_store.MetadataStore(connection)
+
+
+def _run_executions(store, run_context):
+    """{node: (execution state, [output artifact ids])} of one pipeline run."""
+    found = {}
+    for execution in store.get_executions_by_context(run_context.id):
+        node = next(c.name.split(".", 1)[1] for c in store.get_contexts_by_execution(execution.id)
+                    if c.type_id == store.get_context_type("node").id)
+        outputs = sorted(e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
+                         if e.type == metadata_store_pb2.Event.OUTPUT)
+        found[node] = (execution.last_known_state, outputs)
+    return found
+
+
+def _pipeline_runs(store):
+    return sorted(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.create_time_since_epoch)
 
 
 def test_every_component_execution_is_recorded_in_ml_metadata(run):
-    states = _node_executions(run["work"] / "metadata.sqlite")
+    store = _store(run)
+    states = {node: state for node, (state, _) in _run_executions(store, _pipeline_runs(store)[0]).items()}
     for component in COMPONENTS:
         assert states.get(component) == metadata_store_pb2.Execution.COMPLETE, (component, states)
 
@@ -192,7 +244,7 @@ def test_first_run_trains_span_1_from_scratch(run):
 
 def test_retraining_covers_the_new_spans_and_starts_from_the_blessed_model(run, retrained_run):
     summary = retrained_run["summary"]
-    assert "ingesting span 2 for the window of spans" in retrained_run["stdout"]
+    assert "ingesting span 2 for the window of spans" in retrained_run["killed"]
     assert summary["spans"] == [1, 2, 3]
     started = summary["warm_start"]
     assert started["warm_started"] is True, started
@@ -209,6 +261,41 @@ def test_retraining_covers_the_new_spans_and_starts_from_the_blessed_model(run, 
                         else [first])
 
 
+def test_a_run_killed_during_its_trainer_reruns_from_the_cache_and_pushes_whole_versions(
+        run, retrained_run):
+    assert "-> Trainer" in retrained_run["killed"]
+    assert "Trainer done" not in retrained_run["killed"]
+    store = _store(run)
+    killed, rerun = (_run_executions(store, context) for context in _pipeline_runs(store)[-2:])
+    assert killed["Trainer"][0] == metadata_store_pb2.Execution.RUNNING  # never finished
+    assert "Evaluator" not in killed and "Pusher" not in killed
+    for node in BEFORE_TRAINER:
+        assert killed[node][0] == metadata_store_pb2.Execution.COMPLETE, node
+        assert rerun[node] == (metadata_store_pb2.Execution.CACHED, killed[node][1]), node
+    assert rerun["Trainer"][0] == metadata_store_pb2.Execution.COMPLETE
+    serving = run["work"] / "serving_model"
+    for name in os.listdir(serving):  # no left-over temporary copy, every version whole
+        assert name.isdigit() and (serving / name / "saved_model.pb").exists(), name
+
+
+def test_a_span_that_fails_data_validation_stops_the_run_before_transform(run, refused_run):
+    error = refused_run["stopped"].stderr
+    assert re.search(r"^error: span 4: \d+ data validation anomalies \(schema \S+"
+                     r"default\.schema\.pbtxt\); the run stops before Transform: nothing is "
+                     r"trained or pushed:$", error, re.M), error[-3000:]
+    assert re.search(r"^  train vs the previous span's train \(drift\): intent: High Linfty "
+                     r"distance between this span and the previous one: .* above the threshold "
+                     r"0\.25\.", error, re.M), error[-3000:]
+    assert re.search(r"^  eval vs train \(skew\): intent: High Linfty distance between train "
+                     r"and eval", error, re.M), error[-3000:]
+    assert "re-run with --allow-anomalies" in error
+    store = _store(run)
+    stopped = next(executions for executions in map(
+        lambda context: _run_executions(store, context), _pipeline_runs(store))
+        if executions.get("DataGate", (None,))[0] == metadata_store_pb2.Execution.FAILED)
+    assert "Transform" not in stopped and "Trainer" not in stopped
+
+
 def test_crippled_run_is_refused_and_the_served_versions_stay(run, retrained_run, refused_run):
     summary = refused_run["summary"]
     assert summary["spans"] == [4]
@@ -220,6 +307,10 @@ def test_crippled_run_is_refused_and_the_served_versions_stay(run, retrained_run
     assert sorted(os.listdir(run["work"] / "serving_model")) == sorted(
         os.path.basename(path) for path in served if path)
     _, report = _report(summary)
+    assert re.search(r"span 4: \d+ data validation anomalies .*; allowed \(--allow-anomalies\), "
+                     r"the run goes on", refused_run["stderr"])
+    assert any(line.startswith("intent: High Linfty") for line in
+               report["anomalies"]["train vs the previous span's train (drift)"])
     assert report["had_baseline"] is True
     intent = next(row for row in report["headline"] if row["task"] == "intent")
     assert intent["passed"] is False and intent["change"] < -0.02
@@ -235,18 +326,22 @@ def test_history_has_one_line_per_run_with_spans_start_metrics_and_outcome(
     header = lines[0].split(" | ")
     assert header[:3] == ["| run", "spans", "start"] and "intent accuracy" in header
     rows = [line.split(" | ") for line in lines[2:] if line.startswith("| ")]
-    assert [row[1:3] for row in rows] == [["1", "scratch"], ["1,2,3", "warm"], ["4", "warm"]]
-    runs = [run["summary"], retrained_run["summary"], refused_run["summary"]]
-    for row, summary in zip(rows, runs):
-        assert row[0][2:] == summary["run_id"].replace("T", " ")[:19]
+    # run 1; the killed run and its re-run; span 4 stopped by validation, then allowed and refused
+    assert [row[1:3] for row in rows] == [["1", "scratch"], ["1,2,3", "-"], ["1,2,3", "warm"],
+                                          ["4", "-"], ["4", "warm"]]
+    outcomes = [row[-1].rstrip(" |") for row in rows]
+    assert outcomes[1] == "stopped before the Evaluator"
+    assert outcomes[3] == "stopped by data validation"
+    runs = {0: run["summary"], 2: retrained_run["summary"], 4: refused_run["summary"]}
+    for index, summary in runs.items():
+        assert rows[index][0][2:] == summary["run_id"].replace("T", " ")[:19]
         pushed = summary["pushed_model"]
-        outcome = row[-1].rstrip(" |")
         if pushed:
-            assert outcome == f"blessed, pushed version {os.path.basename(pushed)}"
+            assert outcomes[index] == f"blessed, pushed version {os.path.basename(pushed)}"
         else:
-            assert outcome.startswith("NOT blessed: ")
+            assert outcomes[index].startswith("NOT blessed: ")
     assert re.search(r"NOT blessed: .*intent accuracy changed -0\.\d+ \(allowed -0\.2500\)",
-                     rows[2][-1]), rows[2][-1]
+                     outcomes[4]), outcomes[4]
     assert 0.0 < float(rows[0][header.index("intent accuracy")]) <= 1.0
 
 
@@ -294,7 +389,7 @@ def test_tuner_searched_in_the_pipeline_and_the_trainer_used_the_best_trial(run)
 def test_tune_command_prints_the_trials_and_the_reference_weightings(run, refused_run, cli):
     root = run["root"]  # on span 4 alone: the refused run's Transform is reused
     result = cli("tune", "--config", root / "window1.yaml", "--data", root / "data",
-                 "--work-dir", root / "work", "--compare", timeout=1500)
+                 "--work-dir", root / "work", "--compare", "--allow-anomalies", timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")]
     header, body = rows[0], rows[1:]
@@ -305,3 +400,66 @@ def test_tune_command_prints_the_trials_and_the_reference_weightings(run, refuse
     assert len(weights) == len(run["config"]["tasks"])
     assert all(body[-2][i] == "1.0000" for i in weights)
     assert any(body[-1][i] != "1.0000" for i in weights)  # uncertainty weighting learned its own
+
+
+@pytest.fixture(scope="module")
+def unseen_label_run(run, refused_run, cli):
+    """A span whose training split has an intent the schema does not list and examples without an
+    intent, in a data root of its own."""
+    root = run["root"]
+    _relabelled(root / "sample", root / "unseen_intent", _unseen_and_missing_intents)
+    assert cli("data", "convert", "--format", "jsonl", root / "unseen_intent",
+               root / "unseen_data").returncode == 0
+    served = sorted(os.listdir(run["work"] / "serving_model"))
+    result = run["rerun"](root / "config.yaml", data=root / "unseen_data", code=2)
+    return {"stderr": result.stderr, "served": served}
+
+
+def test_an_unseen_intent_and_missing_intents_stop_the_run_and_keep_the_served_versions(
+        run, unseen_label_run):
+    error = unseen_label_run["stderr"]
+    assert re.search(r"^  train: intent: Unexpected string values: Examples contain values missing "
+                     r"from the schema: close_account \(~\d+%\)\.$", error, re.M), error[-3000:]
+    assert re.search(r"^  train: intent: Column dropped: The feature was present in fewer examples "
+                     r"than expected: minimum fraction = 1\.0+, actual = 0\.99\d+$", error, re.M)
+    assert sorted(os.listdir(run["work"] / "serving_model")) == unseen_label_run["served"]
+
+
+def test_the_first_runs_trainer_trained_again_gives_the_same_metrics(run, tmp_path):
+    """Run 1's Trainer ran after the Tuner, in the pipeline's process; run again here from the
+    inputs and settings ML Metadata recorded, with the same seed, it must give the same metrics."""
+    from tfx.components.trainer import fn_args_utils
+    from tfx.types import artifact_utils
+
+    from trainer.module import HISTORY_FILE, run_fn
+
+    store = _store(run)
+    types = {t.id: t for t in store.get_artifact_types()}
+    node = store.get_context_by_type_and_name("node", f"{run['config']['pipeline']['name']}.Trainer")
+    trainer = min(store.get_executions_by_context(node.id), key=lambda execution: execution.id)
+    events = store.get_events_by_execution_ids([trainer.id])
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    inputs, model_run = {}, None
+    for event in events:
+        artifact = artifact_utils.deserialize_artifact(types[artifacts[event.artifact_id].type_id],
+                                                       artifacts[event.artifact_id])
+        if event.type == metadata_store_pb2.Event.INPUT:
+            inputs.setdefault(event.path.steps[0].key, []).append(artifact)
+        elif artifact.type_name == "ModelRun":
+            model_run = artifact.uri
+    properties = {name: value.string_value for name, value in trainer.custom_properties.items()}
+    fn_args = fn_args_utils.get_common_fn_args(inputs, properties)
+    hyperparameters, = os.listdir(inputs["hyperparameters"][0].uri)
+    with open(os.path.join(inputs["hyperparameters"][0].uri, hyperparameters)) as f:
+        fn_args.hyperparameters = json.load(f)
+    fn_args.serving_model_dir = str(tmp_path / "Format-Serving")
+    fn_args.model_run_dir = str(tmp_path / "run")
+    run_fn(fn_args)
+
+    again = json.loads((tmp_path / "run" / HISTORY_FILE).read_text())
+    with open(os.path.join(model_run, HISTORY_FILE)) as f:
+        recorded = json.load(f)
+    assert len(recorded["loss"]) == 3 and "val_slots_span_f1" in recorded
+    assert again.keys() == recorded.keys()
+    for metric, values in recorded.items():
+        assert again[metric] == pytest.approx(values, abs=1e-6), metric

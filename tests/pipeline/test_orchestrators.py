@@ -7,15 +7,18 @@ from importlib import resources
 import pytest
 import yaml
 
+from mtmoe.config import load_config
+
 # Every node of create_pipeline; the latest-blessed-model resolver becomes one task per channel.
-COMPONENTS = ("ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
-              "Trainer", "Evaluator", "TestScorer", "Pusher")
-BLESSED_MODEL_RESOLVER = "latest_blessed_model_resolver"
+COMPONENTS = ("ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+              "DataGate", "Transform", "Trainer", "Evaluator", "TestScorer", "Pusher")
+RESOLVERS = ("latest_blessed_model_resolver", "accepted_statistics_resolver")
 
 
 def _config(tmp_path, window):
     config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
     config.setdefault("spans", {})["window"] = window
+    config["validation"]["schema"] = load_config().validation.schema  # the packaged one
     path = tmp_path / f"window{window}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -44,8 +47,8 @@ def test_kubeflow_v2_spec_names_every_component(tmp_path, cli):
     spec = json.loads(output.read_text())["pipelineSpec"]
     tasks = set(spec["root"]["dag"]["tasks"])
     assert set(COMPONENTS) <= tasks
-    assert [t for t in tasks - set(COMPONENTS) if not t.startswith(BLESSED_MODEL_RESOLVER)] == []
-    assert any(t.startswith(BLESSED_MODEL_RESOLVER) for t in tasks)
+    assert [t for t in tasks - set(COMPONENTS) if not t.startswith(RESOLVERS)] == []
+    assert all(any(t.startswith(resolver) for t in tasks) for resolver in RESOLVERS)
     assert f"components: {', '.join(sorted(tasks))}" in result.stdout
     executors = spec["deploymentSpec"]["executors"]
     images = {e["container"]["image"] for e in executors.values() if "container" in e}
