@@ -50,10 +50,14 @@ def convert(data: str, work_dir: str, config: str) -> str:
 
 
 def config_copy(config: str, path: str, tasks=None, **training) -> str:
-    """Writes `config` with `training` fields replaced (and only `tasks`, if given) to `path`."""
+    """Writes `config` with `training` fields replaced (and only `tasks`, if given) to `path`; the
+    copy keeps validating against the original's schema."""
+    from mtmoe.config import load_config
+
     with open(config) as f:
         raw = yaml.safe_load(f)
     raw.setdefault("training", {}).update(training)
+    raw.setdefault("validation", {})["schema"] = load_config(config).validation.schema
     if tasks is not None:
         raw["tasks"] = [t for t in raw["tasks"] if t["name"] in tasks]
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -133,7 +137,7 @@ def main():
     print(f"| **{name}** | " + " | ".join(
         f"**{ours[c]['mean']:.1f} ± {ours[c]['std']:.1f}**" for c in ("slot_f1", "intent_acc", "overall_acc"))
         + " |")
-    print(f"\nper seed:\n| seed | slot F1 | intent acc | overall acc | Trainer s |\n|---|---|---|---|---|")
+    print("\nper seed:\n| seed | slot F1 | intent acc | overall acc | Trainer s |\n|---|---|---|---|---|")
     for r in runs:
         print(f"| {r['seed']} | {r['slot_f1']:.2f} | {r['intent_acc']:.2f} | {r['overall_acc']:.2f} | "
               f"{r['trainer_s']:.0f} |")
