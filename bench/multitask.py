@@ -17,8 +17,6 @@ import glob
 import os
 import shutil
 
-import yaml
-
 from machine import RESULTS, write_result
 from snips_quality import ROOT, WORK, config_copy, convert, run_pipeline
 
@@ -69,10 +67,12 @@ def main():
     parser.add_argument("--data-work-dir", default=WORK, help="where the converted data lives")
     args = parser.parse_args()
 
-    with open(args.config) as f:
-        raw = yaml.safe_load(f)
-    task_names = [t["name"] for t in raw["tasks"]]
-    primary = {t["name"]: t["type"] for t in raw["tasks"]}
+    from mtmoe.config import load_config
+    from mtmoe.tasks import task_type
+
+    config = load_config(args.config)
+    task_names = [task.name for task in config.tasks]
+    primary = {task.name: task_type(task).primary_metric for task in config.tasks}
     data_root = convert(args.data, args.data_work_dir, args.config)
     settings = {"multi-task": task_names, **{f"only {name}": [name] for name in task_names}}
     rows = {}
@@ -80,13 +80,13 @@ def main():
         slug = "all" if len(tasks) > 1 else tasks[0]
         work_dir = os.path.join(args.work_dir, slug)
         shutil.rmtree(work_dir, ignore_errors=True)  # a cached Trainer would time nothing
-        config = config_copy(args.config, os.path.join(args.work_dir, "configs", f"{slug}.yaml"),
-                             tasks=tasks, warm_start=False)
+        copy = config_copy(args.config, os.path.join(args.work_dir, "configs", f"{slug}.yaml"),
+                           tasks=tasks, warm_start=False)
         print(f"{setting}: mtmoe run (log: {work_dir}.log)", flush=True)
-        summary = run_pipeline(config, data_root, work_dir, args.epochs, work_dir + ".log")
+        summary = run_pipeline(copy, data_root, work_dir, args.epochs, work_dir + ".log")
         rows[setting] = {
             "tasks": tasks,
-            "trainable_params": trainable_parameters(config, work_dir),
+            "trainable_params": trainable_parameters(copy, work_dir),
             "trainer_s": summary["components"]["Trainer"],
             "latency_ms": latency_ms(work_dir, args.calls),
             "test_metrics": {task: summary["test_metrics"][task] for task in tasks},
@@ -96,10 +96,9 @@ def main():
     shared = rows["multi-task"]
     separate = [rows[f"only {name}"] for name in task_names]
     total = {key: sum(r[key] for r in separate) for key in ("trainable_params", "trainer_s", "latency_ms")}
-    metric = {"classification": "accuracy", "token_tagging": "span_f1", "multilabel": "micro_f1"}
-    quality = {name: {"metric": metric[primary[name]],
-                      "multi_task": shared["test_metrics"][name][metric[primary[name]]],
-                      "one_model": rows[f"only {name}"]["test_metrics"][name][metric[primary[name]]]}
+    quality = {name: {"metric": primary[name],
+                      "multi_task": shared["test_metrics"][name][primary[name]],
+                      "one_model": rows[f"only {name}"]["test_metrics"][name][primary[name]]}
                for name in task_names}
     for q in quality.values():
         q["change"] = q["multi_task"] - q["one_model"]
@@ -122,7 +121,7 @@ def main():
     print("no quality lost: " + ", ".join(
         f"{n} {'yes' if ok else 'NO'} ({quality[n]['change']:+.4f})" for n, ok in no_loss.items()))
     path = write_result("multitask", config=os.path.relpath(args.config, ROOT),
-                        data=os.path.abspath(args.data), epochs=args.epochs or raw["training"]["epochs"],
+                        data=os.path.abspath(args.data), epochs=args.epochs or config.training.epochs,
                         text=TEXT, latency_calls=args.calls, settings=rows, one_model_per_task_sum=total,
                         quality=quality, shared_is_cheaper=cheaper, shared_loses_no_quality=no_loss)
     print(f"\nwrote {path}")

@@ -74,7 +74,8 @@ def read_anomalies(uri: Optional[str]) -> Dict[str, List[str]]:
     return found
 
 
-def read_statistics(uri: str) -> Dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
+def read_statistics(uri: Optional[str]) -> Dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
+    """StatisticsGen's statistics, {split: statistics}."""
     found = {}
     for split, path in split_files(uri, STATISTICS_FILE).items():
         with open(path, "rb") as f:

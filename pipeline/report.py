@@ -14,7 +14,7 @@ import markdown
 import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from components.data_validation import DATA_GATE, GATE_FILE, STATISTICS_FILE, split_files
+from components.data_validation import DATA_GATE, GATE_FILE, read_statistics
 from components.test_scoring import BREAKDOWN_FILE, TestMetrics
 from mtmoe.feature_names import LENGTH_BUCKET, OVERALL
 from mtmoe.metrics import f1_from_counts, length_bucket_names
@@ -138,9 +138,8 @@ def _length_slices(evaluation, tasks, boundaries) -> List[dict]:
 def _data_summary(uri: Optional[str]) -> Dict[str, dict]:
     """Per split: examples, and per feature its presence, values per example and top values."""
     summary = {}
-    for split, path in split_files(uri, STATISTICS_FILE).items():
-        with open(path, "rb") as f:
-            dataset = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read()).datasets[0]
+    for split, statistics in read_statistics(uri).items():
+        dataset = statistics.datasets[0]
         features = []
         for feature in dataset.features:
             stats = feature.string_stats if feature.HasField("string_stats") else feature.num_stats
