@@ -65,6 +65,7 @@ class TrainingConfig:
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 0.002
+    learning_rate_schedule: str = "constant"  # constant | cosine: down to ~0 over the run's epochs
     weight_decay: float = 0.004
     label_smoothing: float = 0.0
     gradient_accumulation_steps: int = 1
@@ -79,6 +80,7 @@ class TrainingConfig:
 
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 TUNING_ALGORITHMS = ("bayesian", "hyperband", "random")
 
 
@@ -281,6 +283,10 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
     if config.training.loss_weighting not in LOSS_WEIGHTINGS:
         raise UserError(f"{source}: training.loss_weighting: expected one of "
                         f"{', '.join(LOSS_WEIGHTINGS)}, got {config.training.loss_weighting!r}")
+    if config.training.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+        raise UserError(f"{source}: training.learning_rate_schedule: expected one of "
+                        f"{', '.join(LEARNING_RATE_SCHEDULES)}, "
+                        f"got {config.training.learning_rate_schedule!r}")
     if config.training.distribution not in DISTRIBUTIONS:
         raise UserError(f"{source}: training.distribution: expected one of "
                         f"{', '.join(DISTRIBUTIONS)}, got {config.training.distribution!r}")

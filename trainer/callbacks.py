@@ -1,6 +1,7 @@
 """Validation scores that Keras metrics cannot compute in-graph: span F1, overall accuracy, and the
 tuning objective."""
 import copy
+import math
 
 import keras
 import tensorflow as tf
@@ -57,3 +58,26 @@ class LearnedLossWeights(keras.callbacks.Callback):
         if logs is not None:
             logs.update({f"{task}_loss_weight": weight
                          for task, weight in self.model.learned_loss_weights().items()})
+
+
+
+class CosineDecay(keras.callbacks.Callback):
+    """Lowers the learning rate the model was compiled with (the config's, or a tuning trial's)
+    down half a cosine, epoch by epoch, to near 0 at the last of `epochs`: long steps while the
+    loss is far from a minimum, short ones to settle into it. Logs `learning_rate`."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+        self.initial_rate = None
+
+    def on_train_begin(self, logs=None):
+        self.initial_rate = float(self.model.optimizer.learning_rate)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate = \
+            self.initial_rate * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate)

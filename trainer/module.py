@@ -20,7 +20,7 @@ from tfx_bsl.public import tfxio
 from mtmoe.config import Config
 from mtmoe.feature_names import TOKENS
 from serving.export import export_serving_model
-from trainer.callbacks import LearnedLossWeights, ValidationScores
+from trainer.callbacks import CosineDecay, LearnedLossWeights, ValidationScores
 from trainer import warm_start
 from trainer.features import model_inputs, model_targets, vocabularies, vocabulary_sizes
 from trainer.introspection import gate_statistics
@@ -109,9 +109,11 @@ class _Inputs:
     def model(self, config):
         return compile_model(build_model(config, self.vocabulary_sizes, self.num_classes), config)
 
-    def callbacks(self, config):
+    def callbacks(self, config, epochs: int):
         callbacks = [ValidationScores(self.evaluation, config.tasks, self.class_names,
                                       config.tuning.objective_weights)]
+        if config.training.learning_rate_schedule == "cosine":
+            callbacks.append(CosineDecay(epochs))
         if config.training.loss_weighting == "uncertainty":
             callbacks.append(LearnedLossWeights())
         return callbacks
@@ -128,7 +130,7 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
         "x": inputs.train, "validation_data": inputs.evaluation,
         "epochs": config.tuning.epochs_per_trial, "verbose": 2,
-        "callbacks": inputs.callbacks(config) + [
+        "callbacks": inputs.callbacks(config, config.tuning.epochs_per_trial) + [
             SearchBudget(tuner.oracle, config.tuning.budget_minutes * 60)]})
 
 
@@ -162,7 +164,7 @@ def run_fn(fn_args):
             started = _warm_start(model, config, inputs.vocabularies, fn_args.base_model)
         epochs = config.training.warm_start_epochs if started["warm_started"] else config.training.epochs
         history = model.fit(inputs.train, validation_data=inputs.evaluation, epochs=epochs,
-                            callbacks=inputs.callbacks(config), verbose=2)
+                            callbacks=inputs.callbacks(config, epochs), verbose=2)
         _write_json(fn_args.model_run_dir, HISTORY_FILE,
                     {k: [float(v) for v in vs] for k, vs in history.history.items()})
         _write_json(fn_args.model_run_dir, TRAINING_FILE, {

@@ -93,6 +93,8 @@ def test_tuning_section_is_checked(tmp_path):
             load_config(_write(tmp_path, tasks + f"tuning: {section}\n"))
     with pytest.raises(UserError, match=r"training\.loss_weighting: expected one of fixed, uncertainty"):
         load_config(_write(tmp_path, tasks + "training: {loss_weighting: learned}\n"))
+    with pytest.raises(UserError, match=r"training\.learning_rate_schedule: expected one of constant, cosine"):
+        load_config(_write(tmp_path, tasks + "training: {learning_rate_schedule: linear}\n"))
 
 
 def test_the_schema_lives_beside_its_config(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from mtmoe.config import TRUNKS, load_config
+from trainer.callbacks import CosineDecay
 from trainer.introspection import gate_statistics
 from trainer.model import build_model, compile_model
 
@@ -133,3 +134,15 @@ def test_recurrent_option_adds_one_bilstm_and_keeps_the_outputs():
     outputs = model(inputs)
     assert outputs["slots"].shape == (6, config.text.max_tokens, CLASSES["slots"])
     assert outputs["intent"].shape == (6, CLASSES["intent"])
+
+
+def test_cosine_decay_lowers_the_starting_learning_rate_each_epoch():
+    config = _config("dense", learning_rate=0.01)
+    model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
+    inputs, targets = _batch(config)
+    history = model.fit(inputs, targets, epochs=4, verbose=0, callbacks=[CosineDecay(4)])
+    np.testing.assert_allclose(history.history["learning_rate"],
+                               [0.01, 0.00853553, 0.005, 0.00146447], rtol=1e-5)
+    model.optimizer.learning_rate = 0.1  # as a tuning trial's model is compiled with its own rate
+    history = model.fit(inputs, targets, epochs=2, verbose=0, callbacks=[CosineDecay(2)])
+    np.testing.assert_allclose(history.history["learning_rate"], [0.1, 0.05], rtol=1e-5)
