@@ -1,4 +1,5 @@
 """What every benchmark result records: when, on which machine, with which versions, by which command."""
+import importlib.metadata
 import json
 import os
 import platform
@@ -6,6 +7,9 @@ import sys
 import time
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# The installed packages a result depends on, recorded with their versions.
+PACKAGES = ("tensorflow", "keras", "tfx", "tensorflow-transform", "tensorflow-model-analysis",
+            "tensorflow-text", "keras-tuner", "apache-beam")
 
 
 def write_result(name: str, **fields) -> str:
@@ -18,6 +22,7 @@ def write_result(name: str, **fields) -> str:
         json.dump({"measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                    "machine": {"cores": os.cpu_count(), "cpu": cpu},
                    "python": platform.python_version(),
+                   "versions": {name: importlib.metadata.version(name) for name in PACKAGES},
                    "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                    **fields}, f, indent=1)
     return path
