@@ -1,5 +1,5 @@
-"""Validation scores that Keras metrics cannot compute in-graph: span F1, overall accuracy, and the
-tuning objective."""
+"""The Trainer's and Tuner's callbacks: validation scores that Keras metrics cannot compute in-graph
+(span F1, overall accuracy, the tuning objective), learned loss weights, the learning-rate decay."""
 import copy
 import math
 
@@ -58,7 +58,6 @@ class LearnedLossWeights(keras.callbacks.Callback):
         if logs is not None:
             logs.update({f"{task}_loss_weight": weight
                          for task, weight in self.model.learned_loss_weights().items()})
-
 
 
 class CosineDecay(keras.callbacks.Callback):
