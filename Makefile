@@ -41,7 +41,7 @@ bench-pipeline: $(PROJECT_STAMP)
 
 # MODEL: a serving folder or version (default: the model bench-pipeline pushed).
 bench-serving: $(PROJECT_STAMP)
-	$(BIN)/python bench/serving_latency.py --model $(or $(MODEL),bench/work/serving_model)
+	$(BIN)/python bench/serving_latency.py --model $(or $(MODEL),bench/work/overhead/serving_model)
 
 bench-moe: $(PROJECT_STAMP)
 	$(BIN)/python bench/moe_scaling.py
