@@ -22,7 +22,7 @@ def write_result(name: str, **fields) -> str:
         json.dump({"measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                    "machine": {"cores": os.cpu_count(), "cpu": cpu},
                    "python": platform.python_version(),
-                   "versions": {name: importlib.metadata.version(name) for name in PACKAGES},
+                   "versions": {package: importlib.metadata.version(package) for package in PACKAGES},
                    "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                    **fields}, f, indent=1)
     return path
