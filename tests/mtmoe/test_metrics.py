@@ -1,3 +1,10 @@
+import warnings
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from seqeval.metrics import f1_score, precision_score, recall_score
+from seqeval.metrics.sequence_labeling import get_entities
+
 from mtmoe.metrics import (add_nested_counts, bio_spans, f1_from_counts, length_bucket_names,
                            multilabel_counts, span_counts, span_counts_by_type, span_f1)
 
@@ -51,3 +58,21 @@ def test_span_counts_by_type_split_the_micro_counts():
 def test_length_bucket_names_cover_every_count():
     assert length_bucket_names([5, 10, 20]) == ["<=5", "6-10", "11-20", ">20"]
     assert length_bucket_names([3]) == ["<=3", ">3"]
+
+
+_TAGS = st.sampled_from(["O", "B-a", "I-a", "B-b", "I-b", "B-time_range", "I-time_range"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_TAGS, max_size=12), min_size=1, max_size=6), st.data())
+def test_span_counting_agrees_with_seqeval_on_any_bio_sequences(gold, data):
+    """conlleval's reading, as seqeval implements it, on well- and ill-formed sequences alike (an I-x
+    that follows O or another type opens a span)."""
+    predicted = [data.draw(st.lists(_TAGS, min_size=len(g), max_size=len(g))) for g in gold]
+    for tags in gold + predicted:
+        assert bio_spans(tags) == {(kind, start, end + 1) for kind, start, end in get_entities(tags)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # seqeval warns when there are no spans to score
+        expected = {"precision": precision_score(gold, predicted),
+                    "recall": recall_score(gold, predicted), "f1": f1_score(gold, predicted)}
+    assert span_f1(gold, predicted) == pytest.approx(expected)
