@@ -87,8 +87,10 @@ class CharacterEncoder(keras.layers.Layer):
 
     def call(self, char_ids):
         batch, length, chars = ops.shape(char_ids)[0], ops.shape(char_ids)[1], ops.shape(char_ids)[2]
-        x = self.embedding(ops.reshape(char_ids, (-1, chars)))
-        mask = ops.cast(ops.reshape(char_ids, (-1, chars, 1)) > 0, x.dtype)
+        mask = ops.cast(ops.reshape(char_ids, (-1, chars, 1)) > 0, self.compute_dtype)
+        # Padding characters embed as zeros, as the convolution's own padding does at a word's start:
+        # a word's filters at its last characters read the same whatever pads it.
+        x = self.embedding(ops.reshape(char_ids, (-1, chars))) * mask
         x = ops.max(self.conv(x) * mask, axis=1)  # relu >= 0, so masked positions never win
         return ops.reshape(x, (batch, length, self.dim))
 

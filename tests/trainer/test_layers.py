@@ -114,13 +114,18 @@ def test_mmoe_gates_are_softmax_per_task():
         np.testing.assert_allclose(ops.convert_to_numpy(probs).sum(-1), 1.0, rtol=1e-5)
 
 
-def test_character_encoder_ignores_padding_characters():
+def test_character_encoder_gives_a_word_the_same_vector_whatever_pads_it():
+    """A word padded to 4 or 7 characters encodes as the word alone, with no padding at all: the
+    padding character's embedding never reaches the filters at the word's end."""
     layer = CharacterEncoder(10, 4, 6)
-    ids = np.array([[[1, 2, 0, 0], [3, 0, 0, 0]]])
-    padded_differently = np.array([[[1, 2, 0, 0], [3, 0, 0, 0]]])
-    out = ops.convert_to_numpy(layer(ids))
-    assert out.shape == (1, 2, 6)
-    np.testing.assert_allclose(out, ops.convert_to_numpy(layer(padded_differently)))
+    alone = ops.convert_to_numpy(layer(np.array([[[1, 2, 5]]])))
+    for width in (4, 7):
+        padded = np.zeros((1, 2, width), "int32")
+        padded[0, 0, :3] = [1, 2, 5]
+        padded[0, 1, :1] = [3]
+        out = ops.convert_to_numpy(layer(padded))
+        assert out.shape == (1, 2, 6)
+        np.testing.assert_allclose(out[0, 0], alone[0, 0], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("layer", [
