@@ -27,12 +27,12 @@ TRAIN = [
 ]
 
 
-def _transform(rows):
+def _transform(rows, temp_dir):
     spec = {"text": tf.io.FixedLenFeature([1], tf.string)}
     spec.update({t.label_field: tf.io.VarLenFeature(tf.string) for t in CONFIG.tasks})
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
     fn = functools.partial(preprocessing_fn, custom_config={"config": CONFIG.to_dict()})
-    with tft_beam.Context(temp_dir=pytest.TMP_DIR, force_tf_compat_v1=False):
+    with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
         (dataset, _), transform_fn = (TRAIN, metadata) | tft_beam.AnalyzeAndTransformDataset(fn)
         transformed, _ = ((rows, metadata), transform_fn) | tft_beam.TransformDataset()
     return list(dataset), list(transformed)
@@ -40,10 +40,9 @@ def _transform(rows):
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
-    pytest.TMP_DIR = str(tmp_path_factory.mktemp("tft"))
     unseen = {"text": [b"pay zed"], "intent": [b"refund"], "slots": [b"O", b"B-payee"],
               "signals": [b"angry"]}
-    return _transform([unseen])
+    return _transform([unseen], str(tmp_path_factory.mktemp("tft")))
 
 
 def test_tokens_are_padded_and_truncated_to_max_tokens(outputs):

@@ -73,6 +73,7 @@ def test_search_folder_ignores_budget_and_thresholds_but_not_the_space():
     assert project_name(config.with_overrides(learning_rate=0.1)) != name
 
 
+@pytest.mark.slow
 def test_objective_does_not_depend_on_the_loss_weights():
     config = _config()
     data = _data(config)
@@ -114,6 +115,7 @@ def _search(config, directory, budget_seconds=0.0):
     return tuner
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["random", "bayesian"])
 def test_search_stops_at_its_budget_and_a_rerun_resumes_it(tmp_path, algorithm):
     config = _config(algorithm=algorithm, max_trials=2, epochs_per_trial=1)
@@ -133,6 +135,7 @@ def test_search_stops_at_its_budget_and_a_rerun_resumes_it(tmp_path, algorithm):
     assert all(0.0 <= value <= 1.0 for value in rows[0]["metrics"].values())
 
 
+@pytest.mark.slow
 def test_uncertainty_weighting_learns_weights_and_uses_kendalls_loss():
     config = _config().with_overrides(loss_weighting="uncertainty")
     data = _data(config)
@@ -165,4 +168,4 @@ def test_reference_training_becomes_a_row_at_its_best_epoch():
     row = reference_row("uncertainty", history, training, config)
     assert row["objective"] == 0.6 and row["metrics"]["slots"] == 0.2
     assert row["values"]["loss_weight_intent"] == 0.5
-    json.dumps(row)
+    assert json.loads(json.dumps(row)) == row  # summary.json holds it as it is
