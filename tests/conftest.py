@@ -1,8 +1,22 @@
-"""Shared fixtures. Importing mtmoe first fixes the Keras environment before TensorFlow loads."""
+"""Shared fixtures. Importing mtmoe first fixes the Keras environment before TensorFlow loads.
+
+Two models serve the tests, both of the tiny test config (`tiny_config`):
+- `tiny_export`: trained in this process on a few dozen sample rows through the real Transform
+  (`preprocessing_fn` under tft_beam) and exported with the real `export_serving_model`, in seconds;
+  for the export, serving and client tests.
+- `pipeline_run`: `mtmoe run` through the whole TFX chain once per test session; for the end-to-end
+  scenarios, which share its work dir.
+"""
+import contextlib
+import dataclasses
+import functools
+import io
 import json
 import os
+import random
 import subprocess
 import sys
+import time
 from importlib import resources
 
 import pytest
@@ -13,9 +27,33 @@ import mtmoe  # noqa: F401
 MTMOE = os.path.join(os.path.dirname(sys.executable), "mtmoe")
 
 
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 @pytest.fixture(scope="session")
 def cli():
-    """Runs the installed `mtmoe` command in a subprocess, as a user would."""
+    """Runs `mtmoe` in this process through the CLI's `main()`, capturing what it prints."""
+    from mtmoe.cli import main
+
+    def run(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exit:  # argparse: --help, or a usage error
+                code = exit.code or 0
+        return Result(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def cli_process():
+    """Runs the installed `mtmoe` console script in a subprocess, as a user would."""
 
     def run(*args, timeout=300):
         return subprocess.run([MTMOE, *map(str, args)], capture_output=True, text=True,
@@ -46,50 +84,133 @@ def default_tasks():
     return load_config().tasks
 
 
-def _test_config(path):
-    """The default config with value thresholds at 0, drops up to 0.25 allowed (a few of the small
-    eval split's examples move the metrics by more than the default), a two-trial, one-epoch
-    task-weight search, one-epoch warm-started trainings, and Beam in the pipeline's own process
-    (worker processes cost more than they bring on a 400-example sample)."""
+def tiny_config() -> dict:
+    """The default config's tasks with a tiny model (one MoE block, 4 routed experts, width 16) and
+    short texts, so that tracing and training take seconds; value thresholds at 0 and drops up to
+    0.25 allowed (a few of a small eval split's examples move the metrics by more than the
+    default); a two-trial, one-epoch task-weight search; one-epoch warm-started trainings; Beam in
+    the pipeline's own process (worker processes cost more than they bring on a small sample)."""
+    from mtmoe.config import load_config
+
     config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
     for task in config["tasks"]:
         task["min_value"] = 0.0
         task["max_drop"] = 0.25
+    config["text"].update(max_tokens=16, max_chars=8)
+    config["model"].update(embedding_dim=16, char_dim=8, num_blocks=1, num_heads=2, ff_dim=32,
+                           num_experts=2, routed_experts=4, top_k=2, expert_dim=8, dropout=0.0)
+    config["training"].update(epochs=6, learning_rate=0.01, warm_start_epochs=1)
     config["tuning"] = {"enabled": True, "algorithm": "random", "max_trials": 2, "epochs_per_trial": 1}
-    config["training"]["warm_start_epochs"] = 1
     config["pipeline"]["beam_workers"] = 1
     # The packaged schema (curated from the default sample), from wherever the copy is written; the
-    # 20-example eval split of a 200-example span moves label shares by more than the default skew.
-    from mtmoe.config import load_config
-
+    # small eval split of a 400-example span moves label shares by more than the default skew.
     config["validation"]["schema"] = load_config().validation.schema
     config["validation"]["max_split_skew"] = 0.4
-    path.write_text(yaml.safe_dump(config))
     return config
 
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory, cli):
-    """`mtmoe run` on a 400-example sample (span 1), 3 epochs, value thresholds at 0 so that the first
-    model is blessed and pushed. Its work dir is shared: later tests may add spans and run the
-    pipeline there again (`rerun(config, *options)`, or `run_command` to start one themselves), but only
-    the Pusher may add versions to its serving folder."""
+    """`mtmoe run` on a 400-example sample (span 1) with the tiny config, value thresholds at 0 so
+    that the first model is blessed and pushed. Its work dir is shared: later fixtures may add spans
+    and run the pipeline there again (`rerun(config, *options)`, or `run_command` to start one
+    themselves), but only the Pusher may add versions to its serving folder."""
     root = tmp_path_factory.mktemp("e2e")
-    config = _test_config(root / "config.yaml")
+    config = tiny_config()
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
     assert cli("data", "sample", "--out", root / "sample", "--num-examples", 400).returncode == 0
     assert cli("data", "convert", "--format", "jsonl", root / "sample", root / "data").returncode == 0
 
-    def run_command(config=root / "config.yaml", *options, data=root / "data"):
-        return [MTMOE, "run", "--config", str(config), "--data", str(data),
-                "--work-dir", str(root / "work"), "--epochs", "3", *options]
+    def run_command(config=root / "config.yaml", *options, data=root / "data", command="run"):
+        return [MTMOE, command, "--config", str(config), "--data", str(data),
+                "--work-dir", str(root / "work"), *options]
 
-    def rerun(config=root / "config.yaml", *options, data=root / "data", code=0):
-        result = subprocess.run(run_command(config, *options, data=data), capture_output=True,
-                                text=True, timeout=1500)
+    def rerun(config=root / "config.yaml", *options, data=root / "data", code=0, command="run"):
+        result = subprocess.run(run_command(config, *options, data=data, command=command),
+                                capture_output=True, text=True, timeout=1500)
         assert result.returncode == code, result.stdout[-3000:] + result.stderr[-5000:]
         return result
 
+    started = time.monotonic()
     result = rerun()
     return {"root": root, "work": root / "work", "config": config, "stdout": result.stdout,
+            "seconds": time.monotonic() - started,
             "summary": json.loads((root / "work" / "summary.json").read_text()), "rerun": rerun,
             "run_command": run_command}
+
+
+def _raw_instances(rows, tasks):
+    """Sample rows as the raw features Transform reads: the text and every label field as lists."""
+    return [{"text": [row["text"].encode()],
+             **{t.label_field: [v.encode() for v in (row[t.label_field] if isinstance(
+                 row.get(t.label_field), list) else [row[t.label_field]] if t.label_field in row
+                 else [])] for t in tasks}}
+            for row in rows]
+
+
+@pytest.fixture(scope="session")
+def tiny_transform(tmp_path_factory):
+    """The real `preprocessing_fn` analysed on 64 sample rows with tft_beam, as Transform runs it:
+    (config, TFTransformOutput, transformed features {name: array [64, ...]}, raw rows)."""
+    import apache_beam as beam
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+    from components.transform import preprocessing_fn
+    from mtmoe.config import Config
+    from mtmoe.sample import make_example
+
+    config = Config.from_dict(tiny_config())
+    rng = random.Random(3)
+    rows = [make_example(rng) for _ in range(64)]
+    instances = _raw_instances(rows, config.tasks)
+    spec = {"text": tf.io.FixedLenFeature([1], tf.string),
+            **{t.label_field: tf.io.VarLenFeature(tf.string) for t in config.tasks}}
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+    root = tmp_path_factory.mktemp("tiny_transform")
+    fn = functools.partial(preprocessing_fn, custom_config={"config": config.to_dict()})
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tmp"),
+                                                        force_tf_compat_v1=False):
+        raw = pipeline | beam.Create(instances)
+        transform_fn = (raw, metadata) | tft_beam.AnalyzeDataset(fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(str(root / "transform_graph"))
+    # TFX's Transform also writes the raw metadata beside it: the export reads the raw text's spec.
+    metadata_io.write_metadata(metadata, str(root / "transform_graph" / "metadata"))
+    tft_output = tft.TFTransformOutput(str(root / "transform_graph"))
+    raw_features = {"text": tf.constant([i["text"] for i in instances]),
+                    **{t.label_field: tf.ragged.constant([i[t.label_field] for i in instances],
+                                                         dtype=tf.string).to_sparse()
+                       for t in config.tasks}}
+    transformed = {k: v.numpy() for k, v in tft_output.transform_raw_features(raw_features).items()}
+    return config, tft_output, transformed, rows
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_transform, tmp_path_factory):
+    """A tiny model trained for a few steps on the transformed rows and exported by the real
+    `export_serving_model` as version 1 of a serving folder: {"config", "serving_dir", "version",
+    "model", "texts"}."""
+    import keras
+    import tensorflow as tf
+
+    from serving.export import export_serving_model
+    from trainer.features import model_inputs, model_targets, vocabularies, vocabulary_sizes
+    from trainer.model import build_model, compile_model
+
+    config, tft_output, features, rows = tiny_transform
+    keras.utils.set_random_seed(1)
+    num_classes = {name: len(v) for name, v in vocabularies(tft_output, config).items()
+                   if name in {t.name for t in config.tasks}}
+    dataset = tf.data.Dataset.from_tensor_slices(features).batch(16).map(
+        lambda f: (model_inputs(f), model_targets(f, config.tasks, num_classes)))
+    model = compile_model(build_model(config, vocabulary_sizes(tft_output, config), num_classes),
+                          config)
+    model.fit(dataset, epochs=2, verbose=0)
+    serving_dir = tmp_path_factory.mktemp("tiny_export") / "serving_model"
+    version = serving_dir / "1"
+    texts = [row["text"] for row in rows[:8]]
+    export_serving_model(model, tft_output, config, str(version), texts)
+    return {"config": config, "serving_dir": serving_dir, "version": str(version), "model": model,
+            "texts": texts, "features": features}

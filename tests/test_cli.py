@@ -1,4 +1,5 @@
-"""The `mtmoe` command's error contract: one line naming what to fix, exit code 2, nothing written."""
+"""The `mtmoe` command's error contract, through `main()` in this process: one line naming what to
+fix, exit code 2, nothing written."""
 import os
 
 
@@ -69,3 +70,12 @@ def test_help_lists_the_commands(cli):
     assert result.returncode == 0
     for command in ("run", "predict", "data", "schedule", "compile"):
         assert command in result.stdout
+
+
+def test_the_console_script_calls_main_and_exits_with_its_code(tmp_path, cli_process):
+    """The tests above go through `main()` in this process; this one runs the installed `mtmoe`
+    script as a user does, once for success and once for a refused input."""
+    result = cli_process("--help")
+    assert result.returncode == 0 and "compile" in result.stdout
+    result = cli_process("run", "--data", tmp_path / "nope", "--work-dir", tmp_path / "work")
+    _assert_user_error(result, "nope", "no span-<N> folders")

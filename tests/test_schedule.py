@@ -128,7 +128,7 @@ def test_run_is_refused_at_once_while_another_holds_the_work_dir(tmp_path, cli):
         while str(holder.pid) not in _read(work / LOCK_FILE):
             assert time.monotonic() < deadline and holder.poll() is None, "the holder never locked"
             time.sleep(0.1)
-        result = cli("run", "--work-dir", work, timeout=120)
+        result = cli("run", "--work-dir", work)
     finally:
         holder.kill()
         holder.wait()

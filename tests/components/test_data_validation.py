@@ -95,19 +95,7 @@ def test_the_schema_is_pinned_by_content_so_an_edit_is_imported_again(tmp_path):
         pin_schema(str(tmp_path / "missing.pbtxt"), str(tmp_path / "pinned"))
 
 
-@pytest.fixture
-def mtmoe(capsys):
-    from mtmoe.cli import main
-
-    def run(*args):
-        code = main([*map(str, args)])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
-def test_schema_update_writes_the_configs_schema_and_reports_new_label_values(tmp_path, mtmoe,
+def test_schema_update_writes_the_configs_schema_and_reports_new_label_values(tmp_path, cli,
                                                                                write_jsonl):
     config = tmp_path / "bank.yaml"
     config.write_text(yaml.safe_dump({"tasks": [
@@ -115,10 +103,11 @@ def test_schema_update_writes_the_configs_schema_and_reports_new_label_values(tm
     rows = [{"text": "pay bob", "intent": "pay"}, {"text": "save now", "intent": "save"}]
     folder = write_jsonl({"train": rows, "dev": rows, "test": rows})
     data = tmp_path / "data"
-    assert mtmoe("data", "convert", "--format", "jsonl", "--config", config, folder, data)[0] == 0
+    assert cli("data", "convert", "--format", "jsonl", "--config", config, folder, data).returncode == 0
 
-    code, out, _ = mtmoe("schema", "update", "--config", config, "--data", data)
-    assert code == 0, out
+    result = cli("schema", "update", "--config", config, "--data", data)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
     schema_path = tmp_path / "bank.schema.pbtxt"  # beside the config, named after it
     assert out.splitlines()[0] == f"wrote {schema_path} from {data / 'span-1'}:"
     assert "  intent: 2 values" in out.splitlines()
@@ -127,13 +116,14 @@ def test_schema_update_writes_the_configs_schema_and_reports_new_label_values(tm
 
     rows.append({"text": "close it", "intent": "close_account"})
     folder = write_jsonl({"train": rows, "dev": rows, "test": rows})
-    assert mtmoe("data", "convert", "--format", "jsonl", "--config", config, folder, data)[0] == 0
-    code, out, _ = mtmoe("schema", "update", "--config", config, "--data", data)
-    assert code == 0 and "  intent: 3 values (+close_account)" in out.splitlines()
-    code, out, _ = mtmoe("schema", "update", "--config", config, "--data", data, "--span", 1)
-    assert code == 0 and "  intent: 2 values (-close_account)" in out.splitlines()
+    assert cli("data", "convert", "--format", "jsonl", "--config", config, folder, data).returncode == 0
+    result = cli("schema", "update", "--config", config, "--data", data)
+    assert result.returncode == 0 and "  intent: 3 values (+close_account)" in result.stdout.splitlines()
+    result = cli("schema", "update", "--config", config, "--data", data, "--span", 1)
+    assert result.returncode == 0 and "  intent: 2 values (-close_account)" in result.stdout.splitlines()
 
-    code, _, err = mtmoe("schema", "update", "--config", config, "--data", data, "--span", 7)
-    assert code == 2 and err.strip() == f"error: {data}: no span-7 (spans there: [1, 2])"
+    result = cli("schema", "update", "--config", config, "--data", data, "--span", 7)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {data}: no span-7 (spans there: [1, 2])"
     schema = tfdv.load_schema_text(str(schema_path))  # the refused update left the file alone
     assert list(tfdv.get_domain(schema, "intent").value) == ["pay", "save"]

@@ -5,22 +5,14 @@ examples longer than text.max_tokens."""
 import json
 import os
 import re
-from types import SimpleNamespace
 
 import pytest
 
 from mtmoe.formats import read_span_records
 
 @pytest.fixture
-def convert(capsys):
-    from mtmoe.cli import main
-
-    def run(*args):
-        code = main(["data", "convert", *map(str, args)])
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return run
+def convert(cli):
+    return lambda *args: cli("data", "convert", *args)
 
 
 GOOD = {"text": "pay bob", "intent": "pay", "slots": ["O", "B-payee"]}

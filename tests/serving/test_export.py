@@ -1,25 +1,49 @@
-"""What TF Serving needs from a pushed model, checked without TF Serving: ops, warmup, config files."""
-import os
+"""What TF Serving needs from an exported model, checked without TF Serving: the signatures give what
+the Keras model gives, ops, warmup requests, config files."""
+import re
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_text as tf_text
 from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from mtmoe.formats import to_tf_example
 from serving.compat import tf_text_ops, unsupported_ops
-from serving.deploy import BATCHING_CONFIG_FILE, MODEL_CONFIG_FILE, BatchingParameters
+from serving.deploy import BATCHING_CONFIG_FILE, MODEL_CONFIG_FILE, write_deployment_files
 from serving.export import WARMUP_FILE
+from trainer.features import model_inputs
+
+pytestmark = pytest.mark.slow
+
+# The fields of tensorflow.serving.BatchingParameters
+# (tensorflow_serving/servables/tensorflow/session_bundle_config.proto); wrapped scalars are written
+# `name { value: V }`, plain ones `name: V`.
+UPSTREAM_BATCHING_FIELDS = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
+                            "num_batch_threads", "thread_pool_name", "allowed_batch_sizes",
+                            "pad_variable_length_inputs"}
 
 
-def _version(pipeline_run):
-    return pipeline_run["summary"]["pushed_model"]
+def test_serving_examples_gives_the_keras_models_outputs_after_a_round_trip(tiny_export):
+    """The SavedModel from export_serving_model, loaded back: its raw per-task outputs for
+    serialized examples equal the in-memory Keras model's on the same transformed rows."""
+    config = tiny_export["config"]
+    loaded = tf.saved_model.load(tiny_export["version"])
+    texts = tiny_export["texts"]
+    examples = tf.constant([to_tf_example({"text": text}) for text in texts])
+    exported = loaded.signatures["serving_examples"](examples=examples)
+    features = {k: v[:len(texts)] for k, v in tiny_export["features"].items()}
+    expected = tiny_export["model"](model_inputs(features), training=False)
+    for task in config.tasks:
+        np.testing.assert_allclose(exported[task.name].numpy(), expected[task.name].numpy(),
+                                   rtol=1e-5, atol=1e-6, err_msg=task.name)
 
 
-def test_pushed_model_uses_only_ops_the_stock_serving_image_has(pipeline_run, cli):
-    assert unsupported_ops(_version(pipeline_run)) == []
-    result = cli("export-check", pipeline_run["work"] / "serving_model")
+def test_exported_model_uses_only_ops_the_stock_serving_image_has(tiny_export, cli):
+    assert unsupported_ops(tiny_export["version"]) == []
+    result = cli("export-check", tiny_export["serving_dir"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "core TensorFlow or tensorflow-text 2.12.1 ops" in result.stdout
 
@@ -40,28 +64,40 @@ def test_a_model_with_a_newer_tf_text_op_fails_the_check(tmp_path, cli):
     assert result.returncode == 2 and "TFText>Utf8Binarize" in result.stderr
 
 
-def test_warmup_requests_are_prediction_logs_the_model_answers(pipeline_run):
-    version = _version(pipeline_run)
-    records = list(tf.data.TFRecordDataset(os.path.join(version, WARMUP_FILE)).as_numpy_iterator())
-    assert 2 <= len(records) <= 1000
-    serve = tf.saved_model.load(version).signatures["serving_default"]
+def test_warmup_requests_are_each_text_alone_then_all_together_and_the_model_answers(tiny_export):
+    texts = tiny_export["texts"]
+    path = f"{tiny_export['version']}/{WARMUP_FILE}"
+    records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+    batches = []
+    serve = tf.saved_model.load(tiny_export["version"]).signatures["serving_default"]
     for record in records:
         request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
         assert request.model_spec.signature_name == "serving_default"
-        texts = tf.make_ndarray(request.inputs["text"])
-        assert texts.dtype == object and all(t.decode() for t in texts)
-        outputs = serve(text=tf.constant(texts))
-        assert outputs["intent_label"].shape[0] == len(texts)
+        batch = [t.decode() for t in tf.make_ndarray(request.inputs["text"])]
+        batches.append(batch)
+        assert serve(text=tf.constant(batch))["intent_label"].shape[0] == len(batch)
+    assert batches == [[text] for text in texts] + [texts]
 
 
-def test_deployment_files_parse_with_the_serving_protos(pipeline_run):
-    folder = os.path.dirname(pipeline_run["summary"]["serving_config"][MODEL_CONFIG_FILE])
-    with open(os.path.join(folder, MODEL_CONFIG_FILE)) as f:
+def _text_proto_fields(text: str) -> dict:
+    """{field: value} of a flat text proto whose scalars are plain or wrapped (`f { value: v }`)."""
+    pattern = r"(\w+)\s*(?::\s*(\S+)|\{\s*value:\s*(\S+)\s*\})"
+    fields = {name: plain or wrapped for name, plain, wrapped in re.findall(pattern, text)}
+    assert re.sub(pattern, "", text).strip() == "", text  # nothing else in the file
+    return fields
+
+
+def test_deployment_files_follow_the_upstream_protos(tmp_path):
+    files = write_deployment_files(str(tmp_path), "mtmoe")
+    with open(files[MODEL_CONFIG_FILE]) as f:
         config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
     model, = config.model_config_list.config
     assert (model.name, model.base_path, model.model_platform) == ("mtmoe", "/models/mtmoe",
                                                                   "tensorflow")
-    with open(os.path.join(folder, BATCHING_CONFIG_FILE)) as f:
-        batching = text_format.Parse(f.read(), BatchingParameters())
-    assert batching.max_batch_size.value == 32 and batching.num_batch_threads.value >= 1
-    assert np.all(np.diff(list(batching.allowed_batch_sizes) or [0]) >= 0)
+    assert model.model_version_policy.latest.num_versions == 1
+    with open(files[BATCHING_CONFIG_FILE]) as f:
+        batching = _text_proto_fields(f.read())
+    assert set(batching) <= UPSTREAM_BATCHING_FIELDS
+    assert batching == {"max_batch_size": "32", "batch_timeout_micros": "2000",
+                        "max_enqueued_batches": "100", "num_batch_threads": "4",
+                        "pad_variable_length_inputs": "true"}

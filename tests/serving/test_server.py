@@ -14,6 +14,8 @@ import requests
 from serving.client import GrpcClient, RestClient
 from serving.predict import Predictor
 
+pytestmark = pytest.mark.slow
+
 TEXTS = ["transfer $50 to my savings tomorrow", "I LOST MY VISA CARD!!", "",
          "zzqx frobnicate " * 100, "перевести деньги на сбережения", "我的卡丢了"]
 
@@ -25,9 +27,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(pipeline_run, tmp_path_factory):
-    """A copy of the pushed version in its own serving folder, served on free ports."""
-    version = pipeline_run["summary"]["pushed_model"]
+def server(tiny_export, tmp_path_factory):
+    """A copy of the tiny exported version in its own serving folder, served on free ports."""
+    version = tiny_export["version"]
     serving_dir = tmp_path_factory.mktemp("serve") / "serving_model"
     shutil.copytree(version, serving_dir / os.path.basename(version))
     rest, grpc_port = _free_port(), _free_port()
@@ -114,7 +116,7 @@ def test_predict_command_asks_the_server(server, cli):
 
 
 def test_a_new_version_is_served_without_a_restart(server):
-    """Runs last in this module: it changes the served version."""
+    """The new version is a copy of the served one, so the other tests here pass whichever serves."""
     newer = server["version"] + 1
     staging = server["dir"].parent / "staging"
     shutil.copytree(server["dir"] / str(server["version"]), staging)
