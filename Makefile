@@ -1,4 +1,5 @@
-# `make run` trains, evaluates and pushes a model on generated sample data; `make test` runs the tests.
+# `make run` trains, evaluates and pushes a model on generated sample data; `make test` runs the tests
+# (`make test-fast`: unit tests only).
 # Both (re)create .venv with Python 3.10 when it is missing or the lock changed.
 PYENV_ROOT ?= $(HOME)/.pyenv
 PYTHON310 ?= $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/3.10.*/bin/python3.10))),python3.10)
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run test venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask
+.PHONY: run test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask
 
 venv: $(PROJECT_STAMP)
 
@@ -29,6 +30,16 @@ run: $(PROJECT_STAMP)
 
 test: $(PROJECT_STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+# The edit-test loop: everything but the end-to-end pipeline runs and the tests that train, export
+# or serve a model.
+test-fast: $(PROJECT_STAMP)
+	$(BIN)/python -m pytest tests -m "not e2e and not slow" $(PYTEST_ARGS)
+
+# The whole suite in a shuffled order (a new seed each time; pytest prints it), to catch tests
+# that pass only after others.
+test-random: $(PROJECT_STAMP)
+	$(BIN)/python -m pytest tests --random-order $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) mtmoe_work

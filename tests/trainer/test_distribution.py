@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 SCRIPT = r"""
 import dataclasses, json
 import tensorflow as tf
@@ -16,6 +20,7 @@ import mtmoe
 from mtmoe.config import load_config
 from trainer.model import build_model, compile_model
 from trainer.module import distribution_strategy
+
 
 def config_for(trunk):
     config = load_config()
