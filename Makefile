@@ -28,8 +28,10 @@ $(PROJECT_STAMP): $(LOCK_STAMP) setup.py
 run: $(PROJECT_STAMP)
 	$(BIN)/mtmoe run $(ARGS)
 
+# Two workers (pytest-xdist), a test file to one worker: the end-to-end chain (one file, its
+# scenarios in order) runs on one while the rest runs on the other.
 test: $(PROJECT_STAMP)
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The edit-test loop: everything but the end-to-end pipeline runs and the tests that train, export
 # or serve a model.
@@ -39,7 +41,7 @@ test-fast: $(PROJECT_STAMP)
 # The whole suite in a shuffled order (a new seed each time; pytest prints it), to catch tests
 # that pass only after others.
 test-random: $(PROJECT_STAMP)
-	$(BIN)/python -m pytest tests --random-order $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile --random-order $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) mtmoe_work

@@ -25,7 +25,8 @@ from trainer.module import distribution_strategy
 def config_for(trunk):
     config = load_config()
     return dataclasses.replace(config, model=dataclasses.replace(
-        config.model, trunk=trunk, embedding_dim=16, ff_dim=16, expert_dim=8, num_heads=2, dropout=0.0))
+        config.model, trunk=trunk, embedding_dim=16, ff_dim=16, expert_dim=8, num_heads=2, dropout=0.0,
+        num_blocks=1))
 
 rng = np.random.default_rng(0)
 sizes, classes = {"token_ids": 40, "char_ids": 20}, {"intent": 5, "slots": 7, "sentiment": 4, "signals": 3}

@@ -26,7 +26,8 @@ NAMES = {"intent": [f"i{i}" for i in range(5)],
 def _config(**tuning):
     config = load_config()
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, embedding_dim=16, expert_dim=8, num_heads=2),
+        config, model=dataclasses.replace(config.model, embedding_dim=16, expert_dim=8, num_heads=2,
+                                          num_blocks=1),
         tuning=dataclasses.replace(config.tuning, **tuning))
     return config
 
