@@ -20,6 +20,9 @@ from mtmoe.tasks import label_key, task_type
 
 TOKEN_VOCABULARY = "tokens"
 CHAR_VOCABULARY = "chars"
+# The tokens seen at least twice in training: a prefix of the token vocabulary (both are sorted by
+# frequency), so its size tells the Trainer which ids are rare (for word dropout).
+FREQUENT_TOKEN_VOCABULARY = "frequent_tokens"
 
 
 def vocabulary_key(tokens: tf.RaggedTensor) -> tf.RaggedTensor:
@@ -47,6 +50,8 @@ def preprocessing_fn(inputs, custom_config):
     keys = vocabulary_key(tokens)
     ids = tft.compute_and_apply_vocabulary(
         keys, top_k=config.text.vocab_size, num_oov_buckets=1, vocab_filename=TOKEN_VOCABULARY)
+    tft.vocabulary(keys, top_k=config.text.vocab_size, frequency_threshold=2,
+                   vocab_filename=FREQUENT_TOKEN_VOCABULARY)
     outputs = {
         TOKEN_IDS: (ids + 1).to_tensor(default_value=PAD_ID, shape=[None, max_tokens]),
         TOKENS: tokens.to_tensor(default_value="", shape=[None, max_tokens]),

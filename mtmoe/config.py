@@ -58,6 +58,9 @@ class ModelConfig:
     balance_alpha: float = 0.01
     dropout: float = 0.1
     recurrent: bool = False      # a BiLSTM sublayer on the embeddings, before the first block
+    # Token-tagging heads read the classification tasks' predicted class probabilities at every
+    # token (the intent informs the slots); no effect without a classification task.
+    tags_see_classes: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +78,22 @@ class TrainingConfig:
     loss_weighting: str = "fixed"  # fixed: w_t = loss_weight (or the Tuner's); uncertainty: learned
     warm_start: bool = True      # start from the latest blessed model when it is compatible
     warm_start_epochs: int = 3   # epochs of a warm-started training (`epochs` from scratch)
+    # The weights of the epoch with the best val_objective are kept; training stops after this many
+    # epochs without a better one (0 = never stops early).
+    patience: int = 0
+    # Probability that a token seen once in training becomes the out-of-vocabulary id in a training
+    # step (its characters stay): the OOV vector learns, and unseen words lean on the characters.
+    word_dropout: float = 0.0
+    # Token tagging loss: each text's mean over its tokens, then the mean over texts
+    # (example_mean), or the mean over all tokens of the batch (token_mean).
+    tagging_loss: str = "example_mean"
     distribution: str = "none"   # tf.distribute strategy: none | mirrored | multi_worker
 
 
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+TAGGING_LOSSES = ("example_mean", "token_mean")
 TUNING_ALGORITHMS = ("bayesian", "hyperband", "random")
 
 
@@ -292,6 +305,14 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
                         f"{', '.join(DISTRIBUTIONS)}, got {config.training.distribution!r}")
     if config.training.warm_start_epochs < 1:
         raise UserError(f"{source}: training.warm_start_epochs: must be >= 1")
+    if not 0.0 <= config.training.word_dropout < 1.0:
+        raise UserError(f"{source}: training.word_dropout: a probability in [0, 1), got "
+                        f"{config.training.word_dropout}")
+    if config.training.tagging_loss not in TAGGING_LOSSES:
+        raise UserError(f"{source}: training.tagging_loss: expected one of "
+                        f"{', '.join(TAGGING_LOSSES)}, got {config.training.tagging_loss!r}")
+    if config.training.patience < 0:
+        raise UserError(f"{source}: training.patience: must be >= 0 (0 = never stop early)")
     if config.spans.window < 0:
         raise UserError(f"{source}: spans.window: must be >= 0 (0 = every span)")
     for name in ("max_label_drift", "max_split_skew"):

@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras import ops
 
 from mtmoe import metrics
+from mtmoe.decoding import bio_constraints, constrained_viterbi
 from mtmoe.feature_names import OVERALL, TOKENS
 
 UNLABELLED = -1
@@ -100,13 +101,16 @@ class MaskedSparseCrossEntropy(keras.losses.Loss):
     """Cross-entropy averaged over labelled examples only.
 
     For [B] targets: mean over examples with a target >= 0. For [B, L] token targets: each example's
-    mean over its labelled tokens, then the mean over examples with at least one labelled token.
+    mean over its labelled tokens, then the mean over examples with at least one labelled token; or,
+    with `token_mean`, the mean over every labelled token of the batch (a long text weighs more).
     With label smoothing e: `(1 - e) CE + e * mean_c(-log p_c)`.
     """
 
-    def __init__(self, label_smoothing=0.0, name="masked_sparse_cross_entropy", **kwargs):
+    def __init__(self, label_smoothing=0.0, token_mean=False, name="masked_sparse_cross_entropy",
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self.label_smoothing = label_smoothing
+        self.token_mean = token_mean
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "int32")
@@ -116,6 +120,8 @@ class MaskedSparseCrossEntropy(keras.losses.Loss):
         if self.label_smoothing:
             uniform = -ops.mean(ops.log(ops.clip(y_pred, 1e-7, 1.0)), axis=-1)
             loss = (1 - self.label_smoothing) * loss + self.label_smoothing * uniform
+        if len(loss.shape) == 2 and self.token_mean:
+            return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
         if len(loss.shape) == 2:
             tokens = ops.sum(mask, axis=-1)
             loss = ops.sum(loss * mask, axis=-1) / ops.maximum(tokens, 1.0)
@@ -123,7 +129,8 @@ class MaskedSparseCrossEntropy(keras.losses.Loss):
         return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+        return {**super().get_config(), "label_smoothing": self.label_smoothing,
+                "token_mean": self.token_mean}
 
 
 class MaskedBinaryCrossEntropy(keras.losses.Loss):
@@ -151,7 +158,8 @@ class Classification:
     """One label per example: softmax over the label vocabulary, accuracy."""
 
     primary_metric = "accuracy"
-    decoded_outputs = ("label", "score")  # serving outputs <task>_label, <task>_score
+    decoded_outputs = ("label", "score")
+    per_token = False  # targets are per example, not per token  # serving outputs <task>_label, <task>_score
 
     def transform(self, task, raw, tft, text):
         return _label_ids(task, raw, tft, width=1)[:, 0]
@@ -163,8 +171,8 @@ class Classification:
         x = keras.layers.Dense(pooled.shape[-1], activation="gelu", name=f"{task.name}_tower")(pooled)
         return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=task.name)(x)
 
-    def loss(self, label_smoothing=0.0):
-        return MaskedSparseCrossEntropy(label_smoothing)
+    def loss(self, training):
+        return MaskedSparseCrossEntropy(training.label_smoothing)
 
     def keras_metrics(self):
         return [_MaskedMean(name="accuracy")]
@@ -212,6 +220,7 @@ class Multilabel:
 
     primary_metric = "micro_f1"
     decoded_outputs = ("labels", "scores")
+    per_token = False
 
     def transform(self, task, raw, tft, text):
         return _label_ids(task, raw, tft, width=task.max_labels)
@@ -225,8 +234,8 @@ class Multilabel:
         x = keras.layers.Dense(pooled.shape[-1], activation="gelu", name=f"{task.name}_tower")(pooled)
         return keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name=task.name)(x)
 
-    def loss(self, label_smoothing=0.0):
-        return MaskedBinaryCrossEntropy(label_smoothing)
+    def loss(self, training):
+        return MaskedBinaryCrossEntropy(training.label_smoothing)
 
     def keras_metrics(self):
         return [_MicroF1(name="micro_f1")]
@@ -278,6 +287,7 @@ class TokenTagging:
 
     primary_metric = "span_f1"
     decoded_outputs = ("tags", "scores")
+    per_token = True  # targets [B, L], one per token
 
     def transform(self, task, raw, tft, text):
         return _label_ids(task, raw, tft, width=text.max_tokens)
@@ -289,16 +299,22 @@ class TokenTagging:
         x = keras.layers.Dense(sequence.shape[-1], activation="gelu", name=f"{task.name}_tower")(sequence)
         return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=task.name)(x)
 
-    def loss(self, label_smoothing=0.0):
-        return MaskedSparseCrossEntropy(label_smoothing)
+    def loss(self, training):
+        return MaskedSparseCrossEntropy(training.label_smoothing,
+                                        token_mean=training.tagging_loss == "token_mean")
 
     def keras_metrics(self):
         return [_MaskedMean(name="token_accuracy")]
 
     def decode(self, task, probs, class_names, token_mask):
-        tags = tf.gather(class_names, tf.argmax(probs, axis=-1))
-        return {f"{task.name}_tags": tf.where(token_mask, tags, ""),
-                f"{task.name}_scores": tf.where(token_mask, tf.reduce_max(probs, axis=-1), 0.0)}
+        """The most probable well-formed BIO sequence (never an I-x that opens a span, see
+        mtmoe.decoding), with each chosen tag's probability."""
+        allowed, start = bio_constraints(list(class_names))
+        ids = constrained_viterbi(tf.math.log(tf.maximum(tf.cast(probs, tf.float32), 1e-12)),
+                                  token_mask, allowed, start)
+        scores = tf.gather(tf.cast(probs, tf.float32), ids, batch_dims=2)
+        return {f"{task.name}_tags": tf.where(token_mask, tf.gather(class_names, ids), ""),
+                f"{task.name}_scores": tf.where(token_mask, scores, 0.0)}
 
     def prediction_json(self, task, outputs, i):
         n = sum(1 for token in outputs[TOKENS][i] if _text(token))
@@ -385,7 +401,7 @@ def class_names_from_vocabulary(vocabulary: List[str]) -> List[str]:
     return list(vocabulary) + [UNKNOWN_LABEL]
 
 
-def decode_outputs(tasks, probabilities, class_names, token_mask):
+def decode_outputs(tasks, probabilities, class_names: Dict[str, List[str]], token_mask):
     """Model outputs -> {decoded strings and scores per task, plus each task's raw output}."""
     outputs = dict(probabilities)
     for task in tasks:

@@ -244,4 +244,7 @@ def summarize(record: RunRecord) -> dict:
         "loss_weights": training.get("loss_weights"),
         "spans": record.spans,
         "warm_start": training.get("warm_start"),
+        "kept_epoch": training.get("kept_epoch"),
+        "epoch_seconds": training.get("epoch_seconds"),
+        "parameters": training.get("parameters"),
     }

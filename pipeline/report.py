@@ -115,6 +115,7 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
         "trials": summary.get("trials", []),
         "loss_weighting": summary.get("loss_weighting"),
         "loss_weights": summary.get("loss_weights"),
+        "kept_epoch": summary.get("kept_epoch"),
     }
 
 
@@ -219,7 +220,12 @@ def render_markdown(report: dict, config, plot_dir: str) -> str:
         path = plots.training_curves(report["history"], [t.name for t in config.tasks],
                                      {t.name: task_type(t).primary_metric for t in config.tasks},
                                      os.path.join(plot_dir, "training_curves.png"))
-        lines += ["## Training", "", f"![training curves]({relative}/{os.path.basename(path)})", ""]
+        lines += ["## Training", ""]
+        kept = report.get("kept_epoch")
+        if kept:
+            lines += [f"The model keeps the weights of epoch {kept['epoch']} of {kept['epochs_run']}: "
+                      f"{kept['reason']} ({number(kept['val_objective'])}).", ""]
+        lines += [f"![training curves]({relative}/{os.path.basename(path)})", ""]
 
     if report["gates"]:
         lines += ["## Experts", "", "Per task gate: the mean gate weight of each routed expert and "

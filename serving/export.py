@@ -35,7 +35,7 @@ class ServingModule(tf.Module):
         self._tasks = config.tasks
         names = {task.name: class_names(tft_output, task) for task in config.tasks}
         self._num_classes = {name: len(v) for name, v in names.items()}
-        self._class_names = {name: tf.constant(v) for name, v in names.items()}
+        self._class_names = {name: tuple(v) for name, v in names.items()}
         self._raw_spec = tft_output.raw_feature_spec()
         buckets = config.evaluation.length_buckets
         self._bucket_bounds = tf.constant(buckets, tf.int64)

@@ -1,7 +1,9 @@
 """The Trainer's and Tuner's callbacks: validation scores that Keras metrics cannot compute in-graph
-(span F1, overall accuracy, the tuning objective), learned loss weights, the learning-rate decay."""
+(span F1, overall accuracy, the tuning objective), learned loss weights, the learning-rate decay,
+epoch times."""
 import copy
 import math
+import time
 
 import keras
 import tensorflow as tf
@@ -21,7 +23,7 @@ class ValidationScores(keras.callbacks.Callback):
         super().__init__()
         self.dataset = dataset
         self.tasks = tasks
-        self.class_names = {name: tf.constant(names) for name, names in class_names.items()}
+        self.class_names = class_names
         self.objective_weights = objective_weights
 
     def scores(self):
@@ -80,3 +82,20 @@ class CosineDecay(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+
+
+class EpochSeconds(keras.callbacks.Callback):
+    """Logs `epoch_seconds`: the wall time of each epoch's training steps, without its validation.
+    Goes first among the callbacks, so that it times the steps alone."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started, self.seconds = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):  # fit's validation pass starts: the steps are done
+        if self.seconds is None:
+            self.seconds = time.perf_counter() - self.started
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = round(self.seconds if self.seconds is not None
+                                          else time.perf_counter() - self.started, 2)

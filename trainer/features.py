@@ -3,8 +3,8 @@ from typing import Dict, List
 
 import tensorflow as tf
 
-from components.transform import CHAR_VOCABULARY, TOKEN_VOCABULARY
-from mtmoe.feature_names import CHAR_IDS, TOKEN_IDS
+from components.transform import CHAR_VOCABULARY, FREQUENT_TOKEN_VOCABULARY, TOKEN_VOCABULARY
+from mtmoe.feature_names import CHAR_IDS, PAD_ID, TOKEN_IDS
 from mtmoe.tasks import class_names_from_vocabulary, label_key, label_vocabulary_name, task_type
 from trainer.warm_start import CHARS, TOKENS, embedding_rows
 
@@ -43,3 +43,31 @@ def model_targets(transformed: Dict[str, tf.Tensor], tasks, num_classes: Dict[st
                   ) -> Dict[str, tf.Tensor]:
     return {task.name: task_type(task).targets(transformed[label_key(task)], num_classes[task.name])
             for task in tasks}
+
+
+def trim_to_longest(inputs: Dict[str, tf.Tensor], targets: Dict[str, tf.Tensor], tasks):
+    """A batch padded to `max_tokens`, cut to its longest text (at least one token): a step then
+    costs what its texts need (SNIPS: 9 tokens on average, padded to 40). Padding stays masked."""
+    lengths = tf.reduce_sum(tf.cast(tf.not_equal(inputs[TOKEN_IDS], PAD_ID), tf.int32), axis=1)
+    longest = tf.maximum(tf.reduce_max(lengths), 1)
+    inputs = {name: value[:, :longest] for name, value in inputs.items()}
+    targets = {task.name: targets[task.name][:, :longest] if task_type(task).per_token
+               else targets[task.name] for task in tasks}
+    return inputs, targets
+
+
+def rare_token_ids(tft_output) -> tuple:
+    """(first, last) token id of the tokens seen once in training: after the frequent ones, before
+    the out-of-vocabulary id."""
+    return (tft_output.vocabulary_size_by_name(FREQUENT_TOKEN_VOCABULARY) + 1,
+            tft_output.vocabulary_size_by_name(TOKEN_VOCABULARY))
+
+
+def drop_rare_words(inputs: Dict[str, tf.Tensor], rare_ids: tuple, rate: float, seed=None):
+    """Each rare token becomes the out-of-vocabulary id with probability `rate` (word dropout,
+    drawn anew every step); its characters stay, so the character encoder learns to stand in."""
+    ids = inputs[TOKEN_IDS]
+    first, last = rare_ids
+    rare = tf.logical_and(ids >= first, ids <= last)
+    dropped = tf.logical_and(rare, tf.random.uniform(tf.shape(ids), seed=seed) < rate)
+    return {**inputs, TOKEN_IDS: tf.where(dropped, tf.cast(last + 1, ids.dtype), ids)}

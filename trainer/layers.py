@@ -231,10 +231,11 @@ class DeepSeekMoE(keras.layers.Layer):
     and 0 otherwise. Each router adds the balance loss `alpha * sum_i f_i P_i`, with
     `f_i = N_r / (K T) * #tokens routed to i` and `P_i` the mean of `s_i` over the T non-padding tokens.
 
-    With `dense_dispatch=False`, tokens go to experts through fixed-size buffers of
+    In training, with `dense_dispatch=False`, tokens go to experts through fixed-size buffers of
     `capacity = ceil(T * top_k / N_r * capacity_factor)` slots (GShard / Switch): routed compute follows
     top_k, not N_r; a token whose expert is full skips it and keeps the residual and shared path.
-    `dense_dispatch=True` runs every expert on every token and weights the outputs: the reference.
+    `dense_dispatch=True`, and inference always, runs every expert on every token and weights the
+    outputs by the top-k gates: no token loses an expert to a full buffer.
 
     Several `router_names` give one router per name over the same experts and one output each (the
     per-task gates of the last block); otherwise the single output is returned as a one-item list.
@@ -330,7 +331,10 @@ class DeepSeekMoE(keras.layers.Layer):
         h = ops.reshape(self.norm(x), (-1, self.dim))
         valid = ops.cast(ops.reshape(padding_mask, (-1,)), "float32")
         common = self.shared_out(self.shared_in(h)) if self.num_shared else ops.zeros_like(h)
-        dispatch = self._dispatch_dense if self.dense_dispatch else self._dispatch_capacity
+        # Buffers only while training: at inference every token gets its top-k experts, so a
+        # text's prediction never depends on the other texts in its batch.
+        dispatch = self._dispatch_capacity if training and not self.dense_dispatch \
+            else self._dispatch_dense
         outputs = []
         for router in self.router_names:
             scores, gates, experts = self.route(h, router)

@@ -126,16 +126,17 @@ def feed_forward(config, block: int, task_names: List[str]) -> keras.layers.Laye
 
 def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str, int]
                 ) -> keras.Model:
-    """{token_ids [B, L], char_ids [B, L, C]} -> {task name: float32 output} for every task."""
+    """{token_ids [B, L], char_ids [B, L, C]} -> {task name: float32 output} for every task;
+    L is any length up to `text.max_tokens`."""
     m, text = config.model, config.text
     task_names = [task.name for task in config.tasks]
-    inputs = {TOKEN_IDS: keras.Input(shape=(text.max_tokens,), dtype="int32", name=TOKEN_IDS)}
+    # Any length up to max_tokens: training batches are cut to their longest text.
+    inputs = {TOKEN_IDS: keras.Input(shape=(None,), dtype="int32", name=TOKEN_IDS)}
     padding_mask = ops.not_equal(inputs[TOKEN_IDS], PAD_ID)
     x = TokenAndPositionEmbedding(vocabulary_sizes[TOKEN_IDS], text.max_tokens, m.embedding_dim,
                                   name=EMBEDDING)(inputs[TOKEN_IDS])
     if text.max_chars:
-        inputs[CHAR_IDS] = keras.Input(shape=(text.max_tokens, text.max_chars), dtype="int32",
-                                       name=CHAR_IDS)
+        inputs[CHAR_IDS] = keras.Input(shape=(None, text.max_chars), dtype="int32", name=CHAR_IDS)
         x = x + CharacterEncoder(vocabulary_sizes[CHAR_IDS], m.char_dim, m.embedding_dim,
                                  name=CHARACTERS)(inputs[CHAR_IDS])
     x = keras.layers.Dropout(m.dropout)(x)
@@ -154,14 +155,31 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
     final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
     pooling = MaskedMeanPooling(name="pooling")
     outputs = {}
-    for task in config.tasks:
+    # Sentence-level tasks first, so that token-tagging heads can read their predictions.
+    for task in sorted(config.tasks, key=lambda t: task_type(t).per_token):
         sequence = final_norm(sequences[task.name])
         pooled = pooling(sequence, padding_mask)
+        if m.tags_see_classes and task_type(task).per_token:
+            sequence = with_class_context(sequence, [outputs[t.name] for t in config.tasks
+                                                     if t.type == "classification"])
         outputs[task.name] = task_type(task).head(task, sequence, pooled, num_classes[task.name])
+    outputs = {task.name: outputs[task.name] for task in config.tasks}
     uncertain = config.training.loss_weighting == "uncertainty"
     return MultiTaskModel(inputs=inputs, outputs=outputs, name="mtmoe",
                           fgm_epsilon=config.training.fgm_epsilon,
                           uncertainty_tasks=task_names if uncertain else ())
+
+
+def with_class_context(sequence, class_probabilities: list):
+    """[B, L, d] -> [B, L, d + sum C]: every token also reads each sentence-level task's predicted
+    class probabilities (Stack-Propagation feeds the predicted intent to its slot decoder). The
+    gradient stops there: the tagging loss does not pull the classifiers."""
+    if not class_probabilities:
+        return sequence
+    context = ops.stop_gradient(ops.concatenate(class_probabilities, axis=-1))
+    every_token = ops.ones_like(sequence[:, :, :1])  # [B, L, 1]
+    return ops.concatenate([sequence, every_token * ops.cast(context, sequence.dtype)[:, None, :]],
+                           axis=-1)
 
 
 def loss_weights(config) -> Dict[str, float]:
@@ -181,7 +199,7 @@ def compile_model(model: keras.Model, config) -> keras.Model:
     optimizer.exclude_from_weight_decay(var_names=[LOG_VARIANCE])  # decay would pull w_t to 1
     model.compile(
         optimizer=optimizer,
-        loss={name: kind.loss(t.label_smoothing) for name, kind in types.items()},
+        loss={name: kind.loss(t) for name, kind in types.items()},
         loss_weights=loss_weights(config),
         metrics={name: kind.keras_metrics() for name, kind in types.items()},
     )

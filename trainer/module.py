@@ -19,10 +19,12 @@ from tfx_bsl.public import tfxio
 
 from mtmoe.config import Config
 from mtmoe.feature_names import TOKENS
+from mtmoe.tasks import OBJECTIVE
 from serving.export import export_serving_model
-from trainer.callbacks import CosineDecay, LearnedLossWeights, ValidationScores
+from trainer.callbacks import CosineDecay, EpochSeconds, LearnedLossWeights, ValidationScores
 from trainer import warm_start
-from trainer.features import model_inputs, model_targets, vocabularies, vocabulary_sizes
+from trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
+                              trim_to_longest, vocabularies, vocabulary_sizes)
 from trainer.introspection import gate_statistics
 from trainer.model import build_model, compile_model, effective_loss_weights
 from trainer.tuning import SearchBudget, apply_hyperparameters, define_search_space, make_tuner
@@ -59,15 +61,24 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def make_dataset(file_pattern, data_accessor, tft_output, config, num_classes, shuffle: bool):
-    """(inputs, targets) batches, one pass over the files per epoch."""
+    """(inputs, targets) batches, each cut to its longest text; one pass over the files per epoch.
+    Training data (`shuffle`) gets word dropout (`training.word_dropout`)."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(batch_size=config.training.batch_size, shuffle=shuffle,
                                        shuffle_seed=config.training.seed, num_epochs=1),
         tft_output.transformed_metadata.schema)
-    return dataset.map(
-        lambda features: (model_inputs(features), model_targets(features, config.tasks, num_classes)),
-        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    rate = config.training.word_dropout if shuffle else 0.0  # training data only
+    rare_ids = rare_token_ids(tft_output) if rate else None
+
+    def prepare(features):
+        inputs = model_inputs(features)
+        if rate:
+            inputs = drop_rare_words(inputs, rare_ids, rate)
+        return trim_to_longest(inputs, model_targets(features, config.tasks, num_classes),
+                               config.tasks)
+
+    return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def sample_texts(file_pattern, tft_output, count: int):
@@ -110,13 +121,33 @@ class _Inputs:
         return compile_model(build_model(config, self.vocabulary_sizes, self.num_classes), config)
 
     def callbacks(self, config, epochs: int):
-        callbacks = [ValidationScores(self.evaluation, config.tasks, self.class_names,
-                                      config.tuning.objective_weights)]
+        callbacks = [EpochSeconds(), ValidationScores(self.evaluation, config.tasks,
+                                                      self.class_names,
+                                                      config.tuning.objective_weights)]
         if config.training.learning_rate_schedule == "cosine":
             callbacks.append(CosineDecay(epochs))
         if config.training.loss_weighting == "uncertainty":
             callbacks.append(LearnedLossWeights())
         return callbacks
+
+
+def best_epoch_callback(config, epochs: int) -> keras.callbacks.EarlyStopping:
+    """Keeps the weights of the epoch with the best `val_objective` (every task's primary metric on
+    the eval split, the Tuner's objective too) and stops after `training.patience` epochs without
+    a better one (0: runs every epoch)."""
+    return keras.callbacks.EarlyStopping(
+        monitor=f"val_{OBJECTIVE}", mode="max", patience=config.training.patience or epochs,
+        restore_best_weights=True)
+
+
+def kept_epoch(callback: keras.callbacks.EarlyStopping, history) -> dict:
+    """Which epoch's weights the model holds after training, and why."""
+    ran = len(history.history["loss"])
+    return {"epoch": callback.best_epoch + 1, "epochs_run": ran,
+            "val_objective": float(callback.best),
+            "reason": f"best val_{OBJECTIVE} of {ran} epochs"
+                      + (f"; stopped after {callback.patience} without a better one"
+                         if callback.stopped_epoch else "")}
 
 
 def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
@@ -163,8 +194,9 @@ def run_fn(fn_args):
             model = inputs.model(config)
             started = _warm_start(model, config, inputs.vocabularies, fn_args.base_model)
         epochs = config.training.warm_start_epochs if started["warm_started"] else config.training.epochs
+        best = best_epoch_callback(config, epochs)
         history = model.fit(inputs.train, validation_data=inputs.evaluation, epochs=epochs,
-                            callbacks=inputs.callbacks(config, epochs), verbose=2)
+                            callbacks=inputs.callbacks(config, epochs) + [best], verbose=2)
         _write_json(fn_args.model_run_dir, HISTORY_FILE,
                     {k: [float(v) for v in vs] for k, vs in history.history.items()})
         _write_json(fn_args.model_run_dir, TRAINING_FILE, {
@@ -173,6 +205,9 @@ def run_fn(fn_args):
             "hyperparameters": searched,
             "warm_start": started,
             "epochs": epochs,
+            "kept_epoch": kept_epoch(best, history),
+            "epoch_seconds": history.history["epoch_seconds"],
+            "parameters": model.count_params(),
         })
         if fn_args.custom_config.get(EXPORT_KEY, True):
             warm_start.save(model, config, inputs.vocabularies,

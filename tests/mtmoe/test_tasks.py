@@ -58,9 +58,28 @@ def test_task_types_are_read_back_from_the_serving_output_names(default_tasks):
     for task in default_tasks:
         shape = [2, 3, 4] if task.type == "token_tagging" else [2, 4]
         probabilities[task.name] = tf.fill(shape, 0.25)
-        class_names[task.name] = tf.constant(["a", "b", "c", "d"])
+        class_names[task.name] = ["a", "b", "c", "d"]
     outputs = decode_outputs(default_tasks, probabilities, class_names, tf.ones([2, 3], tf.bool))
     outputs.pop("tokens", None)
     decoded = [name for name in outputs if name not in probabilities]
     found = tasks_from_output_names(decoded + ["tokens"])
     assert sorted((t.name, t.type) for t in found) == sorted((t.name, t.type) for t in default_tasks)
+
+
+def test_tagging_decodes_the_best_well_formed_sequence_not_each_tokens_argmax():
+    """Per-token argmax would give `O I-amount I-amount`; the decoder gives the best sequence
+    without an I-x that opens a span, and each chosen tag's probability as its score."""
+    import numpy as np
+    import tensorflow as tf
+
+    from mtmoe.config import TaskConfig
+    from mtmoe.tasks import decode_outputs
+
+    task = TaskConfig("slots", "token_tagging", "slots")
+    names = ["O", "B-amount", "I-amount", "<unknown>"]
+    probs = np.array([[[0.70, 0.10, 0.15, 0.05], [0.30, 0.25, 0.45, 0.0],
+                       [0.10, 0.05, 0.85, 0.0], [0.25, 0.25, 0.25, 0.25]]], "float32")
+    outputs = decode_outputs([task], {"slots": tf.constant(probs)}, {"slots": names},
+                             tf.constant([[True, True, True, False]]))
+    assert [t.decode() for t in outputs["slots_tags"].numpy()[0]] == ["O", "B-amount", "I-amount", ""]
+    np.testing.assert_allclose(outputs["slots_scores"].numpy()[0], [0.70, 0.25, 0.85, 0.0])

@@ -243,12 +243,17 @@ def _report(summary):
     return folder, json.loads(open(os.path.join(folder, "report.json")).read())
 
 
-def test_evaluator_span_f1_equals_the_trainers_validation_span_f1(run):
-    """Same model, same eval split: TFMA's custom metric and the trainer's callback must agree."""
+def test_the_evaluator_scores_the_kept_epochs_model_as_the_trainer_did(run):
+    """Same model, same eval split: TFMA's custom metric equals the trainer's validation score of
+    the epoch whose weights were kept (the best val_objective), which the summary names."""
     _, report = _report(run["summary"])
+    history = report["history"]
+    kept = run["summary"]["kept_epoch"]
+    assert kept["epochs_run"] == len(history["loss"]) == run["config"]["training"]["epochs"]
+    assert kept["epoch"] == 1 + history["val_objective"].index(max(history["val_objective"]))
     slots = next(row for row in report["headline"] if row["task"] == "slots")
     assert slots["metric"] == "span_f1"
-    assert slots["eval"] == pytest.approx(report["history"]["val_slots_span_f1"][-1], abs=1e-6)
+    assert slots["eval"] == pytest.approx(history["val_slots_span_f1"][kept["epoch"] - 1], abs=1e-6)
 
 
 def test_length_slices_partition_the_eval_split(run):

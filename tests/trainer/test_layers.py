@@ -68,15 +68,16 @@ def test_capacity_dispatch_equals_dense_dispatch_when_no_token_overflows():
     dense = _moe(dense_dispatch=True)
     _copy_weights(capacity, dense, x, mask)
     assert capacity.capacity(15) == 15
-    np.testing.assert_allclose(ops.convert_to_numpy(capacity(x, mask)[0]),
-                               ops.convert_to_numpy(dense(x, mask)[0]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(capacity(x, mask, training=True)[0]),
+                               ops.convert_to_numpy(dense(x, mask, training=True)[0]),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_overflow_tokens_keep_the_residual_and_shared_path():
     x, mask = _inputs()
     tight = _moe(capacity_factor=0.1)  # capacity ceil(15 * 2 / 4 * 0.1) = 1 slot per expert
     assert tight.capacity(15) == 1
-    out = ops.convert_to_numpy(tight(x, mask)[0]).reshape(-1, DIM)
+    out = ops.convert_to_numpy(tight(x, mask, training=True)[0]).reshape(-1, DIM)
     h = tight.norm(ops.reshape(x, (-1, DIM)))
     shared = ops.convert_to_numpy(tight.shared_out(tight.shared_in(h)))
     without_routed = x.reshape(-1, DIM) + shared
@@ -84,6 +85,20 @@ def test_overflow_tokens_keep_the_residual_and_shared_path():
     # At most one token per expert got routed help: at most N_r tokens differ from x + shared(x).
     assert 1 <= differs.sum() <= EXPERTS
     assert not differs.reshape(3, 5)[0, 3:].any()  # padding never takes a slot
+
+
+def test_at_inference_no_token_loses_an_expert_to_a_full_buffer():
+    """Buffers apply in training only: at inference the tight layer equals dense dispatch, and a
+    text's output is the same alone and behind texts that crowd its experts."""
+    x, mask = _inputs()
+    tight, dense = _moe(capacity_factor=0.1), _moe(dense_dispatch=True)
+    _copy_weights(tight, dense, x, mask)
+    np.testing.assert_allclose(ops.convert_to_numpy(tight(x, mask)[0]),
+                               ops.convert_to_numpy(dense(x, mask)[0]), rtol=1e-5, atol=1e-5)
+    crowd = np.concatenate([np.repeat(x[1:2], 8, axis=0), x[:1]])
+    crowded = ops.convert_to_numpy(tight(crowd, np.ones(crowd.shape[:2], bool))[0])
+    alone = ops.convert_to_numpy(tight(x[:1], np.ones((1, 5), bool))[0])
+    np.testing.assert_allclose(crowded[-1], alone[0], rtol=1e-5, atol=1e-5)
 
 
 def test_routed_compute_follows_top_k_not_the_number_of_experts():

@@ -62,3 +62,14 @@ def test_label_smoothing_survives_keras_serialization_and_changes_the_loss():
         assert clone.label_smoothing == 0.2
         assert float(clone(targets, probs)) == pytest.approx(float(smoothed(targets, probs)))
         assert float(clone(targets, probs)) != pytest.approx(float(kind()(targets, probs)))
+
+
+def test_token_mean_weighs_every_labelled_token_alike():
+    probs = _softmax(np.random.default_rng(0).normal(size=(2, 4, 3)))
+    targets = np.array([[0, 1, -1, -1], [2, 2, 1, 0]])  # two labelled tokens, then four
+    per_token = -np.log(np.take_along_axis(probs, np.maximum(targets, 0)[..., None], -1)[..., 0])
+    labelled = targets >= 0
+    assert float(MaskedSparseCrossEntropy(token_mean=True)(targets, probs)) == pytest.approx(
+        per_token[labelled].mean(), rel=1e-5)
+    assert float(MaskedSparseCrossEntropy()(targets, probs)) == pytest.approx(
+        np.mean([per_token[0, :2].mean(), per_token[1].mean()]), rel=1e-5)

@@ -15,10 +15,11 @@ VOCABULARY = {"token_ids": 40, "char_ids": 20}
 CLASSES = {"intent": 5, "slots": 7, "sentiment": 4, "signals": 3}
 
 
-def _config(trunk="deepseek_moe", **training):
+def _config(trunk="deepseek_moe", blocks=2, **training):
     config = load_config()
     config = dataclasses.replace(config, model=dataclasses.replace(
-        config.model, trunk=trunk, embedding_dim=16, ff_dim=16, expert_dim=8, num_heads=2))
+        config.model, trunk=trunk, embedding_dim=16, ff_dim=16, expert_dim=8, num_heads=2,
+        num_blocks=blocks))
     return config.with_overrides(**training) if training else config
 
 
@@ -87,7 +88,7 @@ def test_dense_trunk_has_no_gates():
 
 @pytest.mark.slow
 def test_fgm_step_trains_and_puts_the_embeddings_back():
-    config = _config("dense", fgm_epsilon=1.0, learning_rate=0.0, weight_decay=0.0)
+    config = _config("dense", blocks=1, fgm_epsilon=1.0, learning_rate=0.0, weight_decay=0.0)
     model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
     inputs, targets = _batch(config)
     table = model.get_layer("embedding").tokens.embeddings
@@ -107,7 +108,7 @@ def test_training_options_reach_the_optimizer_and_losses():
 
 @pytest.mark.slow
 def test_recurrent_option_adds_one_bilstm_and_keeps_the_outputs():
-    config = _config("deepseek_moe")
+    config = _config("deepseek_moe", blocks=1)
     assert "recurrent" not in {layer.name for layer in build_model(config, VOCABULARY, CLASSES).layers}
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, recurrent=True))
     model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
@@ -122,7 +123,7 @@ def test_recurrent_option_adds_one_bilstm_and_keeps_the_outputs():
 
 @pytest.mark.slow
 def test_cosine_decay_lowers_the_starting_learning_rate_each_epoch():
-    config = _config("dense", learning_rate=0.01)
+    config = _config("dense", blocks=1, learning_rate=0.01)
     model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
     inputs, targets = _batch(config)
     history = model.fit(inputs, targets, epochs=4, verbose=0, callbacks=[CosineDecay(4)])
@@ -131,3 +132,53 @@ def test_cosine_decay_lowers_the_starting_learning_rate_each_epoch():
     model.optimizer.learning_rate = 0.1  # as a tuning trial's model is compiled with its own rate
     history = model.fit(inputs, targets, epochs=2, verbose=0, callbacks=[CosineDecay(2)])
     np.testing.assert_allclose(history.history["learning_rate"], [0.1, 0.05], rtol=1e-5)
+
+
+@pytest.mark.parametrize("trunk", TRUNKS)
+def test_a_texts_predictions_do_not_depend_on_padding_or_on_the_other_texts(trunk):
+    """Trained batches are cut to their longest text: a text's outputs must be the same alone (cut
+    to its own length), among short texts, and among long ones padded to max_tokens, whose tokens
+    also crowd the same experts (no capacity drop at inference)."""
+    config = dataclasses.replace(_config(trunk), model=dataclasses.replace(
+        _config(trunk).model, recurrent=True, dropout=0.0))
+    model = build_model(config, VOCABULARY, CLASSES)
+    rng = np.random.default_rng(3)
+    length, chars = config.text.max_tokens, config.text.max_chars
+
+    def texts(lengths):
+        ids = np.zeros((len(lengths), length), "int32")
+        char_ids = np.zeros((len(lengths), length, chars), "int32")
+        for row, n in enumerate(lengths):
+            ids[row, :n] = rng.integers(1, VOCABULARY["token_ids"], n)
+            char_ids[row, :n, :3] = rng.integers(1, VOCABULARY["char_ids"], (n, 3))
+        return {"token_ids": ids, "char_ids": char_ids}
+
+    text = texts([4])
+    alone = model({k: v[:, :4] for k, v in text.items()}, training=False)
+    short = texts([2, 3, 1])
+    long = texts([length] * 5)
+    long["token_ids"][:] = long["token_ids"][:1]  # the same words everywhere: the same experts
+    for others, cut in ((short, 4), (long, length)):
+        batch = {k: np.concatenate([others[k], text[k]])[:, :cut] for k in text}
+        together = model(batch, training=False)
+        for task in config.tasks:
+            got, expected = np.asarray(together[task.name][-1]), np.asarray(alone[task.name][0])
+            if task.type == "token_tagging":
+                got = got[:4]
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=task.name)
+
+
+def test_tagging_heads_can_read_the_predicted_classes_and_configs_without_classes_still_build():
+    config = _config("dense")
+    seeing = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                   tags_see_classes=True))
+    plain, reading = (build_model(c, VOCABULARY, CLASSES) for c in (config, seeing))
+    # The slots tower reads the intent's and the sentiment's probabilities at every token.
+    width = {m: m.get_layer("slots_tower").kernel.shape[0] for m in (plain, reading)}
+    assert width[reading] == width[plain] + CLASSES["intent"] + CLASSES["sentiment"]
+    inputs, _ = _batch(seeing)
+    assert reading(inputs)["slots"].shape == (6, seeing.text.max_tokens, CLASSES["slots"])
+    tags_only = dataclasses.replace(seeing, tasks=tuple(t for t in seeing.tasks
+                                                        if t.type == "token_tagging"))
+    model = build_model(tags_only, VOCABULARY, {"slots": CLASSES["slots"]})
+    assert list(model(inputs)) == ["slots"]

@@ -1,0 +1,54 @@
+"""Model inputs from the Transform output: batches cut to their longest text, word dropout of the
+tokens seen once in training."""
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.transform import (FREQUENT_TOKEN_VOCABULARY, TOKEN_VOCABULARY, tokenize,
+                                  vocabulary_key)
+from mtmoe.config import TaskConfig
+from mtmoe.feature_names import CHAR_IDS, TOKEN_IDS
+from trainer.features import drop_rare_words, rare_token_ids, trim_to_longest
+
+
+@pytest.mark.slow
+def test_rare_ids_are_the_tokens_seen_once_in_training(tiny_transform):
+    _, tft_output, _, rows = tiny_transform
+    keys = vocabulary_key(tokenize(tf.constant([row["text"] for row in rows])))
+    counts = collections.Counter(k.decode() for k in keys.flat_values.numpy())
+    vocabulary = [v.decode() for v in tft_output.vocabulary_by_name(TOKEN_VOCABULARY)]
+    frequent = [v.decode() for v in tft_output.vocabulary_by_name(FREQUENT_TOKEN_VOCABULARY)]
+    assert set(frequent) == {key for key, count in counts.items() if count >= 2}
+    first, last = rare_token_ids(tft_output)
+    # ids: 0 padding, 1.. the vocabulary by frequency, last + 1 out of vocabulary
+    assert vocabulary[:first - 1] == frequent and last == len(vocabulary)
+    assert all(counts[key] == 1 for key in vocabulary[first - 1:])
+
+
+def test_word_dropout_replaces_only_rare_tokens_by_the_oov_id_and_keeps_their_characters():
+    ids = np.tile(np.arange(0, 10, dtype="int64"), (2000, 1))  # 0 pads, rare ids are 6..8
+    chars = np.ones((2000, 10, 3), "int64")
+    dropped = drop_rare_words({TOKEN_IDS: ids, CHAR_IDS: chars}, (6, 8), 0.3, seed=1)
+    out = dropped[TOKEN_IDS].numpy()
+    np.testing.assert_array_equal(out[:, :6], ids[:, :6])  # padding and frequent tokens
+    np.testing.assert_array_equal(out[:, 9], ids[:, 9])  # already out of vocabulary
+    assert set(np.unique(out[:, 6:9])) == {6, 7, 8, 9}
+    assert np.mean(out[:, 6:9] == 9) == pytest.approx(0.3, abs=0.03)
+    np.testing.assert_array_equal(dropped[CHAR_IDS], chars)
+
+
+def test_a_batch_is_cut_to_its_longest_text_and_only_token_targets_follow():
+    ids = np.zeros((3, 8), "int64")
+    ids[0, :2], ids[1, :5], ids[2, :1] = 4, 5, 6
+    inputs = {TOKEN_IDS: ids, CHAR_IDS: np.ones((3, 8, 2), "int64")}
+    targets = {"intent": np.array([1, 2, 0]), "slots": np.full((3, 8), -1)}
+    tasks = [TaskConfig("intent", "classification", "intent"),
+             TaskConfig("slots", "token_tagging", "slots")]
+    cut_inputs, cut_targets = trim_to_longest(inputs, targets, tasks)
+    assert cut_inputs[TOKEN_IDS].shape == (3, 5) and cut_inputs[CHAR_IDS].shape == (3, 5, 2)
+    assert cut_targets["slots"].shape == (3, 5)
+    np.testing.assert_array_equal(cut_targets["intent"], [1, 2, 0])
+    empty = trim_to_longest({TOKEN_IDS: np.zeros((2, 8), "int64")}, {}, [])[0]
+    assert empty[TOKEN_IDS].shape == (2, 1)  # an all-empty batch keeps one (padding) position

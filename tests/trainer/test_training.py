@@ -1,0 +1,91 @@
+"""What the Trainer's fit keeps: the weights of the epoch with the best val_objective, stopping after
+`training.patience` epochs without a better one."""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtmoe.config import load_config
+from trainer.callbacks import ValidationScores
+from trainer.model import build_model, compile_model
+from trainer.module import best_epoch_callback, kept_epoch
+
+pytestmark = pytest.mark.slow
+
+VOCABULARY = {"token_ids": 40, "char_ids": 20}
+NAMES = {"intent": [f"i{i}" for i in range(5)], "slots": ["O", "B-a", "<unknown>"],
+         "sentiment": ["s0", "s1"], "signals": ["g0", "g1"]}
+SABOTAGED = 2
+
+
+def _config(**training):
+    config = load_config().with_overrides(learning_rate=0.02, **training)
+    return dataclasses.replace(config, model=dataclasses.replace(
+        config.model, trunk="dense", num_blocks=1, embedding_dim=16, ff_dim=16, num_heads=2,
+        dropout=0.0))
+
+
+def _data(config, size=64):
+    """Learnable from the words: the intent is the first word's id mod 5, a word's tag its parity
+    (O or B-a). Sentiment and signals are unlabelled."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, VOCABULARY["token_ids"], (size, 6)).astype("int32")
+    inputs = {"token_ids": ids, "char_ids": np.ones((size, 6, config.text.max_chars), "int32")}
+    targets = {"intent": ids[:, 0] % 5, "slots": ids % 2, "sentiment": -np.ones(size, "int32"),
+               "signals": -np.ones((size, 2), "float32")}
+    return tf.data.Dataset.from_tensor_slices((inputs, targets)).batch(16)
+
+
+class _Sabotage(keras.callbacks.Callback):
+    """Overwrites the weights with noise at the end of one epoch, before that epoch is scored."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == SABOTAGED:
+            rng = np.random.default_rng(1)
+            self.model.set_weights([rng.normal(0, 3, w.shape).astype(w.dtype)
+                                    for w in self.model.get_weights()])
+
+
+class _Snapshots(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+
+
+def _fit(config, epochs):
+    keras.utils.set_random_seed(1)
+    model = compile_model(build_model(config, VOCABULARY, {k: len(v) for k, v in NAMES.items()}),
+                          config)
+    data = _data(config)
+    snapshots, best = _Snapshots(), best_epoch_callback(config, epochs)
+    history = model.fit(data.repeat(4), epochs=epochs, verbose=0, callbacks=[
+        _Sabotage(), ValidationScores(data, config.tasks, NAMES), snapshots, best])
+    return model, history, snapshots.weights, best
+
+
+def test_the_best_epochs_weights_are_kept_when_a_later_epoch_is_worse():
+    model, history, snapshots, best = _fit(_config(), epochs=5)
+    objective = history.history["val_objective"]
+    assert len(objective) == 5  # patience 0: every epoch runs
+    assert objective[SABOTAGED] < max(objective)
+    kept = int(np.argmax(objective))
+    assert kept != SABOTAGED
+    for actual, expected in zip(model.get_weights(), snapshots[kept]):
+        np.testing.assert_array_equal(actual, expected)
+    record = kept_epoch(best, history)
+    assert (record["epoch"], record["epochs_run"]) == (kept + 1, 5)
+    assert record["val_objective"] == pytest.approx(max(objective))
+
+
+def test_training_stops_after_patience_epochs_without_a_better_one():
+    model, history, snapshots, best = _fit(_config(patience=1), epochs=8)
+    objective = history.history["val_objective"]
+    first_without_gain = next(i for i in range(1, len(objective))
+                              if objective[i] <= max(objective[:i]))
+    assert len(objective) == first_without_gain + 1 <= SABOTAGED + 1
+    assert "stopped after 1 without a better one" in kept_epoch(best, history)["reason"]
