@@ -26,14 +26,25 @@ class ValidationScores(keras.callbacks.Callback):
         self.class_names = class_names
         self.objective_weights = objective_weights
 
+    def _decoded(self, inputs, targets):
+        """(labels, predictions) of one batch as the Evaluator compares them."""
+        probabilities = self.model(inputs, training=False)
+        token_mask = tf.not_equal(inputs[TOKEN_IDS], PAD_ID)
+        predictions = decode_outputs(self.tasks, probabilities, self.class_names, token_mask)
+        labels = {label_key(t): task_type(t).eval_label(targets[t.name], self.class_names[t.name])
+                  for t in self.tasks}
+        return labels, predictions
+
+    def set_model(self, model):
+        super().set_model(model)
+        # One graph for the model and the decoder (a Viterbi scan run eagerly is slow), per model
+        # (the Tuner builds one per trial).
+        self._decode_batch = tf.function(self._decoded, reduce_retracing=True)
+
     def scores(self):
         scorer = TaskScorer(self.tasks)
         for inputs, targets in self.dataset:
-            probabilities = self.model(inputs, training=False)
-            token_mask = tf.not_equal(inputs[TOKEN_IDS], PAD_ID)
-            predictions = decode_outputs(self.tasks, probabilities, self.class_names, token_mask)
-            labels = {label_key(t): task_type(t).eval_label(targets[t.name], self.class_names[t.name])
-                      for t in self.tasks}
+            labels, predictions = self._decode_batch(inputs, targets)
             scorer.add({k: v.numpy() for k, v in labels.items()},
                        {k: v.numpy() for k, v in predictions.items()})
         return scorer.result()
