@@ -3,13 +3,20 @@ the real pipeline, over several training seeds, next to published joint models w
 
     python bench/snips_quality.py [--data ../shared/data/snips] [--config mtmoe/configs/snips.yaml]
                                   [--seeds 42 43 44] [--epochs N] [--work-dir bench/work/snips]
+                                  [--baseline-seeds 42 ...]
 
 Converts the SNIPS-format folder (`{train,dev,test}/{seq.in,seq.out,label}`) once with
 `mtmoe data convert --format slu`, then per seed runs `mtmoe run` on a copy of the config with
 `training.seed` set (and warm start off, so that every seed trains from scratch). All seeds share one
 work dir, so Transform runs once. Test metrics are the TestScorer's (the test split is scored once,
 after the Evaluator); overall accuracy counts a sentence right when its intent and every slot tag are
-right. Trainer wall time per seed is the Trainer component's time in the run summary. Writes
+right. Trainer wall time per seed is the Trainer component's time in the run summary; per-epoch
+training seconds, the epoch kept (best on dev) and the parameter count come from the Trainer's
+training record.
+
+In the same run, per seed, the plain Keras script of bench/baseline_bilstm.py (word embedding + char
+CNN, one BiLSTM, early stopping on dev) trains on the same data, so that the ratio of our epoch time
+to its epoch time is measured on the same machine at the same time. Writes
 bench/results/snips_quality.json with the machine, the versions and the command.
 """
 import argparse
@@ -66,6 +73,15 @@ def config_copy(config: str, path: str, tasks=None, **training) -> str:
     return path
 
 
+def run_baseline(data: str, seed: int, log: str) -> dict:
+    """bench/baseline_bilstm.py in its own process (it sets its own threads and seed)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline_bilstm.py")
+    with open(log, "w") as err:
+        out = subprocess.run([sys.executable, script, "--data", data, "--seed", str(seed)],
+                             check=True, stdout=subprocess.PIPE, stderr=err, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def run_pipeline(config: str, data_root: str, work_dir: str, epochs=None, log=None) -> dict:
     """`mtmoe run`; returns its summary.json, with the whole command's seconds as `total_s`."""
     command = mtmoe_command("run", "--config", config, "--data", data_root, "--work-dir", work_dir)
@@ -101,11 +117,15 @@ def main():
     parser.add_argument("--epochs", type=int, help="override training.epochs (a reduced run)")
     parser.add_argument("--work-dir", default=WORK)
     parser.add_argument("--published", default=PUBLISHED)
+    parser.add_argument("--baseline-seeds", type=int, nargs="*",
+                        help="seeds the plain Keras script trains with (default: --seeds; none: "
+                             "no baseline)")
     args = parser.parse_args()
 
     data_root = convert(args.data, args.work_dir, args.config)
     work_dir = os.path.join(args.work_dir, "pipeline-work")
     shutil.rmtree(work_dir, ignore_errors=True)  # a cached Trainer would time nothing
+    baseline_seeds = args.seeds if args.baseline_seeds is None else args.baseline_seeds
     runs = []
     for seed in args.seeds:
         config = config_copy(args.config, os.path.join(args.work_dir, "configs", f"seed-{seed}.yaml"),
@@ -115,13 +135,29 @@ def main():
         test = summary["test_metrics"]
         run = {"seed": seed, "run_id": summary["run_id"],
                **{column: 100 * test[task][metric] for task, metric, column in METRICS},
-               "trainer_s": summary["components"]["Trainer"], "pipeline_s": summary["total_s"]}
+               "trainer_s": summary["components"]["Trainer"], "pipeline_s": summary["total_s"],
+               "epoch_s": summary["epoch_seconds"], "kept_epoch": summary["kept_epoch"],
+               "parameters": summary["parameters"]}
+        if seed in baseline_seeds:
+            print(f"seed {seed}: baseline script (log: {args.work_dir}/baseline-{seed}.log)", flush=True)
+            result = run_baseline(args.data, seed, os.path.join(args.work_dir, f"baseline-{seed}.log"))
+            run["baseline"] = {"slot_f1": 100 * result["slot_f1"],
+                               "intent_acc": 100 * result["intent_accuracy"],
+                               "overall_acc": 100 * result["overall_accuracy"],
+                               "epoch_s": result["epoch_seconds"], "kept_epoch": result["best_epoch"],
+                               "parameters": result["parameters"]}
         runs.append(run)
-        print("  " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                               for k, v in run.items()), flush=True)
+        print(f"  {json.dumps(run)}", flush=True)
 
     ours = {column: spread([r[column] for r in runs]) for _, _, column in METRICS}
     trainer_s = spread([r["trainer_s"] for r in runs])
+    epoch_s = statistics.median(s for r in runs for s in r["epoch_s"])
+    baseline = None
+    with_baseline = [r["baseline"] for r in runs if "baseline" in r]
+    if with_baseline:
+        baseline = {column: spread([b[column] for b in with_baseline]) for _, _, column in METRICS}
+        baseline["epoch_s"] = statistics.median(s for b in with_baseline for s in b["epoch_s"])
+        baseline["seeds"] = [r["seed"] for r in runs if "baseline" in r]
     published = published_rows(args.published)
     target = next(r for r in published if r["model"] == TARGET)
     meets = {column: ours[column]["mean"] >= float(target[column]) for _, _, column in METRICS}
@@ -134,21 +170,39 @@ def main():
     print("| model | slot F1 | intent acc | overall acc |\n|---|---|---|---|")
     for row in published:
         print(f"| {row['model']} | {row['slot_f1']} | {row['intent_acc']} | {row['overall_acc']} |")
+    columns = ("slot_f1", "intent_acc", "overall_acc")
+    if baseline:
+        print(f"| plain Keras BiLSTM script (bench/baseline_bilstm.py, this run, seeds "
+              f"{', '.join(map(str, baseline['seeds']))}) | "
+              + " | ".join(f"{baseline[c]['mean']:.1f} ± {baseline[c]['std']:.1f}" for c in columns)
+              + " |")
     print(f"| **{name}** | " + " | ".join(
-        f"**{ours[c]['mean']:.1f} ± {ours[c]['std']:.1f}**" for c in ("slot_f1", "intent_acc", "overall_acc"))
-        + " |")
-    print("\nper seed:\n| seed | slot F1 | intent acc | overall acc | Trainer s |\n|---|---|---|---|---|")
+        f"**{ours[c]['mean']:.1f} ± {ours[c]['std']:.1f}**" for c in columns) + " |")
+    print("\nper seed:\n| seed | slot F1 | intent acc | overall acc | Trainer s | s per epoch "
+          "(median) | epoch kept / run | parameters |\n|---|---|---|---|---|---|---|---|")
     for r in runs:
         print(f"| {r['seed']} | {r['slot_f1']:.2f} | {r['intent_acc']:.2f} | {r['overall_acc']:.2f} | "
-              f"{r['trainer_s']:.0f} |")
+              f"{r['trainer_s']:.0f} | {statistics.median(r['epoch_s']):.1f} | "
+              f"{r['kept_epoch']['epoch']} / {r['kept_epoch']['epochs_run']} | {r['parameters']:,} |")
+        if "baseline" in r:
+            b = r["baseline"]
+            print(f"| {r['seed']} (script) | {b['slot_f1']:.2f} | {b['intent_acc']:.2f} | "
+                  f"{b['overall_acc']:.2f} | {sum(b['epoch_s']):.0f} | "
+                  f"{statistics.median(b['epoch_s']):.1f} | {b['kept_epoch']} / {len(b['epoch_s'])} | "
+                  f"{b['parameters']:,} |")
     print(f"\nTrainer wall time per seed: mean {trainer_s['mean']:.0f} s, max {trainer_s['max']:.0f} s "
           f"(budget {BUDGET_S} s on {os.cpu_count()} cores)")
+    if baseline:
+        print(f"training seconds per epoch (median): ours {epoch_s:.1f}, script "
+              f"{baseline['epoch_s']:.1f}, ratio {epoch_s / baseline['epoch_s']:.2f}")
     print(f"at or above {TARGET} (mean over seeds): "
           + ", ".join(f"{c} {'yes' if ok else 'NO'}" for c, ok in meets.items()))
 
     path = write_result(
         "snips_quality", data=os.path.abspath(args.data), config=os.path.relpath(args.config, ROOT),
         epochs=epochs, seeds=args.seeds, runs=runs, mean_std=ours, trainer_s=trainer_s,
+        epoch_s_median=epoch_s, baseline_script=baseline,
+        epoch_time_ratio=epoch_s / baseline["epoch_s"] if baseline else None,
         trainer_budget_s=BUDGET_S, within_budget=trainer_s["max"] <= BUDGET_S,
         target={"model": TARGET, **{c: float(target[c]) for _, _, c in METRICS}}, meets_target=meets,
         published_no_pretrained_lm=published)
