@@ -293,24 +293,18 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         raise UserError(f"{source}: evaluation.length_buckets: expected increasing positive token "
                         f"counts, got {list(buckets)}")
     _check_tuning(config, source)
-    if config.training.loss_weighting not in LOSS_WEIGHTINGS:
-        raise UserError(f"{source}: training.loss_weighting: expected one of "
-                        f"{', '.join(LOSS_WEIGHTINGS)}, got {config.training.loss_weighting!r}")
-    if config.training.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
-        raise UserError(f"{source}: training.learning_rate_schedule: expected one of "
-                        f"{', '.join(LEARNING_RATE_SCHEDULES)}, "
-                        f"got {config.training.learning_rate_schedule!r}")
-    if config.training.distribution not in DISTRIBUTIONS:
-        raise UserError(f"{source}: training.distribution: expected one of "
-                        f"{', '.join(DISTRIBUTIONS)}, got {config.training.distribution!r}")
+    for field, choices in (("loss_weighting", LOSS_WEIGHTINGS),
+                           ("learning_rate_schedule", LEARNING_RATE_SCHEDULES),
+                           ("distribution", DISTRIBUTIONS), ("tagging_loss", TAGGING_LOSSES)):
+        value = getattr(config.training, field)
+        if value not in choices:
+            raise UserError(f"{source}: training.{field}: expected one of {', '.join(choices)}, "
+                            f"got {value!r}")
     if config.training.warm_start_epochs < 1:
         raise UserError(f"{source}: training.warm_start_epochs: must be >= 1")
     if not 0.0 <= config.training.word_dropout < 1.0:
         raise UserError(f"{source}: training.word_dropout: a probability in [0, 1), got "
                         f"{config.training.word_dropout}")
-    if config.training.tagging_loss not in TAGGING_LOSSES:
-        raise UserError(f"{source}: training.tagging_loss: expected one of "
-                        f"{', '.join(TAGGING_LOSSES)}, got {config.training.tagging_loss!r}")
     if config.training.patience < 0:
         raise UserError(f"{source}: training.patience: must be >= 0 (0 = never stop early)")
     if config.spans.window < 0:

@@ -97,6 +97,21 @@ def test_tuning_section_is_checked(tmp_path):
         load_config(_write(tmp_path, tasks + "training: {learning_rate_schedule: linear}\n"))
 
 
+def test_model_selection_and_regularisation_options_are_checked(tmp_path):
+    tasks = "tasks:\n  - {name: a, type: token_tagging, label_field: a}\n"
+    config = load_config(_write(tmp_path, tasks + "training: {patience: 3, word_dropout: 0.5, "
+                                                  "tagging_loss: token_mean}\n"))
+    assert (config.training.patience, config.training.word_dropout,
+            config.training.tagging_loss) == (3, 0.5, "token_mean")
+    for section, message in [
+        ("{patience: -1}", r"training\.patience: must be >= 0"),
+        ("{word_dropout: 1.0}", r"training\.word_dropout: a probability in \[0, 1\), got 1\.0"),
+        ("{tagging_loss: sum}", r"training\.tagging_loss: expected one of example_mean, token_mean"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            load_config(_write(tmp_path, tasks + f"training: {section}\n"))
+
+
 def test_the_schema_lives_beside_its_config(tmp_path):
     task = "tasks:\n  - {name: a, type: classification, label_field: a}\n"
     assert load_config(_write(tmp_path, task)).validation.schema == str(tmp_path / "config.schema.pbtxt")

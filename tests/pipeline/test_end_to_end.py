@@ -187,6 +187,10 @@ def test_summary_has_documented_keys_and_the_test_splits_counts(run):
                                                  for task in run["config"]["tasks"]
                                                  if task["type"] == "classification")
     assert "test split metrics" in run["stdout"] and "Trainer done in" in run["stdout"]
+    # TF Serving's model config and batching file, for the serving folder (their content:
+    # tests/serving/test_export.py)
+    assert all(os.path.isfile(path) for path in summary["serving_config"].values())
+    assert set(summary["serving_config"]) == {"models.config", "batching.config"}
 
 
 def test_summary_reports_how_each_task_gate_spreads_over_the_experts(run):
