@@ -20,11 +20,9 @@ import time
 import yaml
 
 
-def _value(text: str):
-    return yaml.safe_load(text)
-
-
-def _overridden(config_path: str, settings) -> dict:
+def _overridden(config_path: str, settings):
+    """The config with each `section.field=value` applied (values read as YAML) and warm start off:
+    every run trains from scratch."""
     from mtmoe.config import load_config
 
     with open(config_path) as f:
@@ -32,7 +30,8 @@ def _overridden(config_path: str, settings) -> dict:
     for setting in settings:
         key, _, value = setting.partition("=")
         section, _, field = key.partition(".")
-        raw.setdefault(section, {})[field] = _value(value)
+        raw.setdefault(section, {})[field] = yaml.safe_load(value)
+    raw.setdefault("training", {})["warm_start"] = False
     raw.setdefault("validation", {})["schema"] = load_config(config_path).validation.schema
     path = os.path.join(tempfile.mkdtemp(), os.path.basename(config_path))
     with open(path, "w") as f:
@@ -77,8 +76,6 @@ def main() -> None:
     from trainer.module import EXPORT_KEY, HISTORY_FILE, TRAINING_FILE, run_fn
 
     config = _overridden(args.config, args.set)
-    config = config.__class__.from_dict({**config.to_dict(), "training": {
-        **config.to_dict()["training"], "warm_start": False}})
     examples, transform_graph = _transform_outputs(os.path.abspath(args.work_dir),
                                                    config.pipeline.name)
 
@@ -100,7 +97,6 @@ def main() -> None:
         record_batch_factory=None, data_view_decode_fn=None)
 
     started = time.perf_counter()
-    epoch_times = _EpochTimes.install()
     run_fn(fn_args)
     with open(os.path.join(fn_args.model_run_dir, HISTORY_FILE)) as f:
         history = json.load(f)
@@ -108,7 +104,7 @@ def main() -> None:
         training = json.load(f)
     kept = training["kept_epoch"]["epoch"] - 1
     row = {"label": args.label, "settings": args.set, "seconds": round(time.perf_counter() - started, 1),
-           "epoch_seconds": epoch_times.seconds, "kept_epoch": kept + 1,
+           "epoch_seconds": history["epoch_seconds"], "kept_epoch": kept + 1,
            "epochs_run": len(history["loss"]),
            "eval": {k[4:]: round(v[kept], 4) for k, v in history.items()
                     if k.startswith("val_") and not k.endswith("_loss")}}
@@ -116,34 +112,6 @@ def main() -> None:
     if args.out:
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")
-
-
-class _EpochTimes:
-    """Seconds of each epoch's training (validation scoring included), recorded by a patched
-    Keras fit through a callback added to every fit of the process."""
-
-    def __init__(self):
-        self.seconds = []
-
-    @classmethod
-    def install(cls):
-        import keras
-
-        times = cls()
-        original = keras.Model.fit
-
-        class Timer(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.started = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                times.seconds.append(round(time.perf_counter() - self.started, 1))
-
-        def fit(model, *args, callbacks=None, **kwargs):
-            return original(model, *args, callbacks=[Timer()] + list(callbacks or []), **kwargs)
-
-        keras.Model.fit = fit
-        return times
 
 
 if __name__ == "__main__":

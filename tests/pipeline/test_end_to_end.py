@@ -482,4 +482,5 @@ def test_the_first_runs_trainer_trained_again_gives_the_same_metrics(run, tmp_pa
     assert "val_slots_span_f1" in recorded
     assert again.keys() == recorded.keys()
     for metric, values in recorded.items():
-        assert again[metric] == pytest.approx(values, abs=1e-6), metric
+        if metric != "epoch_seconds":  # wall time, not a result of the training
+            assert again[metric] == pytest.approx(values, abs=1e-6), metric
