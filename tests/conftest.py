@@ -136,6 +136,7 @@ def pipeline_run(tmp_path_factory, cli):
     return {"root": root, "work": root / "work", "config": config, "stdout": result.stdout,
             "seconds": time.monotonic() - started,
             "summary": json.loads((root / "work" / "summary.json").read_text()), "rerun": rerun,
+            "served": sorted(os.listdir(root / "work" / "serving_model")),
             "run_command": run_command}
 
 
