@@ -109,7 +109,10 @@ def retrained_run(run, tuned, cli):
     _add_span(cli, run["root"], "sample3", 15)
     killed = _kill_during_trainer(run, run["root"] / "killed.log")
     result = run["rerun"]()
-    return {"killed": killed, "stdout": result.stdout, "summary": _summary(run)}
+    # The ML Metadata contexts of the killed run and its re-run, before later scenarios add theirs.
+    contexts = [context.id for context in _pipeline_runs(_store(run))[-2:]]
+    return {"killed": killed, "stdout": result.stdout, "summary": _summary(run),
+            "contexts": contexts}
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +305,8 @@ def test_a_run_killed_during_its_trainer_reruns_from_the_cache_and_pushes_whole_
     assert "-> Trainer" in retrained_run["killed"]
     assert "Trainer done" not in retrained_run["killed"]
     store = _store(run)
-    killed, rerun = (_run_executions(store, context) for context in _pipeline_runs(store)[-2:])
+    killed, rerun = (_run_executions(store, context) for context in _pipeline_runs(store)
+                     if context.id in retrained_run["contexts"])
     assert killed["Trainer"][0] == metadata_store_pb2.Execution.RUNNING  # never finished
     assert "Evaluator" not in killed and "Pusher" not in killed
     for node in BEFORE_TRAINER:
