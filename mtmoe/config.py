@@ -61,6 +61,9 @@ class ModelConfig:
     # Token-tagging heads read the classification tasks' predicted class probabilities at every
     # token (the intent informs the slots); no effect without a classification task.
     tags_see_classes: bool = False
+    # A GloVe/fastText text file whose vectors start the token embedding (words of the training
+    # vocabulary only); relative to the config file's folder; "" = random initialisation.
+    word_vectors: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,8 +202,14 @@ def load_config(path: Optional[str] = None) -> Config:
         raise UserError(f"{source}: config must be a mapping with a 'tasks' list")
     config = _parse(raw, source)
     schema = config.validation.schema or os.path.splitext(os.path.basename(source))[0] + ".schema.pbtxt"
-    return dataclasses.replace(config, validation=dataclasses.replace(
-        config.validation, schema=os.path.join(folder, schema)))
+    vectors = config.model.word_vectors
+    if vectors and "://" not in vectors:
+        vectors = os.path.join(folder, vectors)
+        if not os.path.isfile(vectors):
+            raise UserError(f"{source}: model.word_vectors: {vectors}: file not found")
+    return dataclasses.replace(
+        config, validation=dataclasses.replace(config.validation, schema=os.path.join(folder, schema)),
+        model=dataclasses.replace(config.model, word_vectors=vectors))
 
 
 def _section(cls, raw: Dict[str, Any], key: str, source: str):

@@ -247,4 +247,5 @@ def summarize(record: RunRecord) -> dict:
         "kept_epoch": training.get("kept_epoch"),
         "epoch_seconds": training.get("epoch_seconds"),
         "parameters": training.get("parameters"),
+        "word_vectors": training.get("word_vectors"),
     }

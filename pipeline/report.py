@@ -116,6 +116,7 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
         "loss_weighting": summary.get("loss_weighting"),
         "loss_weights": summary.get("loss_weights"),
         "kept_epoch": summary.get("kept_epoch"),
+        "word_vectors": summary.get("word_vectors"),
     }
 
 
@@ -225,6 +226,11 @@ def render_markdown(report: dict, config, plot_dir: str) -> str:
         if kept:
             lines += [f"The model keeps the weights of epoch {kept['epoch']} of {kept['epochs_run']}: "
                       f"{kept['reason']} ({number(kept['val_objective'])}).", ""]
+        vectors = report.get("word_vectors")
+        if vectors:
+            lines += [f"The token embedding started from `{vectors['path']}`: {vectors['covered']} "
+                      f"of {vectors['vocabulary']} training-vocabulary words had a vector "
+                      f"({100 * vectors['hit_rate']:.1f}%).", ""]
         lines += [f"![training curves]({relative}/{os.path.basename(path)})", ""]
 
     if report["gates"]:

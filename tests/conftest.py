@@ -7,6 +7,7 @@ Two models serve the tests, both of the tiny test config (`tiny_config`):
 - `pipeline_run`: `mtmoe run` through the whole TFX chain once per test session; for the end-to-end
   scenarios, which share its work dir.
 """
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -14,6 +15,7 @@ import io
 import json
 import os
 import random
+import string
 import subprocess
 import sys
 import time
@@ -117,8 +119,10 @@ def pipeline_run(tmp_path_factory, cli):
     themselves), but only the Pusher may add versions to its serving folder."""
     root = tmp_path_factory.mktemp("e2e")
     config = tiny_config()
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
     assert cli("data", "sample", "--out", root / "sample", "--num-examples", 400).returncode == 0
+    vectors = _word_vectors(root / "sample", root / "vectors.txt", config["model"]["embedding_dim"])
+    config["model"]["word_vectors"] = str(vectors["path"])
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
     assert cli("data", "convert", "--format", "jsonl", root / "sample", root / "data").returncode == 0
 
     def run_command(config=root / "config.yaml", *options, data=root / "data", command="run"):
@@ -133,11 +137,34 @@ def pipeline_run(tmp_path_factory, cli):
 
     started = time.monotonic()
     result = rerun()
-    return {"root": root, "work": root / "work", "config": config, "stdout": result.stdout,
+    return {"root": root, "vectors": vectors, "work": root / "work", "config": config, "stdout": result.stdout,
             "seconds": time.monotonic() - started,
             "summary": json.loads((root / "work" / "summary.json").read_text()), "rerun": rerun,
             "served": sorted(os.listdir(root / "work" / "serving_model")),
             "run_command": run_command}
+
+
+def _vocabulary_keys(path) -> collections.Counter:
+    """The vocabulary keys of a JSONL split's texts, as Transform makes them (ASCII case and edge
+    punctuation aside)."""
+    keys = collections.Counter()
+    with open(path) as f:
+        for line in f:
+            keys.update(token.lower().strip(string.punctuation) or token.lower()
+                        for token in json.loads(line)["text"].split())
+    return keys
+
+
+def _word_vectors(sample, out, dim) -> dict:
+    """A vectors file for the 3 most common training words and for every word only the eval and
+    test splits have (which the model must never get a vector for): {path, training, held_out}."""
+    train = _vocabulary_keys(sample / "train.jsonl")
+    held_out = sorted({key for split in ("eval", "test")
+                       for key in _vocabulary_keys(sample / f"{split}.jsonl") if key not in train})
+    assert held_out, "the sample has no eval/test-only word to check"
+    training = [word for word, _ in train.most_common(3)]
+    out.write_text("".join(f"{w} {' '.join(['0.5'] * dim)}\n" for w in training + held_out))
+    return {"path": out, "training": training, "held_out": held_out}
 
 
 def _raw_instances(rows, tasks):

@@ -22,11 +22,11 @@ from mtmoe.feature_names import TOKENS
 from mtmoe.tasks import OBJECTIVE
 from serving.export import export_serving_model
 from trainer.callbacks import CosineDecay, EpochSeconds, LearnedLossWeights, ValidationScores
-from trainer import warm_start
+from trainer import warm_start, word_vectors
 from trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
                               trim_to_longest, vocabularies, vocabulary_sizes)
 from trainer.introspection import gate_statistics
-from trainer.model import build_model, compile_model, effective_loss_weights
+from trainer.model import EMBEDDING, build_model, compile_model, effective_loss_weights
 from trainer.tuning import SearchBudget, apply_hyperparameters, define_search_space, make_tuner
 
 HISTORY_FILE = "history.json"
@@ -116,9 +116,23 @@ class _Inputs:
                                   self.config, self.num_classes, shuffle=True)
         self.evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output,
                                        self.config, self.num_classes, shuffle=False)
+        self.word_vectors, self.word_vector_coverage = {}, None
+        path = self.config.model.word_vectors
+        if path:  # read once, for every model (trial) built from these inputs
+            self.word_vectors = word_vectors.read_vectors(path, self.vocabularies[warm_start.TOKENS],
+                                                          self.config.model.embedding_dim)
+            self.word_vector_coverage = word_vectors.coverage(path, self.word_vectors,
+                                                              self.vocabularies[warm_start.TOKENS])
+            logging.info("word vectors: %d of %d vocabulary words found (hit rate %.1f%%) in %s",
+                         self.word_vector_coverage["covered"], self.word_vector_coverage["vocabulary"],
+                         100 * self.word_vector_coverage["hit_rate"], path)
 
     def model(self, config):
-        return compile_model(build_model(config, self.vocabulary_sizes, self.num_classes), config)
+        model = build_model(config, self.vocabulary_sizes, self.num_classes)
+        if self.word_vectors:
+            word_vectors.initialise(model.get_layer(EMBEDDING).tokens.embeddings,
+                                    self.vocabularies[warm_start.TOKENS], self.word_vectors)
+        return compile_model(model, config)
 
     def callbacks(self, config, epochs: int):
         callbacks = [EpochSeconds(), ValidationScores(self.evaluation, config.tasks,
@@ -204,6 +218,7 @@ def run_fn(fn_args):
             "loss_weights": effective_loss_weights(model, config),
             "hyperparameters": searched,
             "warm_start": started,
+            "word_vectors": inputs.word_vector_coverage,
             "epochs": epochs,
             "kept_epoch": kept_epoch(best, history),
             "epoch_seconds": history.history["epoch_seconds"],

@@ -23,8 +23,11 @@ TOKENS, CHARS = "tokens", "chars"
 
 
 def architecture(config) -> dict:
-    """What must match for weights to carry over: the model, the text shape and the tasks."""
-    return {"model": dataclasses.asdict(config.model),
+    """What must match for weights to carry over: the model (its initialisation aside), the text
+    shape and the tasks."""
+    model = dataclasses.asdict(config.model)
+    del model["word_vectors"]  # where the embedding started; trained weights replace it
+    return {"model": model,
             "max_tokens": config.text.max_tokens, "max_chars": config.text.max_chars,
             "loss_weighting": config.training.loss_weighting,
             "tasks": [[task.name, task.type] for task in config.tasks]}

@@ -196,6 +196,16 @@ def test_summary_has_documented_keys_and_the_test_splits_counts(run):
     assert set(summary["serving_config"]) == {"models.config", "batching.config"}
 
 
+def test_word_vectors_start_the_training_words_only(run):
+    """The vectors file holds 3 common training words and every eval/test-only word; the Trainer's
+    vocabulary is analysed on the training split, so only the 3 get their vectors."""
+    coverage, vectors = run["summary"]["word_vectors"], run["vectors"]
+    assert coverage["path"] == str(vectors["path"]) and vectors["held_out"]
+    assert coverage["covered"] == len(vectors["training"]) == 3
+    with open(run["summary"]["report"]) as f:
+        assert f"{coverage['covered']} of {coverage['vocabulary']} training-vocabulary words" in f.read()
+
+
 def test_summary_reports_how_each_task_gate_spreads_over_the_experts(run):
     summary = run["summary"]
     assert run["config"]["model"]["trunk"] == "deepseek_moe"
