@@ -101,3 +101,20 @@ def test_deployment_files_follow_the_upstream_protos(tmp_path):
     assert batching == {"max_batch_size": "32", "batch_timeout_micros": "2000",
                         "max_enqueued_batches": "100", "num_batch_threads": "4",
                         "pad_variable_length_inputs": "true"}
+
+
+def test_a_texts_answer_is_the_same_alone_and_among_256_texts_that_crowd_the_same_experts(tiny_export):
+    """Expert capacity applies in training only: through the exported signature, a text's outputs
+    do not depend on the texts it is batched with (server-side batching mixes users' requests)."""
+    serve = tf.saved_model.load(tiny_export["version"]).signatures["serving_default"]
+    text = tiny_export["texts"][0]
+    crowd = " ".join(["pay"] * tiny_export["config"].text.max_tokens)  # every token: the same experts
+    alone = serve(text=tf.constant([text]))
+    for batch in ([text] + [crowd] * 255, [crowd] * 255 + [text]):
+        together = serve(text=tf.constant(batch))
+        row = batch.index(text)
+        for name, value in alone.items():
+            if value.dtype == tf.string:
+                np.testing.assert_array_equal(together[name][row], value[0], err_msg=name)
+            else:
+                np.testing.assert_allclose(together[name][row], value[0], atol=1e-5, err_msg=name)
