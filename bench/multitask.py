@@ -2,12 +2,15 @@
 per task (a copy of the config with only that task), through the real pipeline.
 
     python bench/multitask.py [--data ../shared/data/snips] [--config mtmoe/configs/snips.yaml]
-                              [--epochs N] [--calls 200] [--work-dir bench/work/multitask]
+                              [--seeds 42 43 44] [--trunk dense|mmoe|deepseek_moe] [--epochs N]
+                              [--calls 200] [--work-dir bench/work/multitask]
 
-Per setting: trainable parameters, Trainer wall time (the run summary's), in-process latency of the
-exported model's `serving_default` on one text (p50 over `--calls` calls after warm-up; the one-task
-models' latencies are summed, since answering every task on a text takes all of them) and each task's
-test metrics (the TestScorer's). The claim checked: one shared model costs less than the sum of the
+Per setting, over the seeds (each trains from scratch; a setting's seeds share its work dir, so its
+Transform runs once): each task's test metric (mean ± std), the Trainer's wall time (the run
+summary's; mean), trainable parameters and the in-process latency of the last seed's exported
+`serving_default` on one text (p50 over `--calls` calls after warm-up; the one-task models'
+latencies are summed, since answering every task on a text takes all of them). Test metrics are the
+TestScorer's. The claim checked: one shared model costs less than the sum of the
 one-task models and loses no quality. The data is converted once with `mtmoe data convert --format
 slu` into the work dir of bench/snips_quality.py and shared with it. Writes
 bench/results/multitask.json with the machine, the versions and the command.
@@ -16,9 +19,10 @@ import argparse
 import glob
 import os
 import shutil
+import statistics
 
 from machine import RESULTS, write_result
-from snips_quality import ROOT, WORK, config_copy, convert, run_pipeline
+from snips_quality import ROOT, WORK, config_copy, convert, run_pipeline, spread
 
 TEXT = "play the latest album by daft punk on spotify"
 
@@ -61,6 +65,9 @@ def main():
     parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "snips"),
                         help="SNIPS-format folder: {train,dev,test}/{seq.in,seq.out,label}")
     parser.add_argument("--config", default=os.path.join(ROOT, "mtmoe", "configs", "snips.yaml"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--trunk", choices=("dense", "mmoe", "deepseek_moe"),
+                        help="override model.trunk (default: the config's)")
     parser.add_argument("--epochs", type=int, help="override training.epochs (a reduced run)")
     parser.add_argument("--calls", type=int, default=200, help="latency: timed calls per model")
     parser.add_argument("--work-dir", default=os.path.join(os.path.dirname(RESULTS), "work", "multitask"))
@@ -71,6 +78,7 @@ def main():
     from mtmoe.tasks import task_type
 
     config = load_config(args.config)
+    trunk = args.trunk or config.model.trunk
     task_names = [task.name for task in config.tasks]
     primary = {task.name: task_type(task).primary_metric for task in config.tasks}
     data_root = convert(args.data, args.data_work_dir, args.config)
@@ -80,36 +88,46 @@ def main():
         slug = "all" if len(tasks) > 1 else tasks[0]
         work_dir = os.path.join(args.work_dir, slug)
         shutil.rmtree(work_dir, ignore_errors=True)  # a cached Trainer would time nothing
-        copy = config_copy(args.config, os.path.join(args.work_dir, "configs", f"{slug}.yaml"),
-                           tasks=tasks, warm_start=False)
-        print(f"{setting}: mtmoe run (log: {work_dir}.log)", flush=True)
-        summary = run_pipeline(copy, data_root, work_dir, args.epochs, work_dir + ".log")
+        runs = []
+        for seed in args.seeds:  # one work dir per setting: its Transform runs once
+            copy = config_copy(args.config, os.path.join(args.work_dir, "configs", f"{slug}-{seed}.yaml"),
+                               tasks=tasks, model={"trunk": trunk}, seed=seed, warm_start=False)
+            log = f"{work_dir}-{seed}.log"
+            print(f"{setting}, seed {seed}: mtmoe run (log: {log})", flush=True)
+            summary = run_pipeline(copy, data_root, work_dir, args.epochs, log)
+            runs.append({"seed": seed, "trainer_s": summary["components"]["Trainer"],
+                         "kept_epoch": summary["kept_epoch"],
+                         "test_metrics": {task: summary["test_metrics"][task] for task in tasks}})
+            print(f"  {runs[-1]}", flush=True)
         rows[setting] = {
             "tasks": tasks,
             "trainable_params": trainable_parameters(copy, work_dir),
-            "trainer_s": summary["components"]["Trainer"],
+            "trainer_s": statistics.mean(r["trainer_s"] for r in runs),
             "latency_ms": latency_ms(work_dir, args.calls),
-            "test_metrics": {task: summary["test_metrics"][task] for task in tasks},
+            "metrics": {task: spread([r["test_metrics"][task][primary[task]] for r in runs])
+                        for task in tasks},
+            "runs": runs,
         }
-        print(f"  {rows[setting]}", flush=True)
 
     shared = rows["multi-task"]
     separate = [rows[f"only {name}"] for name in task_names]
     total = {key: sum(r[key] for r in separate) for key in ("trainable_params", "trainer_s", "latency_ms")}
     quality = {name: {"metric": primary[name],
-                      "multi_task": shared["test_metrics"][name][primary[name]],
-                      "one_model": rows[f"only {name}"]["test_metrics"][name][primary[name]]}
+                      "multi_task": shared["metrics"][name]["mean"],
+                      "one_model": rows[f"only {name}"]["metrics"][name]["mean"]}
                for name in task_names}
     for q in quality.values():
         q["change"] = q["multi_task"] - q["one_model"]
 
+    print(f"\ntrunk {trunk}, {len(args.seeds)} seed(s) ({', '.join(map(str, args.seeds))}): test "
+          "metrics, mean ± std over seeds; Trainer s, mean over seeds")
     print("\n| setting | trainable params | Trainer s | latency ms (all tasks, 1 text) | "
           + " | ".join(f"{n} {quality[n]['metric']}" for n in task_names) + " |")
     print("|---" * (4 + len(task_names)) + "|")
     for setting, row in rows.items():
         print(f"| {setting} | {row['trainable_params']:,} | {row['trainer_s']:.0f} | {row['latency_ms']:.2f} | "
-              + " | ".join(f"{row['test_metrics'][n][quality[n]['metric']]:.4f}" if n in row["tasks"]
-                           else "-" for n in task_names) + " |")
+              + " | ".join(f"{row['metrics'][n]['mean']:.4f} ± {row['metrics'][n]['std']:.4f}"
+                           if n in row["tasks"] else "-" for n in task_names) + " |")
     print(f"| one model per task (sum) | {total['trainable_params']:,} | {total['trainer_s']:.0f} | "
           f"{total['latency_ms']:.2f} | "
           + " | ".join(f"{quality[n]['one_model']:.4f}" for n in task_names) + " |")
@@ -118,12 +136,13 @@ def main():
     print("\nshared model cheaper than the sum: "
           + ", ".join(f"{k} {'yes' if v else 'NO'} ({shared[k]:,} vs {round(total[k], 2):,})"
                       for k, v in cheaper.items()))
-    print("no quality lost: " + ", ".join(
+    print("no quality lost (means over seeds): " + ", ".join(
         f"{n} {'yes' if ok else 'NO'} ({quality[n]['change']:+.4f})" for n, ok in no_loss.items()))
-    path = write_result("multitask", config=os.path.relpath(args.config, ROOT),
+    path = write_result("multitask", config=os.path.relpath(args.config, ROOT), trunk=trunk,
                         data=os.path.abspath(args.data), epochs=args.epochs or config.training.epochs,
-                        text=TEXT, latency_calls=args.calls, settings=rows, one_model_per_task_sum=total,
-                        quality=quality, shared_is_cheaper=cheaper, shared_loses_no_quality=no_loss)
+                        seeds=args.seeds, text=TEXT, latency_calls=args.calls, settings=rows,
+                        one_model_per_task_sum=total, quality=quality, shared_is_cheaper=cheaper,
+                        shared_loses_no_quality=no_loss)
     print(f"\nwrote {path}")
 
 

@@ -56,14 +56,15 @@ def convert(data: str, work_dir: str, config: str) -> str:
     return root
 
 
-def config_copy(config: str, path: str, tasks=None, **training) -> str:
-    """Writes `config` with `training` fields replaced (and only `tasks`, if given) to `path`; the
-    copy keeps validating against the original's schema."""
+def config_copy(config: str, path: str, tasks=None, model=None, **training) -> str:
+    """Writes `config` with `training` (and `model`) fields replaced, and only `tasks` if given, to
+    `path`; the copy keeps validating against the original's schema."""
     from mtmoe.config import load_config
 
     with open(config) as f:
         raw = yaml.safe_load(f)
     raw.setdefault("training", {}).update(training)
+    raw.setdefault("model", {}).update(model or {})
     raw.setdefault("validation", {})["schema"] = load_config(config).validation.schema
     if tasks is not None:
         raw["tasks"] = [t for t in raw["tasks"] if t["name"] in tasks]
