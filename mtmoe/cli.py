@@ -44,16 +44,25 @@ def _prepared(args):
             print(f"generated the sample data into {data_root}")
         span = check_latest_span(data_root, config.tasks)
         print(f"config {config.source}; data {span}; work dir {work_dir}")
-        from pipeline.pipeline import Paths  # TFX loads slowly: only once the input is checked
+        from pipeline.paths import Paths
 
         yield config, Paths(data_root=data_root, work_dir=work_dir)
 
 
 def _run(args) -> None:
     with _prepared(args) as (config, paths):
+        from pipeline.unchanged import inputs_fingerprint, record_skipped, serving_unchanged
+
+        inputs = inputs_fingerprint(config, paths)
+        serving = None if args.force else serving_unchanged(paths, inputs)
+        if serving:
+            record_skipped(paths, serving, inputs)
+            print(f"no new data since run {serving['run_id']}; version {serving['version']} is "
+                  "serving (nothing trained or pushed; --force retrains)")
+            return
         from pipeline.local_runner import run_pipeline
 
-        summary = run_pipeline(config, paths, allow_anomalies=args.allow_anomalies)
+        summary = run_pipeline(config, paths, allow_anomalies=args.allow_anomalies, inputs=inputs)
     print(format_summary(summary))
     print(f"\nreport: {summary['report']}")
 
@@ -106,7 +115,7 @@ def _report(args) -> None:
 def _history(args) -> None:
     from mtmoe.config import load_config
     from pipeline.history import format_history, history_rows
-    from pipeline.pipeline import Paths
+    from pipeline.paths import Paths
 
     work_dir = os.path.abspath(args.work_dir)
     rows = history_rows(Paths(data_root="", work_dir=work_dir), load_config(args.config))
@@ -249,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
     run.add_argument("--epochs", type=int, help="override training.epochs")
     run.add_argument("--allow-anomalies", action="store_true", help=ALLOW_ANOMALIES_HELP)
+    run.add_argument("--force", action="store_true",
+                     help="train even when the spans, config and code are those of the serving model")
     run.set_defaults(handler=_run)
 
     tune = commands.add_parser("tune", help="run the pipeline up to the Tuner; print its trials")

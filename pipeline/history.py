@@ -3,7 +3,8 @@
 Each line: when the run started, the spans it trained on, whether training started from the
 blessed model (warm) or from scratch, the Evaluator's value of every task metric
 (overall slice, eval split), and what became of the model: blessed and pushed (which version), or
-refused (which thresholds failed), or a run stopped by data validation or before the Evaluator.
+refused (which thresholds failed), a run stopped by data validation or before the Evaluator, or a
+run with nothing new to train on (the spans, config and code of the serving model).
 """
 from typing import List
 
@@ -15,6 +16,7 @@ from mtmoe.tasks import task_type
 from pipeline.local_runner import TRAINER, pipeline_runs, summarize
 from pipeline.report import CANDIDATE, read_evaluation
 from pipeline.report_text import table
+from pipeline.unchanged import skipped_runs
 
 
 def _failure(failure) -> str:
@@ -60,7 +62,11 @@ def history_rows(paths, config) -> List[dict]:
         start = None if started is None else "warm" if started["warm_started"] else "scratch"
         rows.append({"run_id": record.run_id, "spans": record.spans, "start": start,
                      "metrics": metrics, "outcome": outcome, "failures": failures})
-    return rows
+    rows += [{"run_id": skipped["run_id"], "spans": skipped["spans"], "start": None, "metrics": {},
+              "outcome": f"nothing new: version {skipped['version']} (run {skipped['serving_run']}) "
+                         "is serving", "failures": []}
+             for skipped in skipped_runs(paths)]
+    return sorted(rows, key=lambda row: row["run_id"])
 
 
 def format_history(rows: List[dict]) -> List[str]:

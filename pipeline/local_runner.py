@@ -15,9 +15,10 @@ from tfx import v1 as tfx
 
 from components.data_validation import DATA_GATE
 from components.test_scoring import METRICS_FILE, TestMetrics
-from mtmoe.formats import existing_spans
-from pipeline.pipeline import Paths, create_ingest_pipeline, create_pipeline
+from pipeline.paths import Paths
+from pipeline.pipeline import create_ingest_pipeline, create_pipeline
 from pipeline.spans import SPAN_PROPERTY_NAME
+from pipeline.unchanged import record_pushed, window_spans
 from pipeline.report import build_report, write_report
 from serving.client import DEFAULT_MODEL
 from serving.deploy import write_deployment_files
@@ -62,10 +63,12 @@ class _ComponentTimer(logging.Handler):
 
 
 def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
-                 compare_weightings: bool = False, allow_anomalies: bool = False) -> dict:
+                 compare_weightings: bool = False, allow_anomalies: bool = False,
+                 inputs: Optional[dict] = None) -> dict:
     """Runs every component in order (or those up to the Tuner); returns the run summary.
 
-    A full run also writes summary.json and the run report.
+    A full run also writes summary.json and the run report, and when it pushes, notes what the
+    pushed model was trained on (`inputs`, from `unchanged.inputs_fingerprint` before the run).
     """
     timer = _ComponentTimer(echo)
     warnings = logging.StreamHandler(sys.stderr)
@@ -104,6 +107,8 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
     summary["serving_config"] = write_deployment_files(paths.serving_config_dir, DEFAULT_MODEL)
     with open(os.path.join(paths.work_dir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=1)
+    if inputs is not None and summary["pushed_model"]:
+        record_pushed(paths, inputs, record.run_id, int(os.path.basename(summary["pushed_model"])))
     return summary
 
 
@@ -126,8 +131,7 @@ def _read_json(folder: str, name: str):
 def spans_to_ingest(config, paths: Paths) -> List[int]:
     """The window's spans, other than the newest (this run's ExampleGen takes it), that no earlier
     run has ingested: spans written before the first run, or several between two runs."""
-    on_disk = existing_spans(paths.data_root)
-    older = (on_disk[-config.spans.window:] if config.spans.window else on_disk)[:-1]
+    older = window_spans(config, paths.data_root)[:-1]
     if not older or not os.path.exists(paths.metadata):
         return older
     store = _store(paths)

@@ -36,7 +36,8 @@ def compile_kubeflow_v2(config_path: Optional[str], data_root: str, work_dir: st
                         "latest-blessed-model resolvers): set spans.window: 1 for this target")
     from tfx import v1 as tfx  # TFX loads slowly: only once the config is checked
 
-    from pipeline.pipeline import Paths, create_pipeline
+    from pipeline.paths import Paths
+    from pipeline.pipeline import create_pipeline
 
     pipeline = create_pipeline(config, Paths(data_root=data_root, work_dir=work_dir),
                                local_metadata=False)
@@ -64,7 +65,8 @@ import datetime
 
 import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
 from mtmoe.config import load_config
-from pipeline.pipeline import Paths, create_pipeline
+from pipeline.paths import Paths
+from pipeline.pipeline import create_pipeline
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
 CONFIG_PATH = {config!r}  # None: the packaged default config

@@ -6,10 +6,8 @@ ExampleGen (newest span) -> StatisticsGen -> ExampleValidator (against the curat
   -> Resolver (latest blessed model) -> Trainer (warm-started from it) -> Evaluator (against it)
   -> TestScorer, and Pusher when the model is blessed.
 """
-import hashlib
 import json
 import os
-from dataclasses import dataclass
 
 from tfx import v1 as tfx
 
@@ -19,6 +17,7 @@ from components.pusher import Pusher
 from components.test_scoring import TestScorer
 from mtmoe.config import Config
 from mtmoe.formats import SPLITS
+from pipeline.paths import Paths, source_fingerprint
 from pipeline.spans import NewestSpansStrategy, window_range
 from trainer.module import EXPORT_KEY, TUNING_DIR_KEY
 from trainer.tuning import completed_trials, reference_configs
@@ -26,63 +25,9 @@ from trainer.tuning import completed_trials, reference_configs
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "trainer.module.run_fn"
 TUNER_FN = "trainer.module.tuner_fn"
-_SOURCE_PACKAGES = ("mtmoe", "components", "trainer", "serving")
 # The task fields Transform reads: loss weights and thresholds stay out so that changing them
 # (by hand or by the Tuner) keeps Transform's cache.
 _TRANSFORM_TASK_FIELDS = ("name", "type", "label_field", "max_labels")
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Where a run reads data and writes everything else."""
-
-    data_root: str
-    work_dir: str
-
-    @property
-    def pipeline_root(self) -> str:
-        return os.path.join(self.work_dir, "pipeline")
-
-    @property
-    def metadata(self) -> str:
-        return os.path.join(self.work_dir, "metadata.sqlite")
-
-    @property
-    def serving_dir(self) -> str:
-        return os.path.join(self.work_dir, "serving_model")
-
-    @property
-    def serving_config_dir(self) -> str:
-        """TF Serving's model config and batching parameters for the serving folder."""
-        return os.path.join(self.work_dir, "serving_config")
-
-    @property
-    def reports_dir(self) -> str:
-        return os.path.join(self.work_dir, "reports")
-
-    def report_dir(self, run_id: str) -> str:
-        return os.path.join(self.reports_dir, run_id)
-
-    @property
-    def tuning_dir(self) -> str:
-        """Keras Tuner's searches, outside any one run's artifacts so that a re-run resumes them."""
-        return os.path.join(self.pipeline_root, "tuning")
-
-
-def source_fingerprint() -> str:
-    """A hash of the project's module code.
-
-    Transform and Trainer are named by function path, so TFX's cache key does not see code changes;
-    this fingerprint goes into their custom_config so that changed code re-runs them.
-    """
-    digest = hashlib.sha256()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for package in _SOURCE_PACKAGES:
-        for folder, _, files in sorted(os.walk(os.path.join(root, package))):
-            for name in sorted(f for f in files if f.endswith((".py", ".yaml"))):
-                with open(os.path.join(folder, name), "rb") as f:
-                    digest.update(name.encode() + f.read())
-    return digest.hexdigest()[:16]
 
 
 _BEAM_RUNNER_CLASSES = {"direct": "DirectRunner", "dataflow": "DataflowRunner",

@@ -3,11 +3,12 @@ it left behind. The scenarios share one work dir and run in a fixed order, each 
 the one before it, so any test can run alone or in any order:
 
 1. `pipeline_run`: span 1, tuned, trained from scratch, blessed and pushed.
-2. `tuned`: `mtmoe tune --compare` on span 1: the finished search and two reference weightings.
-3. `retrained_run`: spans 2 and 3 land; a run is killed (SIGKILL) while its Trainer runs and run
+2. `unchanged_run`: `mtmoe run` again with nothing new: it trains and pushes nothing.
+3. `tuned`: `mtmoe tune --compare` on span 1: the finished search and two reference weightings.
+4. `retrained_run`: spans 2 and 3 land; a run is killed (SIGKILL) while its Trainer runs and run
    again: it reuses what the killed run completed and trains on spans 1-3, warm-started from run 1's
    blessed model.
-4. `refused_run`: span 4, whose training intents were all set to one label, with an intent the
+5. `refused_run`: span 4, whose training intents were all set to one label, with an intent the
    schema lacks and examples without one: data validation stops its run (label drift and skew,
    unseen and missing values); allowed on purpose, that run is refused by the Evaluator and pushes
    nothing.
@@ -95,7 +96,16 @@ def _kill_during_trainer(run, log):
 
 
 @pytest.fixture(scope="module")
-def tuned(run):
+def unchanged_run(run):
+    """`mtmoe run` again with nothing new: the same span, config and code as the serving model."""
+    runs = len(_pipeline_runs(_store(run)))
+    result = run["rerun"]()
+    return {"stdout": result.stdout, "new_pipeline_runs": len(_pipeline_runs(_store(run))) - runs,
+            "served": sorted(os.listdir(run["work"] / "serving_model"))}
+
+
+@pytest.fixture(scope="module")
+def tuned(run, unchanged_run):
     """`mtmoe tune --compare` on span 1 with run 1's config: its finished search, and the two
     reference weightings trained as long as one trial."""
     return run["rerun"](run["root"] / "config.yaml", "--compare", command="tune").stdout
@@ -328,6 +338,15 @@ def test_a_run_killed_during_its_trainer_reruns_from_the_cache_and_pushes_whole_
         assert name.isdigit() and (serving / name / "saved_model.pb").exists(), name
 
 
+def test_a_run_with_nothing_new_trains_nothing_and_pushes_nothing(run, unchanged_run):
+    version = os.path.basename(run["summary"]["pushed_model"])
+    assert (f"no new data since run {run['summary']['run_id']}; version {version} is serving"
+            in unchanged_run["stdout"])
+    assert unchanged_run["new_pipeline_runs"] == 0
+    assert unchanged_run["served"] == run["served"]
+    assert "-> Trainer" not in unchanged_run["stdout"]
+
+
 def test_a_span_that_fails_data_validation_stops_the_run_before_transform(run, refused_run):
     error = refused_run["stopped"].stderr
     assert re.search(r"^error: span 4: \d+ data validation anomalies \(schema \S+"
@@ -373,22 +392,24 @@ def test_crippled_run_is_refused_and_the_served_versions_stay(run, retrained_run
 
 
 def test_history_has_one_line_per_run_with_spans_start_metrics_and_outcome(
-        run, retrained_run, refused_run, cli):
+        run, unchanged_run, retrained_run, refused_run, cli):
     result = cli("history", "--work-dir", run["work"])
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     header = lines[0].split(" | ")
     assert header[:3] == ["| run", "spans", "start"] and "intent accuracy" in header
     rows = [line.split(" | ") for line in lines[2:] if line.startswith("| ")]
-    # run 1; `mtmoe tune`; the killed run and its re-run; span 4 stopped by validation, then
-    # allowed and refused
-    assert [row[1:3] for row in rows] == [["1", "scratch"], ["1", "-"], ["1,2,3", "-"],
+    # run 1; a run with nothing new; `mtmoe tune`; the killed run and its re-run; span 4 stopped
+    # by validation, then allowed and refused
+    assert [row[1:3] for row in rows] == [["1", "scratch"], ["1", "-"], ["1", "-"], ["1,2,3", "-"],
                                           ["1,2,3", "warm"], ["4", "-"], ["4", "warm"]]
     outcomes = [row[-1].rstrip(" |") for row in rows]
-    assert outcomes[1] == "tuning run (mtmoe tune)"
-    assert outcomes[2] == "stopped before the Evaluator"
-    assert outcomes[4] == "stopped by data validation"
-    runs = {0: run["summary"], 3: retrained_run["summary"], 5: refused_run["summary"]}
+    assert outcomes[1] == (f"nothing new: version {os.path.basename(run['summary']['pushed_model'])} "
+                           f"(run {run['summary']['run_id']}) is serving")
+    assert outcomes[2] == "tuning run (mtmoe tune)"
+    assert outcomes[3] == "stopped before the Evaluator"
+    assert outcomes[5] == "stopped by data validation"
+    runs = {0: run["summary"], 4: retrained_run["summary"], 6: refused_run["summary"]}
     for index, summary in runs.items():
         assert rows[index][0][2:] == summary["run_id"].replace("T", " ")[:19]
         pushed = summary["pushed_model"]
@@ -397,7 +418,7 @@ def test_history_has_one_line_per_run_with_spans_start_metrics_and_outcome(
         else:
             assert outcomes[index].startswith("NOT blessed: ")
     assert re.search(r"NOT blessed: .*intent accuracy changed -0\.\d+ \(allowed -0\.2500\)",
-                     outcomes[5]), outcomes[5]
+                     outcomes[6]), outcomes[6]
     _, report = _report(run["summary"])
     intent = next(row for row in report["headline"] if row["task"] == "intent")
     assert rows[0][header.index("intent accuracy")] == f"{intent['eval']:.4f}"
