@@ -65,6 +65,8 @@ def _run(args) -> None:
         summary = run_pipeline(config, paths, allow_anomalies=args.allow_anomalies, inputs=inputs)
     print(format_summary(summary))
     print(f"\nreport: {summary['report']}")
+    if summary["tensorboard"]:
+        print(f"training curves: tensorboard --logdir {os.path.dirname(summary['tensorboard'])}")
 
 
 def _tune(args) -> None:

@@ -22,7 +22,7 @@ from pipeline.unchanged import record_pushed, window_spans
 from pipeline.report import build_report, write_report
 from serving.client import DEFAULT_MODEL
 from serving.deploy import write_deployment_files
-from trainer.module import GATES_FILE, HISTORY_FILE, TRAINING_FILE
+from trainer.module import GATES_FILE, HISTORY_FILE, TENSORBOARD_DIR, TRAINING_FILE
 from trainer.tuning import reference_configs, reference_row, trial_table
 
 SUMMARY_FILE = "summary.json"
@@ -252,4 +252,5 @@ def summarize(record: RunRecord) -> dict:
         "epoch_seconds": training.get("epoch_seconds"),
         "parameters": training.get("parameters"),
         "word_vectors": training.get("word_vectors"),
+        "tensorboard": os.path.join(model_run, TENSORBOARD_DIR) if model_run else None,
     }

@@ -1,8 +1,9 @@
 """The Trainer's and Tuner's callbacks: validation scores that Keras metrics cannot compute in-graph
 (span F1, overall accuracy, the tuning objective), learned loss weights, the learning-rate decay,
-epoch times."""
+epoch times, and the experts' load for TensorBoard."""
 import copy
 import math
+import os
 import time
 
 import keras
@@ -10,6 +11,7 @@ import tensorflow as tf
 
 from mtmoe.feature_names import PAD_ID, TOKEN_IDS
 from mtmoe.tasks import OBJECTIVE, TaskScorer, decode_outputs, label_key, objective, task_type
+from trainer.introspection import gate_statistics
 
 
 class ValidationScores(keras.callbacks.Callback):
@@ -110,3 +112,27 @@ class EpochSeconds(keras.callbacks.Callback):
         if logs is not None:
             logs["epoch_seconds"] = round(self.seconds if self.seconds is not None
                                           else time.perf_counter() - self.started, 2)
+
+
+class ExpertLoad(keras.callbacks.Callback):
+    """After each epoch, writes each router's share of routed tokens per expert on `batches` (model
+    inputs) as TensorBoard scalars `expert_load/<layer>/<router>/expert_<i>` under
+    `log_dir`/experts: a router collapsing onto a few experts shows as their lines rising."""
+
+    def __init__(self, log_dir: str, batches):
+        super().__init__()
+        self.log_dir, self.batches = log_dir, batches
+
+    def on_train_begin(self, logs=None):
+        self.writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "experts"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.writer.as_default():
+            for layer, routers in gate_statistics(self.model, self.batches).items():
+                for router, stats in routers.items():
+                    for i, load in enumerate(stats["load"]):
+                        tf.summary.scalar(f"expert_load/{layer}/{router}/expert_{i}", load, step=epoch)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()

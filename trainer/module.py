@@ -21,18 +21,21 @@ from mtmoe.config import Config
 from mtmoe.feature_names import TOKENS
 from mtmoe.tasks import OBJECTIVE
 from serving.export import export_serving_model
-from trainer.callbacks import CosineDecay, EpochSeconds, LearnedLossWeights, ValidationScores
+from trainer.callbacks import (CosineDecay, EpochSeconds, ExpertLoad, LearnedLossWeights,
+                               ValidationScores)
 from trainer import warm_start, word_vectors
 from trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
                               trim_to_longest, vocabularies, vocabulary_sizes)
 from trainer.introspection import gate_statistics
-from trainer.model import EMBEDDING, build_model, compile_model, effective_loss_weights
+from trainer.model import EMBEDDING, build_model, compile_model, effective_loss_weights, moe_layers
 from trainer.tuning import SearchBudget, apply_hyperparameters, define_search_space, make_tuner
 
 HISTORY_FILE = "history.json"
 GATES_FILE = "gate_statistics.json"
 TRAINING_FILE = "training.json"
 TUNING_DIR_KEY = "tuning_dir"
+TENSORBOARD_DIR = "tensorboard"
+EXPERT_LOAD_BATCHES = 8  # eval batches the experts' load is measured on after each epoch
 # custom_config key: false for a reference training that only records its history (`tune --compare`).
 EXPORT_KEY = "export"
 WARMUP_TEXTS = 8
@@ -145,6 +148,16 @@ class _Inputs:
         return callbacks
 
 
+def tensorboard_callbacks(log_dir: str, model, evaluation) -> list:
+    """TensorBoard logs: every logged value per epoch (each task's losses and metrics, train and
+    validation, the learning rate, epoch seconds) and, for a gated trunk, the experts' load."""
+    callbacks = [keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0)]
+    if moe_layers(model):
+        batches = [inputs for inputs, _ in evaluation.take(EXPERT_LOAD_BATCHES)]
+        callbacks.append(ExpertLoad(log_dir, batches))
+    return callbacks
+
+
 def best_epoch_callback(config, epochs: int) -> keras.callbacks.EarlyStopping:
     """Keeps the weights of the epoch with the best `val_objective` (every task's primary metric on
     the eval split, the Tuner's objective too) and stops after `training.patience` epochs without
@@ -209,8 +222,10 @@ def run_fn(fn_args):
             started = _warm_start(model, config, inputs.vocabularies, fn_args.base_model)
         epochs = config.training.warm_start_epochs if started["warm_started"] else config.training.epochs
         best = best_epoch_callback(config, epochs)
+        board = tensorboard_callbacks(os.path.join(fn_args.model_run_dir, TENSORBOARD_DIR), model,
+                                      inputs.evaluation)
         history = model.fit(inputs.train, validation_data=inputs.evaluation, epochs=epochs,
-                            callbacks=inputs.callbacks(config, epochs) + [best], verbose=2)
+                            callbacks=inputs.callbacks(config, epochs) + board + [best], verbose=2)
         _write_json(fn_args.model_run_dir, HISTORY_FILE,
                     {k: [float(v) for v in vs] for k, vs in history.history.items()})
         _write_json(fn_args.model_run_dir, TRAINING_FILE, {

@@ -200,6 +200,10 @@ def test_summary_has_documented_keys_and_the_test_splits_counts(run):
                                                  for task in run["config"]["tasks"]
                                                  if task["type"] == "classification")
     assert "test split metrics" in run["stdout"] and "Trainer done in" in run["stdout"]
+    # TensorBoard: the Trainer's per-epoch scalars (their content: tests/trainer/test_training.py)
+    for folder in ("train", "validation", "experts"):
+        assert os.listdir(os.path.join(summary["tensorboard"], folder)), folder
+    assert f"tensorboard --logdir {os.path.dirname(summary['tensorboard'])}" in run["stdout"]
     # TF Serving's model config and batching file, for the serving folder (their content:
     # tests/serving/test_export.py)
     assert all(os.path.isfile(path) for path in summary["serving_config"].values())

@@ -89,3 +89,43 @@ def test_training_stops_after_patience_epochs_without_a_better_one():
                               if objective[i] <= max(objective[:i]))
     assert len(objective) == first_without_gain + 1 <= SABOTAGED + 1
     assert "stopped after 1 without a better one" in kept_epoch(best, history)["reason"]
+
+
+def _scalars(folder) -> dict:
+    """{tag: [value per step]} of the TensorBoard event files in `folder`."""
+    found = {}
+    for path in sorted(tf.io.gfile.glob(f"{folder}/events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
+    return found
+
+
+def test_tensorboard_gets_every_tasks_scores_the_learning_rate_and_each_routers_expert_load(tmp_path):
+    from trainer.callbacks import CosineDecay
+    from trainer.module import tensorboard_callbacks
+
+    base = _config()
+    config = dataclasses.replace(base, model=dataclasses.replace(
+        base.model, trunk="deepseek_moe", routed_experts=4, top_k=2, expert_dim=8))
+    keras.utils.set_random_seed(1)
+    model = compile_model(build_model(config, VOCABULARY, {k: len(v) for k, v in NAMES.items()}),
+                          config)
+    data = _data(config)
+    model.fit(data, validation_data=data, epochs=2, verbose=0, callbacks=[
+        ValidationScores(data, config.tasks, NAMES), CosineDecay(2),
+        *tensorboard_callbacks(str(tmp_path), model, data)])
+
+    train, validation = _scalars(tmp_path / "train"), _scalars(tmp_path / "validation")
+    for task in ("intent", "slots"):
+        assert len(train[f"epoch_{task}_loss"]) == 2
+    assert len(validation["epoch_intent_accuracy"]) == len(validation["epoch_slots_span_f1"]) == 2
+    assert len(validation["epoch_objective"]) == 2
+    assert train["epoch_learning_rate"][0] == pytest.approx(config.training.learning_rate)
+    experts = _scalars(tmp_path / "experts")
+    routers = {tag.rsplit("/", 1)[0] for tag in experts}
+    # one shared router in the first block, one per task in the last (num_blocks 1: the last)
+    assert routers == {f"expert_load/ffn_0/{task.name}" for task in config.tasks}
+    for router in routers:
+        loads = np.array([experts[f"{router}/expert_{i}"] for i in range(4)])  # [expert, epoch]
+        np.testing.assert_allclose(loads.sum(axis=0), 1.0, atol=1e-5)
