@@ -141,13 +141,23 @@ def _predict(args) -> None:
 
 
 def _serve(args) -> None:
+    from pipeline.paths import Paths
+    from serving.deploy import BATCHING_CONFIG_FILE
     from serving.server import serve
 
     serving_dir = os.path.abspath(args.serving_dir)
     if not os.path.isdir(serving_dir):
         raise UserError(f"{serving_dir}: no serving folder; run `mtmoe run` first")
+    batching = args.batching_config
+    if batching is None:  # the file the pipeline writes beside the serving folder, if there
+        work_dir = Paths(data_root="", work_dir=os.path.dirname(serving_dir))
+        beside = os.path.join(work_dir.serving_config_dir, BATCHING_CONFIG_FILE)
+        batching = beside if os.path.isfile(beside) else None
+    elif not os.path.isfile(batching):
+        raise UserError(f"{batching}: batching config not found")
     try:
-        serve(serving_dir, args.model_name, args.host, args.port, args.grpc_port, args.poll_seconds)
+        serve(serving_dir, args.model_name, args.host, args.port, args.grpc_port, args.poll_seconds,
+              batching, args.max_request_bytes, args.max_instances)  # None: the server's limits
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
 
@@ -302,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, default=8500)
     serve.add_argument("--poll-seconds", type=float, default=2.0,
                        help="how often to look for a new version")
+    serve.add_argument("--batching-config", metavar="FILE",
+                       help="TF Serving BatchingParameters text proto (default: the pipeline's "
+                            "serving_config/batching.config beside the serving folder)")
+    serve.add_argument("--max-request-bytes", type=int,
+                       help="larger request bodies get 413 (default: 4 MiB)")
+    serve.add_argument("--max-instances", type=int,
+                       help="requests with more texts get 400 (default: 1024)")
     serve.set_defaults(handler=_serve)
 
     check = commands.add_parser("export-check", help="check that the stock TF Serving image can "

@@ -4,31 +4,48 @@ REST (werkzeug), the paths and JSON shapes of TF Serving's REST API:
   GET  /v1/models/<name>[/versions/<v>]            model status
   GET  /v1/models/<name>[/versions/<v>]/metadata   signature definitions
   POST /v1/models/<name>[/versions/<v>]:predict    {"instances": [...]} (row) or {"inputs": ...}
-Bad requests get status 400 and {"error": "..."}; an unknown model or version, 404.
+Every error is JSON, {"error": "..."}: a bad request 400, an unknown model or version 404, a body
+over the byte limit 413, an unexpected failure 500 (its traceback goes to the log).
 gRPC: tensorflow.serving.PredictionService/Predict, from tensorflow-serving-api's service definition.
 
+Concurrent requests are batched server-side as TF Serving's `batching.config` says (`Batcher`): a
+request waits up to `batch_timeout_micros` for others to fill a batch of up to `max_batch_size`
+texts. The model's answer to a text does not depend on its batch, so batching changes only speed.
+
 The highest integer version in the serving folder is served; a poll loads a newer one when it
-appears, and the old one keeps serving until the new one has loaded.
+appears, and the old one keeps serving until the new one has loaded. SIGTERM (or Ctrl-C) stops
+taking requests and answers those in flight before exiting.
 """
 import json
 import logging
 import os
+import queue
 import re
+import signal
 import threading
+import time
 from concurrent import futures
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import grpc
 import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  registers the tokenizer ops the graph uses
-from google.protobuf import json_format
+from google.protobuf import json_format, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from werkzeug.serving import make_server
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import ClosingIterator
+
+from mtmoe.errors import UserError
+from serving.deploy import BatchingParameters, batching_parameters
 
 DEFAULT_SIGNATURE = "serving_default"
+MAX_REQUEST_BYTES = 4 << 20   # gRPC's default message limit, for REST bodies too
+MAX_INSTANCES = 1024          # texts per request
+SHUTDOWN_GRACE_SECONDS = 30   # how long requests in flight may take to finish on SIGTERM
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
                    r"(?P<verb>:predict|/metadata)?$")
 log = logging.getLogger(__name__)
@@ -89,6 +106,7 @@ class VersionWatcher:
 
     def stop(self):
         self._stop.set()
+        self._thread.join()
 
 
 def _as_tensor(name: str, values, spec: tf.TensorSpec) -> tf.Tensor:
@@ -123,17 +141,122 @@ def input_names(loaded: LoadedVersion, signature: str):
     return sorted(_signature(loaded, signature).structured_input_signature[1])
 
 
-def run_signature(loaded: LoadedVersion, signature: str, inputs: Dict[str, list]
-                  ) -> Dict[str, np.ndarray]:
-    function = _signature(loaded, signature)
-    specs = function.structured_input_signature[1]
+def request_tensors(loaded: LoadedVersion, signature: str, inputs: Dict[str, list],
+                    max_instances: int = MAX_INSTANCES) -> Dict[str, tf.Tensor]:
+    """The signature's input tensors from a request's values, checked: a RequestError names what
+    is wrong."""
+    specs = _signature(loaded, signature).structured_input_signature[1]
     if set(inputs) != set(specs):
         raise RequestError(f"signature '{signature}' takes input(s) {', '.join(sorted(specs))}; "
                            f"got {', '.join(sorted(inputs)) or 'none'}")
     tensors = {name: _as_tensor(name, inputs[name], spec) for name, spec in specs.items()}
-    if len({int(t.shape[0]) for t in tensors.values()}) > 1:
+    sizes = {int(t.shape[0]) for t in tensors.values()}
+    if len(sizes) > 1:
         raise RequestError("inputs have different batch sizes")
-    return {name: value.numpy() for name, value in function(**tensors).items()}
+    if max(sizes) > max_instances:
+        raise RequestError(f"{max(sizes)} instances; a request may hold at most {max_instances}")
+    return tensors
+
+
+def run_signature(loaded: LoadedVersion, signature: str, tensors: Dict[str, tf.Tensor]
+                  ) -> Dict[str, np.ndarray]:
+    return {name: value.numpy()
+            for name, value in _signature(loaded, signature)(**tensors).items()}
+
+
+_STOP = object()  # tells a batch thread to end
+
+
+class _Pending:
+    """One request waiting in the batcher."""
+
+    def __init__(self, loaded, signature, tensors):
+        self.key = (loaded.version, signature)
+        self.loaded, self.signature, self.tensors = loaded, signature, tensors
+        self.rows = int(next(iter(tensors.values())).shape[0])
+        self.done = threading.Event()
+        self.outputs, self.error = None, None
+
+
+class Batcher:
+    """Server-side batching, as TF Serving's BatchingParameters set it: each of `num_batch_threads`
+    threads takes the oldest request and adds later ones for the same version and signature until
+    the batch holds `max_batch_size` rows or `batch_timeout_micros` have passed, runs the batch once
+    and hands each request its rows. A request larger than a batch runs alone."""
+
+    def __init__(self, parameters=None):
+        parameters = parameters or batching_parameters()
+        self.max_rows = parameters.max_batch_size.value
+        self.timeout = parameters.batch_timeout_micros.value / 1e6
+        self.queue: queue.Queue = queue.Queue()
+        self.threads = [threading.Thread(target=self._work, daemon=True)
+                        for _ in range(max(1, parameters.num_batch_threads.value))]
+        for thread in self.threads:
+            thread.start()
+
+    def run(self, loaded, signature: str, tensors) -> Dict[str, np.ndarray]:
+        pending = _Pending(loaded, signature, tensors)
+        self.queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.outputs
+
+    def stop(self):
+        """Ends the batch threads once the requests queued before have run."""
+        for _ in self.threads:
+            self.queue.put(_STOP)
+        for thread in self.threads:
+            thread.join()
+
+    def _work(self):
+        carried = None  # a request that did not fit the last batch: it opens the next one
+        while True:
+            first = carried if carried is not None else self.queue.get()
+            carried = None
+            if first is _STOP:
+                return
+            batch, rows, deadline = [first], first.rows, time.monotonic() + self.timeout
+            while rows < self.max_rows:
+                try:
+                    item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is _STOP or item.key != first.key or rows + item.rows > self.max_rows:
+                    carried = item
+                    break
+                batch.append(item)
+                rows += item.rows
+            self._run(batch)
+
+    @staticmethod
+    def _run(batch: List[_Pending]):
+        first = batch[0]
+        try:
+            tensors = {name: tf.concat([p.tensors[name] for p in batch], axis=0)
+                       for name in first.tensors}
+            outputs = run_signature(first.loaded, first.signature, tensors)
+            start = 0
+            for pending in batch:
+                pending.outputs = {k: v[start:start + pending.rows] for k, v in outputs.items()}
+                start += pending.rows
+        except Exception as e:  # every request of the batch gets the error
+            for pending in batch:
+                pending.error = e
+        for pending in batch:
+            pending.done.set()
+
+
+def read_batching_parameters(path: Optional[str]):
+    """The BatchingParameters text proto at `path` (the pipeline writes one beside the serving
+    folder), or the defaults that file holds."""
+    if not path:
+        return batching_parameters()
+    with open(path) as f:
+        try:
+            return text_format.Parse(f.read(), BatchingParameters())
+        except text_format.ParseError as e:
+            raise UserError(f"{path}: not a BatchingParameters text proto: {e}") from None
 
 
 def _json_value(value):
@@ -151,6 +274,8 @@ def load_request(body: bytes) -> dict:
         request = json.loads(body or b"")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RequestError(f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise RequestError("malformed JSON: nested too deeply") from None
     if not isinstance(request, dict):
         raise RequestError("the request must be a JSON object with 'instances' or 'inputs'")
     return request
@@ -181,14 +306,36 @@ def parse_predict_request(request: dict, names) -> Tuple[Dict[str, list], bool]:
 
 
 class RestApp:
-    """The WSGI application of the REST API."""
+    """The WSGI application of the REST API. Counts the requests in flight, so that a shutdown can
+    wait for them."""
 
-    def __init__(self, watcher: VersionWatcher, model_name: str):
-        self.watcher = watcher
-        self.model_name = model_name
+    def __init__(self, watcher: VersionWatcher, model_name: str, batcher: Batcher,
+                 max_request_bytes: int = MAX_REQUEST_BYTES, max_instances: int = MAX_INSTANCES):
+        self.watcher, self.model_name, self.batcher = watcher, model_name, batcher
+        self.max_request_bytes, self.max_instances = max_request_bytes, max_instances
+        self._in_flight = 0
+        self._idle = threading.Condition()
 
     def __call__(self, environ, start_response):
-        return self.respond(Request(environ))(environ, start_response)
+        with self._idle:
+            self._in_flight += 1
+        try:
+            response = self.respond(Request(environ))
+        except Exception:  # a bug of ours, still answered in JSON; the traceback goes to the log
+            log.exception("unexpected error answering %s", environ.get("PATH_INFO"))
+            response = self._json({"error": "internal error; see the server log"}, 500)
+        # Counted out once the body is written (the iterable closed), not when it is returned.
+        return ClosingIterator(response(environ, start_response), [self._done])
+
+    def _done(self):
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Waits until no request is in flight; False if some still are after `timeout` s."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     @staticmethod
     def _json(value, status=200):
@@ -206,7 +353,13 @@ class RestApp:
         if match["verb"] == ":predict":
             if request.method != "POST":
                 return self._json({"error": "predict needs POST"}, 405)
-            return self._predict(loaded, request.get_data())
+            request.max_content_length = self.max_request_bytes
+            try:
+                body = request.get_data()
+            except RequestEntityTooLarge:
+                return self._json({"error": f"the request body is over {self.max_request_bytes} "
+                                            "bytes; send fewer or shorter texts per request"}, 413)
+            return self._predict(loaded, body)
         if match["verb"] == "/metadata":
             return self._json(self._metadata(loaded))
         return self._json({"model_version_status": [{
@@ -225,7 +378,8 @@ class RestApp:
             request = load_request(body)
             signature = request.get("signature_name", DEFAULT_SIGNATURE)
             inputs, rows = parse_predict_request(request, input_names(loaded, signature))
-            outputs = run_signature(loaded, signature, inputs)
+            tensors = request_tensors(loaded, signature, inputs, self.max_instances)
+            outputs = self.batcher.run(loaded, signature, tensors)
         except RequestError as e:
             return self._json({"error": str(e)}, 400)
         except tf.errors.OpError as e:
@@ -240,9 +394,10 @@ class RestApp:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """gRPC Predict on the served version."""
 
-    def __init__(self, watcher: VersionWatcher, model_name: str):
-        self.watcher = watcher
-        self.model_name = model_name
+    def __init__(self, watcher: VersionWatcher, model_name: str, batcher: Batcher,
+                 max_instances: int = MAX_INSTANCES):
+        self.watcher, self.model_name, self.batcher = watcher, model_name, batcher
+        self.max_instances = max_instances
 
     def Predict(self, request, context):
         loaded = self.watcher.current()
@@ -252,10 +407,15 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {spec.name}")
         signature = spec.signature_name or DEFAULT_SIGNATURE
         try:
-            outputs = run_signature(loaded, signature, {name: tf.make_ndarray(proto).tolist()
-                                                        for name, proto in request.inputs.items()})
+            tensors = request_tensors(loaded, signature,
+                                      {name: tf.make_ndarray(proto).tolist()
+                                       for name, proto in request.inputs.items()}, self.max_instances)
+            outputs = self.batcher.run(loaded, signature, tensors)
         except (RequestError, tf.errors.OpError) as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, getattr(e, "message", str(e)))
+        except Exception:
+            log.exception("unexpected error answering a gRPC Predict")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.model_name
         response.model_spec.version.value = loaded.version
@@ -266,22 +426,43 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 def serve(serving_dir: str, model_name: str, host: str, port: int, grpc_port: int,
-          poll_seconds: float = 2.0, echo=print) -> None:
-    """Serves until interrupted."""
+          poll_seconds: float = 2.0, batching_config: Optional[str] = None,
+          max_request_bytes: Optional[int] = None, max_instances: Optional[int] = None,
+          echo=print) -> None:
+    """Serves until SIGTERM or Ctrl-C, then answers the requests in flight and returns."""
+    max_request_bytes = max_request_bytes or MAX_REQUEST_BYTES
+    max_instances = max_instances or MAX_INSTANCES
     watcher = VersionWatcher(serving_dir, poll_seconds)
-    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    parameters = read_batching_parameters(batching_config)
+    batcher = Batcher(parameters)
+    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=[
+        ("grpc.max_receive_message_length", max_request_bytes)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(watcher, model_name), grpc_server)
+        PredictionService(watcher, model_name, batcher, max_instances), grpc_server)
     grpc_server.add_insecure_port(f"{host}:{grpc_port}")
     grpc_server.start()
-    http_server = make_server(host, port, RestApp(watcher, model_name), threaded=True)
+    app = RestApp(watcher, model_name, batcher, max_request_bytes, max_instances)
+    http_server = make_server(host, port, app, threaded=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     echo(f"serving {model_name} version {watcher.current().version} from {serving_dir}: "
-         f"REST http://{host}:{port}/v1/models/{model_name}, gRPC {host}:{grpc_port}", flush=True)
+         f"REST http://{host}:{port}/v1/models/{model_name}, gRPC {host}:{grpc_port}; batches of "
+         f"up to {parameters.max_batch_size.value} texts, waiting up to "
+         f"{parameters.batch_timeout_micros.value} us", flush=True)
     try:
+        # Returns on SIGTERM or Ctrl-C: werkzeug ends its loop on KeyboardInterrupt and closes the
+        # listening socket; requests in flight go on in their threads.
         http_server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        echo("stopping: answering the requests in flight", flush=True)
     finally:
-        http_server.server_close()
-        grpc_server.stop(grace=1)
+        grpc_done = grpc_server.stop(grace=SHUTDOWN_GRACE_SECONDS)
+        if not app.wait_idle(SHUTDOWN_GRACE_SECONDS):
+            log.warning("requests still in flight after %s s; stopping anyway", SHUTDOWN_GRACE_SECONDS)
+        grpc_done.wait()
+        batcher.stop()
         watcher.stop()
+
+
+def _interrupt(signum, frame):
+    """SIGTERM ends serve_forever as Ctrl-C does."""
+    raise KeyboardInterrupt

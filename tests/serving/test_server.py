@@ -2,16 +2,20 @@
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 import requests
+from google.protobuf import text_format
 
 from serving.client import GrpcClient, RestClient
+from serving.deploy import batching_parameters
 from serving.predict import Predictor
 
 pytestmark = pytest.mark.slow
@@ -26,31 +30,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_export, tmp_path_factory):
-    """A copy of the tiny exported version in its own serving folder, served on free ports."""
-    version = tiny_export["version"]
-    serving_dir = tmp_path_factory.mktemp("serve") / "serving_model"
-    shutil.copytree(version, serving_dir / os.path.basename(version))
+def _start(serving_dir, *options):
+    """`mtmoe serve` on free ports, once it answers: (process, REST url, gRPC address)."""
     rest, grpc_port = _free_port(), _free_port()
     process = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "mtmoe"), "serve", "--serving-dir", str(serving_dir), "--port", str(rest),
-         "--grpc-port", str(grpc_port), "--poll-seconds", "0.5"],
+        [os.path.join(os.path.dirname(sys.executable), "mtmoe"), "serve", "--serving-dir",
+         str(serving_dir), "--port", str(rest), "--grpc-port", str(grpc_port), *options],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{rest}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             if requests.get(f"{url}/v1/models/mtmoe", timeout=2).status_code == 200:
-                break
+                return process, url, f"127.0.0.1:{grpc_port}"
         except requests.ConnectionError:
             assert process.poll() is None, process.stdout.read()[-3000:]
             time.sleep(1)
-    else:
-        process.kill()
-        pytest.fail("mtmoe serve did not answer within 180 s")
-    yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "dir": serving_dir,
-           "version": int(os.path.basename(version)), "process": process}
+    process.kill()
+    pytest.fail("mtmoe serve did not answer within 180 s")
+
+
+def _serving_copy(tiny_export, folder):
+    """A copy of the tiny exported version in its own serving folder."""
+    version = tiny_export["version"]
+    serving_dir = folder / "serving_model"
+    shutil.copytree(version, serving_dir / os.path.basename(version))
+    return serving_dir
+
+
+@pytest.fixture(scope="module")
+def server(tiny_export, tmp_path_factory):
+    serving_dir = _serving_copy(tiny_export, tmp_path_factory.mktemp("serve"))
+    process, url, grpc_address = _start(serving_dir, "--poll-seconds", "0.5")
+    yield {"url": url, "grpc": grpc_address, "dir": serving_dir,
+           "version": int(os.path.basename(tiny_export["version"])), "process": process}
     process.terminate()
     process.wait(timeout=30)
 
@@ -89,12 +102,48 @@ def test_rest_and_grpc_answer_what_the_saved_model_answers_in_process(server, in
     (json.dumps({"instances": []}), "empty batch"),
     (json.dumps({"instances": "text"}), "'instances' must be a list"),
     (json.dumps({"instances": ["a"], "signature_name": "nope"}), "unknown signature 'nope'"),
+    (json.dumps({"instances": [["nested"]]}), "expected a string"),
+    (json.dumps({"inputs": {"text": ["a"], "extra": ["b"]}}), "takes input(s) text; got extra, text"),
+    ("[" * 5000 + "]" * 5000, "nested too deeply"),
+    (json.dumps({"instances": ["a"] * 1025}), "1025 instances; a request may hold at most 1024"),
 ])
 def test_bad_requests_get_400_and_the_server_keeps_serving(server, body, fragment):
     response = requests.post(f"{server['url']}/v1/models/mtmoe:predict", data=body, timeout=30)
     assert response.status_code == 400
+    assert response.headers["Content-Type"] == "application/json"
     assert fragment in response.json()["error"]
     assert RestClient(server["url"]).predict(["check my balance"])[0]["intent"]["label"]
+
+
+def test_a_body_over_the_byte_limit_gets_a_json_413(server):
+    body = json.dumps({"instances": ["x" * (4 << 20)]})
+    response = requests.post(f"{server['url']}/v1/models/mtmoe:predict", data=body, timeout=60)
+    assert response.status_code == 413
+    assert "over 4194304 bytes" in response.json()["error"]
+
+
+def test_sigterm_answers_the_requests_in_flight_then_exits(tiny_export, tmp_path):
+    """The batcher holds a request for 3 s (waiting for others to join it); SIGTERM arrives
+    meanwhile: the request is still answered, and the server exits 0."""
+    batching = tmp_path / "batching.config"
+    batching.write_text(text_format.MessageToString(
+        batching_parameters(batch_timeout_micros=3_000_000, num_batch_threads=1)))
+    process, url, _ = _start(_serving_copy(tiny_export, tmp_path), "--batching-config", batching)
+    answered = {}
+    asking = threading.Thread(target=lambda: answered.update(response=requests.post(
+        f"{url}/v1/models/mtmoe:predict", json={"instances": ["check my balance"]}, timeout=60)))
+    asking.start()
+    time.sleep(1)  # the request is waiting in the batcher
+    process.send_signal(signal.SIGTERM)
+    asking.join(timeout=60)
+    assert process.wait(timeout=60) == 0
+    assert answered["response"].status_code == 200
+    assert answered["response"].json()["predictions"][0]["tokens"][:3] == ["check", "my", "balance"]
+    output = process.stdout.read()
+    assert "batches of up to 32 texts, waiting up to 3000000 us" in output
+    assert "stopping: answering the requests in flight" in output
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/v1/models/mtmoe", timeout=5)
 
 
 def test_status_metadata_and_unknown_model(server):

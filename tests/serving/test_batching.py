@@ -1,0 +1,113 @@
+"""Server-side batching and the REST app's error answers, in process with a stand-in model."""
+import json
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from werkzeug.test import Client
+
+from serving.deploy import batching_parameters
+from serving.server import Batcher, RestApp
+
+
+class _Model:
+    """A model whose signatures echo their text input and record each batch they ran."""
+
+    def __init__(self):
+        self.batches = []
+        self.signatures = {name: self._signature(name) for name in ("serving_default", "other")}
+
+    def _signature(self, name):
+        def run(text):
+            self.batches.append((name, [t.decode() for t in text.numpy()]))
+            if any(t == b"boom" for t in text.numpy()):
+                raise tf.errors.InvalidArgumentError(None, None, "boom in the batch")
+            return {"echo": text, "length": tf.strings.length(text)}
+        return run
+
+
+class _Loaded:
+    def __init__(self, version=1):
+        self.version, self.model = version, _Model()
+
+
+def _concurrently(batcher, requests):
+    """Submits every (loaded, signature, texts) at once; returns each one's outputs or error."""
+    results = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def ask(i, loaded, signature, texts):
+        start.wait()
+        try:
+            results[i] = batcher.run(loaded, signature, {"text": tf.constant(texts)})
+        except Exception as e:  # noqa: BLE001  the test looks at what each request got
+            results[i] = e
+
+    threads = [threading.Thread(target=ask, args=(i, *r)) for i, r in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+@pytest.fixture
+def batcher():
+    # One batch thread and a long wait, so that concurrent requests always meet in a batch.
+    batcher = Batcher(batching_parameters(max_batch_size=8, batch_timeout_micros=1_000_000,
+                                          num_batch_threads=1))
+    yield batcher
+    batcher.stop()
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_rows(batcher):
+    loaded = _Loaded()
+    requests = [(loaded, "serving_default", [f"text {i}"] * (1 + i % 2)) for i in range(6)]
+    results = _concurrently(batcher, requests)
+    for (_, _, texts), outputs in zip(requests, results):
+        assert [t.decode() for t in outputs["echo"]] == texts
+        np.testing.assert_array_equal(outputs["length"], [len(t) for t in texts])
+    sizes = [len(texts) for _, texts in loaded.model.batches]
+    assert sum(sizes) == 9 and len(sizes) < len(requests) and max(sizes) <= 8
+
+
+def test_signatures_and_versions_never_share_a_batch(batcher):
+    old, new = _Loaded(1), _Loaded(2)
+    _concurrently(batcher, [(old, "serving_default", ["a"]), (old, "other", ["b"]),
+                            (new, "serving_default", ["c"]), (old, "serving_default", ["d"])])
+    assert new.model.batches == [("serving_default", ["c"])]
+    assert ("other", ["b"]) in old.model.batches
+    assert sorted(t for name, texts in old.model.batches if name == "serving_default"
+                  for t in texts) == ["a", "d"]
+
+
+def test_a_request_larger_than_a_batch_runs_whole_and_alone(batcher):
+    loaded = _Loaded()
+    outputs, = _concurrently(batcher, [(loaded, "serving_default", [str(i) for i in range(20)])])
+    assert len(outputs["echo"]) == 20 and loaded.model.batches == [
+        ("serving_default", [str(i) for i in range(20)])]
+
+
+def test_a_failing_batch_fails_each_of_its_requests(batcher):
+    loaded = _Loaded()
+    results = _concurrently(batcher, [(loaded, "serving_default", ["boom"]),
+                                      (loaded, "serving_default", ["fine"])])
+    shared = len(loaded.model.batches) == 1
+    assert isinstance(results[0], tf.errors.InvalidArgumentError)
+    assert isinstance(results[1], tf.errors.InvalidArgumentError) == shared
+
+
+class _BrokenWatcher:
+    def current(self):
+        raise RuntimeError("a bug")
+
+
+def test_an_unexpected_error_is_a_json_500_and_the_app_counts_it_done():
+    app = RestApp(_BrokenWatcher(), "mtmoe", batcher=None)
+    response = Client(app).post("/v1/models/mtmoe:predict", data=json.dumps({"instances": ["a"]}))
+    assert response.status_code == 500
+    assert response.headers["Content-Type"] == "application/json"
+    assert "internal error" in json.loads(response.get_data())["error"]
+    response.close()  # the server closes the body once written
+    assert app.wait_idle(timeout=1)
