@@ -93,6 +93,10 @@ class TrainingConfig:
     distribution: str = "none"   # tf.distribute strategy: none | mirrored | multi_worker
 
 
+# The task types; mtmoe.tasks implements each (labels, head, loss, metrics, decoding). Named here so
+# that a config is checked without loading TensorFlow.
+CLASSIFICATION, MULTILABEL, TOKEN_TAGGING = "classification", "multilabel", "token_tagging"
+TASK_TYPE_NAMES = (CLASSIFICATION, MULTILABEL, TOKEN_TAGGING)
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
@@ -246,8 +250,6 @@ def _build(cls, values: Dict[str, Any], where: str):
 
 
 def _parse(raw: Dict[str, Any], source: str) -> Config:
-    from mtmoe.tasks import TASK_TYPES  # the registry of task types; imports TensorFlow
-
     raw_tasks = raw.get("tasks")
     if not isinstance(raw_tasks, (list, tuple)) or not raw_tasks:
         raise UserError(f"{source}: 'tasks' must be a non-empty list")
@@ -259,9 +261,9 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         task = _build(TaskConfig, raw_task, where)
         if not _NAME.match(task.name):
             raise UserError(f"{where}.name: {task.name!r} must be lower_snake_case")
-        if task.type not in TASK_TYPES:
+        if task.type not in TASK_TYPE_NAMES:
             raise UserError(f"{where}.type: unknown task type {task.type!r}; "
-                            f"known: {', '.join(sorted(TASK_TYPES))}")
+                            f"known: {', '.join(sorted(TASK_TYPE_NAMES))}")
         if task.loss_weight < 0:
             raise UserError(f"{where}.loss_weight: must be >= 0, got {task.loss_weight}")
         for attr in ("name", "label_field"):

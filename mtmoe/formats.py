@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from mtmoe.config import TOKEN_TAGGING
 from mtmoe.errors import UserError
 
 SPLITS = ("train", "eval", "test")
@@ -28,7 +29,7 @@ Value = Union[str, List[str]]
 Record = Dict[str, Value]
 
 
-def _split_files(in_dir: str, pattern: str) -> Dict[str, str]:
+def split_files(in_dir: str, pattern: str) -> Dict[str, str]:
     """Maps each split to the one file or folder in `in_dir` named like it (dev counts as eval)."""
     if not os.path.isdir(in_dir):
         raise UserError(f"{in_dir}: input directory not found")
@@ -234,14 +235,14 @@ def read_splits(fmt: str, in_dir: str, label_fields: Sequence[str], tag_fields: 
     once the span is written."""
     bio = bio or {split: BioCheck() for split in SPLITS}
     if fmt == "jsonl":
-        files = _split_files(in_dir, "*.jsonl")
+        files = split_files(in_dir, "*.jsonl")
         return {s: read_jsonl(p, tag_fields, label_fields, bio[s], single_label_fields)
                 for s, p in files.items()}
     if fmt == "slu":
-        dirs = _split_files(in_dir, "*")
+        dirs = split_files(in_dir, "*")
         return {s: read_slu(p, label_field, tags_field, bio[s]) for s, p in dirs.items()}
     if fmt == "conll":
-        files = _split_files(in_dir, "*.conll")
+        files = split_files(in_dir, "*.conll")
         return {s: read_conll(p, tags_field, bio[s]) for s, p in files.items()}
     raise UserError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
 
@@ -298,7 +299,7 @@ def check_latest_span(data_root: str, tasks) -> str:
         raise UserError(f"{data_root}: no span-<N> folders; create one with `mtmoe data convert` "
                         f"or `mtmoe data sample`")
     span_dir = os.path.join(data_root, f"span-{spans[-1]}")
-    tag_fields = {t.label_field for t in tasks if t.type == "token_tagging"}
+    tag_fields = {t.label_field for t in tasks if t.type == TOKEN_TAGGING}
     seen = set()
     for split in SPLITS:
         split_dir = os.path.join(span_dir, split)

@@ -2,7 +2,8 @@
 
 A task type says how its labels are transformed (Transform), turned into model targets, predicted by a
 head and scored by a loss (Trainer), decoded into strings (serving), and counted into metrics (Evaluator
-and test scoring). Adding a task type means adding one class here and one line to TASK_TYPES.
+and test scoring). Adding a task type means adding one class here, its entry in TASK_TYPES and its name in
+mtmoe.config.TASK_TYPE_NAMES.
 
 Label conventions shared by all stages: Transform maps label strings to ids through a vocabulary with
 one reserved id for labels it never saw (the last class, named UNKNOWN_LABEL), and writes -1 where a
@@ -16,6 +17,7 @@ import tensorflow as tf
 from keras import ops
 
 from mtmoe import metrics
+from mtmoe.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING, TaskConfig
 from mtmoe.decoding import bio_constraints, constrained_viterbi
 from mtmoe.feature_names import OVERALL, TOKENS
 
@@ -362,11 +364,7 @@ def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-TASK_TYPES = {
-    "classification": Classification(),
-    "multilabel": Multilabel(),
-    "token_tagging": TokenTagging(),
-}
+TASK_TYPES = {CLASSIFICATION: Classification(), MULTILABEL: Multilabel(), TOKEN_TAGGING: TokenTagging()}
 
 
 def task_type(task):
@@ -376,8 +374,6 @@ def task_type(task):
 def tasks_from_output_names(names) -> list:
     """The tasks a serving signature answers for, read off its output names (`<task>_<output>`),
     for clients that have only the signature."""
-    from mtmoe.config import TaskConfig
-
     names = set(names)
     tasks = []
     for type_name, kind in TASK_TYPES.items():

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from mtmoe.config import CLASSIFICATION
 from mtmoe.feature_names import CHAR_IDS, PAD_ID, TOKEN_IDS
 from mtmoe.tasks import task_type
 from trainer.layers import (CharacterEncoder, DeepSeekMoE, FeedForward, MaskedMeanPooling,
@@ -161,7 +162,7 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
         pooled = pooling(sequence, padding_mask)
         if m.tags_see_classes and task_type(task).per_token:
             sequence = with_class_context(sequence, [outputs[t.name] for t in config.tasks
-                                                     if t.type == "classification"])
+                                                     if t.type == CLASSIFICATION])
         outputs[task.name] = task_type(task).head(task, sequence, pooled, num_classes[task.name])
     outputs = {task.name: outputs[task.name] for task in config.tasks}
     uncertain = config.training.loss_weighting == "uncertainty"

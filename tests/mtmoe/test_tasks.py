@@ -83,3 +83,9 @@ def test_tagging_decodes_the_best_well_formed_sequence_not_each_tokens_argmax():
                              tf.constant([[True, True, True, False]]))
     assert [t.decode() for t in outputs["slots_tags"].numpy()[0]] == ["O", "B-amount", "I-amount", ""]
     np.testing.assert_allclose(outputs["slots_scores"].numpy()[0], [0.70, 0.25, 0.85, 0.0])
+
+
+def test_every_task_type_the_config_accepts_is_implemented():
+    from mtmoe.config import TASK_TYPE_NAMES
+
+    assert sorted(TASK_TYPES) == sorted(TASK_TYPE_NAMES)
