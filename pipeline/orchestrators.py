@@ -30,10 +30,11 @@ def compile_kubeflow_v2(config_path: Optional[str], data_root: str, work_dir: st
     """Writes the pipeline as a Kubeflow Pipelines v2 PipelineJob (.json, or a PipelineSpec for .yaml)
     whose components run in `image`; returns the spec's task names."""
     config = load_config(config_path)
-    if config.spans.window != 1:
+    if config.spans.window > 1:
         raise UserError(f"{config.source}: spans.window is {config.spans.window}; Kubeflow Pipelines "
-                        "v2 cannot resolve a window of spans (it runs only latest-artifact and "
-                        "latest-blessed-model resolvers): set spans.window: 1 for this target")
+                        "v2 cannot resolve a window of N spans (it runs only latest-artifact and "
+                        "latest-blessed-model resolvers): set spans.window to 0 (every span) or 1 "
+                        "(the newest) for this target")
     from tfx import v1 as tfx  # TFX loads slowly: only once the config is checked
 
     from pipeline.paths import Paths

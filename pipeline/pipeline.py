@@ -48,17 +48,18 @@ def beam_args(config: Config):
     return args + ["--beam_plugins=tensorflow_text"]
 
 
-def example_gen(paths: Paths, span=None):
-    """ImportExampleGen over `span-<N>/<split>/` folders: the newest span, or the one given."""
+def example_gen(paths: Paths, span=None, every_span: bool = False):
+    """ImportExampleGen over `span-<N>/<split>/` folders: the newest span, or the one given; with
+    `every_span`, all spans as one artifact (the window of every span without a window resolver)."""
     range_config = None
     if span is not None:
         range_config = tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(
             start_span_number=span, end_span_number=span))
+    folders = "span-*" if every_span else "span-{SPAN}"
     return tfx.components.ImportExampleGen(
         input_base=paths.data_root,
         input_config=tfx.proto.Input(splits=[
-            tfx.proto.Input.Split(name=split, pattern=f"span-{{SPAN}}/{split}/*")
-            for split in SPLITS]),
+            tfx.proto.Input.Split(name=split, pattern=f"{folders}/{split}/*") for split in SPLITS]),
         range_config=range_config)
 
 
@@ -76,7 +77,9 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
     `allow_anomalies`: a span that fails data validation goes on (the anomalies are logged).
 
     `local_metadata`: ML Metadata in an SQLite file of the work dir; off for orchestrators that
-    bring their own (Kubeflow Pipelines)."""
+    bring their own (Kubeflow Pipelines). Those run no custom resolver, so the window of every span
+    (`spans.window: 0`) is one ExampleGen over all span folders there; other windows above 1 are
+    refused before this is called (pipeline.orchestrators)."""
     fingerprint = source_fingerprint()
     # Transform sees only what it reads, so that a model, training or threshold change keeps its cache.
     raw_config = config.to_dict()
@@ -84,7 +87,8 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
         "tasks": [{field: task[field] for field in _TRANSFORM_TASK_FIELDS} for task in raw_config["tasks"]],
         "text": raw_config["text"]}
 
-    new_span = example_gen(paths)
+    every_span = not local_metadata and config.spans.window == 0
+    new_span = example_gen(paths, every_span=every_span)
     # The statistics of the last span that passed the gate, resolved before this run's gate runs.
     # Kubeflow Pipelines runs TFX's own latest-artifact strategy only.
     accepted_statistics = tfx.dsl.Resolver(
@@ -113,7 +117,7 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
     components = [new_span, accepted_statistics, statistics_gen, schema_gen, example_validator,
                   data_gate]
     examples = new_span.outputs["examples"]
-    if config.spans.window != 1:
+    if config.spans.window != 1 and not every_span:
         span_window = tfx.dsl.Resolver(
             strategy_class=NewestSpansStrategy,
             config={"range_config": window_range(config.spans.window)},

@@ -38,12 +38,24 @@ def _module_constants(source):
     return constants, assigned
 
 
-def test_kubeflow_v2_spec_names_every_component(tmp_path, cli):
-    output = tmp_path / "out" / "pipeline.json"
+def _compile_kubeflow(tmp_path, cli, window):
+    output = tmp_path / f"out{window}" / "pipeline.json"
     result = cli("compile", "--target", "kubeflow-v2", "--output", output,
-                 "--config", _config(tmp_path, 1), "--data", tmp_path / "data",
+                 "--config", _config(tmp_path, window), "--data", tmp_path / "data",
                  "--work-dir", tmp_path / "work", "--image", "registry.example/mtmoe:7")
     assert result.returncode == 0, result.stderr[-3000:]
+    return result, output
+
+
+def _split_patterns(spec) -> list:
+    """The ImportExampleGen's input split patterns in a compiled spec."""
+    parameters = spec["root"]["dag"]["tasks"]["ImportExampleGen"]["inputs"]["parameters"]
+    splits = json.loads(parameters["input_config"]["runtimeValue"]["constantValue"]["stringValue"])["splits"]
+    return [split["pattern"] for split in splits]
+
+
+def test_kubeflow_v2_spec_names_every_component(tmp_path, cli):
+    result, output = _compile_kubeflow(tmp_path, cli, 1)
     spec = json.loads(output.read_text())["pipelineSpec"]
     tasks = set(spec["root"]["dag"]["tasks"])
     assert set(COMPONENTS) <= tasks
@@ -55,17 +67,29 @@ def test_kubeflow_v2_spec_names_every_component(tmp_path, cli):
     assert images == {"registry.example/mtmoe:7"}
     assert str(tmp_path / "data") in json.dumps(spec)
     assert [p.name for p in output.parent.iterdir()] == ["pipeline.json"]
+    assert _split_patterns(spec) == ["span-{SPAN}/train/*", "span-{SPAN}/eval/*", "span-{SPAN}/test/*"]
 
 
-def test_kubeflow_v2_refuses_a_window_of_spans(tmp_path, cli):
-    config = _config(tmp_path, 0)
+def test_kubeflow_v2_trains_on_every_span_with_the_default_window(tmp_path, cli):
+    """spans.window 0 (the default) compiles: one ExampleGen reads every span folder, no window
+    resolver."""
+    assert load_config().spans.window == 0
+    _, output = _compile_kubeflow(tmp_path, cli, 0)
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    assert _split_patterns(spec) == ["span-*/train/*", "span-*/eval/*", "span-*/test/*"]
+    assert set(COMPONENTS) <= set(spec["root"]["dag"]["tasks"])
+
+
+def test_kubeflow_v2_refuses_a_window_of_several_spans(tmp_path, cli):
+    config = _config(tmp_path, 3)
     output = tmp_path / "pipeline.json"
     result = cli("compile", "--target", "kubeflow-v2", "--output", output, "--config", config)
     assert result.returncode == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert error == [f"error: {config}: spans.window is 0; Kubeflow Pipelines v2 cannot resolve a "
-                     "window of spans (it runs only latest-artifact and latest-blessed-model "
-                     "resolvers): set spans.window: 1 for this target"]
+    assert error == [f"error: {config}: spans.window is 3; Kubeflow Pipelines v2 cannot resolve a "
+                     "window of N spans (it runs only latest-artifact and latest-blessed-model "
+                     "resolvers): set spans.window to 0 (every span) or 1 (the newest) for this "
+                     "target"]
     assert not output.exists()
 
 
@@ -83,8 +107,8 @@ def test_airflow_dag_module(tmp_path, cli, every, schedule):
     assert "DAG" in assigned
     imports = [node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
                for node in ast.parse(source).body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    assert imports == ["datetime", "mtmoe", "mtmoe.config", "pipeline.pipeline",  # mtmoe before TF
-                       "tfx.orchestration.airflow.airflow_dag_runner"]
+    assert imports == ["datetime", "mtmoe", "mtmoe.config", "pipeline.paths", "pipeline.pipeline",
+                       "tfx.orchestration.airflow.airflow_dag_runner"]  # mtmoe before TF
     assert [p.name for p in output.parent.iterdir()] == ["mtmoe_dag.py"]
 
 
