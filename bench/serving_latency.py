@@ -1,10 +1,14 @@
 """Serving latency of a pushed model: in process (the SavedModel's `serving_default`) and through the
-local REST endpoint (`mtmoe serve`), p50 / p99 per request at batch 1 and 32, and throughput.
+local endpoint (`mtmoe serve`, REST and gRPC), p50 / p99 per request at batch 1 and 32, and
+throughput; then under load: 1, 8 and 32 concurrent clients sending one text per request.
 
     python bench/serving_latency.py --model mtmoe_work/serving_model [--requests 200]
+                                    [--load-requests 800]
 
-Texts are the model's own warmup requests (eval texts), cycled to fill a batch. Writes
-bench/results/serving_latency.json with the machine, the versions and the command.
+Texts are the model's own warmup requests (eval texts), cycled to fill a batch. Under load, each of
+the clients sends its share of `--load-requests` one after another (loopback only); the server
+batches concurrent requests as its batching.config says. Writes bench/results/serving_latency.json
+with the machine, the versions and the command.
 """
 import argparse
 import os
@@ -12,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
 import numpy as np
@@ -19,6 +24,7 @@ import requests
 import tensorflow as tf
 
 from machine import write_result
+from serving.client import GrpcClient
 from serving.export import WARMUP_FILE
 from serving.predict import Predictor, resolve_model_dir
 
@@ -47,6 +53,30 @@ def timed(call, batches, warmup=10):
             "texts_per_s": round(sum(len(b) for b in batches) / float(seconds.sum()), 1)}
 
 
+def under_load(call, texts, clients: int, total: int):
+    """`clients` threads, each sending its share of `total` one-text requests in turn: p50 / p99
+    per request and requests per second over the whole run."""
+    per_client = total // clients
+
+    def client(offset):
+        seconds = []
+        for i in range(per_client):
+            start = time.perf_counter()
+            call([texts[(offset + i) % len(texts)]])
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+    for text in texts[:10]:  # warm
+        call([text])
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        seconds = np.concatenate(list(pool.map(client, range(0, clients * 7, 7))))
+    wall = time.perf_counter() - started
+    return {"p50_ms": round(1000 * float(np.percentile(seconds, 50)), 2),
+            "p99_ms": round(1000 * float(np.percentile(seconds, 99)), 2),
+            "requests_per_s": round(len(seconds) / wall, 1)}
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -63,7 +93,7 @@ def start_server(serving_dir):
     for _ in range(300):
         try:
             if requests.get(url, timeout=2).status_code == 200:
-                return process, url
+                return process, url, f"127.0.0.1:{grpc_port}"
         except requests.ConnectionError:
             time.sleep(1)
     process.kill()
@@ -74,13 +104,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mtmoe_work/serving_model")
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--load-requests", type=int, default=800,
+                        help="requests per load row, shared by its clients")
     args = parser.parse_args()
     model_dir = resolve_model_dir(args.model)
     texts = warmup_texts(model_dir)
     predictor = Predictor(model_dir)
     session = requests.Session()
-    process, url = start_server(os.path.dirname(model_dir))
-    rows = []
+    process, url, grpc_target = start_server(os.path.dirname(model_dir))
+    grpc_client = GrpcClient(grpc_target)
+
+    def rest(batch):
+        # One connection per thread: a requests.Session is not thread-safe.
+        with requests.post(url + ":predict", json={"instances": batch}, timeout=60) as response:
+            response.raise_for_status()
+
+    paths = {"in-process": predictor.outputs, "REST (mtmoe serve)": rest,
+             "gRPC (mtmoe serve)": grpc_client.predict_outputs}
+    rows, load = [], []
     try:
         for size in (1, 32):
             batches = [[texts[(i * size + j) % len(texts)] for j in range(size)]
@@ -89,14 +130,27 @@ def main():
             rows.append({"path": "REST (mtmoe serve)", "batch": size, **timed(
                 lambda batch: session.post(url + ":predict", json={"instances": batch},
                                            timeout=60).raise_for_status(), batches)})
+        for path, call in paths.items():
+            for clients in (1, 8, 32):
+                load.append({"path": path, "clients": clients,
+                             **under_load(call, texts, clients, args.load_requests)})
+                print(f"  {load[-1]}", flush=True)
     finally:
+        grpc_client.close()
         process.terminate()
     print("| path | batch | p50 ms | p99 ms | texts/s |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['path']} | {row['batch']} | {row['p50_ms']} | {row['p99_ms']} | "
               f"{row['texts_per_s']} |")
+    print("\nunder load, one text per request:\n| path | clients | p50 ms | p99 ms | requests/s |"
+          "\n|---|---|---|---|---|")
+    for row in load:
+        print(f"| {row['path']} | {row['clients']} | {row['p50_ms']} | {row['p99_ms']} | "
+              f"{row['requests_per_s']} |")
     write_result("serving_latency", model=model_dir, tensorflow=tf.__version__,
-                 requests_per_row=args.requests, results=rows)
+                 requests_per_row=args.requests, results=rows,
+                 load_requests_per_row=args.load_requests, under_load=load)
+
 
 if __name__ == "__main__":
     main()

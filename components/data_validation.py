@@ -18,7 +18,6 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
-from absl import logging
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 from tfx.components.example_gen.utils import SPAN_PROPERTY_NAME
@@ -29,6 +28,7 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
+from mtmoe.console import warn
 from mtmoe.errors import UserError
 from mtmoe.feature_names import TEXT
 from mtmoe.formats import SPLITS
@@ -251,7 +251,7 @@ def DataGate(examples: InputArtifact[standard_artifacts.Examples],
     if found and not allow_anomalies:
         raise UserError(describe_anomalies(found, span, schema_source, stopped=True))
     if found:
-        logging.warning(describe_anomalies(found, span, schema_source, stopped=False))
+        warn(describe_anomalies(found, span, schema_source, stopped=False))
     io_utils.copy_dir(statistics.uri, checked_statistics.uri)
     checked_statistics.split_names = statistics.split_names
     checked_statistics.set_int_custom_property(SPAN_PROPERTY_NAME, span)

@@ -5,11 +5,14 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import sys
 import warnings
 
 import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
-from mtmoe.errors import UserError
+from mtmoe.console import say
+from mtmoe.config import CLASSIFICATION, TOKEN_TAGGING
+from mtmoe.errors import StepFailed, UserError
 
 DEFAULT_WORK_DIR = "mtmoe_work"
 ALLOW_ANOMALIES_HELP = ("go on when the new span fails data validation (schema anomalies, label drift "
@@ -33,38 +36,47 @@ def _prepared(args):
         config = config.with_overrides(epochs=args.epochs)
     work_dir = os.path.abspath(args.work_dir)
     data_root = os.path.abspath(args.data) if args.data else os.path.join(work_dir, "data")
-    with run_lock(work_dir):
-        if not args.data and not existing_spans(data_root):
-            sample_dir = os.path.join(work_dir, "sample")
-            write_sample(sample_dir)
-            write_span(read_splits("jsonl", sample_dir, [t.label_field for t in config.tasks],
-                                   [t.label_field for t in config.tasks
-                                    if t.type == "token_tagging"]),
-                       data_root)
-            print(f"generated the sample data into {data_root}")
+    if args.data:  # bad data stops the command before anything is written
         span = check_latest_span(data_root, config.tasks)
-        print(f"config {config.source}; data {span}; work dir {work_dir}")
+    with run_lock(work_dir):
+        if not args.data:
+            if not existing_spans(data_root):
+                sample_dir = os.path.join(work_dir, "sample")
+                write_sample(sample_dir)
+                write_span(read_splits("jsonl", sample_dir, [t.label_field for t in config.tasks],
+                                       [t.label_field for t in config.tasks
+                                        if t.type == TOKEN_TAGGING]),
+                           data_root)
+                say(f"generated the sample data into {data_root}")
+            span = check_latest_span(data_root, config.tasks)
+        say(f"config {config.source}; data {span}; work dir {work_dir}")
         from pipeline.paths import Paths
 
         yield config, Paths(data_root=data_root, work_dir=work_dir)
 
 
 def _run(args) -> None:
-    with _prepared(args) as (config, paths):
+    log = _CommandLog(args.verbose)
+    with log.capturing(), _prepared(args) as (config, paths):
         from pipeline.unchanged import inputs_fingerprint, record_skipped, serving_unchanged
 
         inputs = inputs_fingerprint(config, paths)
         serving = None if args.force else serving_unchanged(paths, inputs)
         if serving:
             record_skipped(paths, serving, inputs)
-            print(f"no new data since run {serving['run_id']}; version {serving['version']} is "
-                  "serving (nothing trained or pushed; --force retrains)")
+            say(f"no new data since run {serving['run_id']}; version {serving['version']} is "
+                "serving (nothing trained or pushed; --force retrains)")
             return
         from pipeline.local_runner import run_pipeline
 
-        summary = run_pipeline(config, paths, allow_anomalies=args.allow_anomalies, inputs=inputs)
+        log.started(paths.logs_dir)
+        summary = run_pipeline(config, paths, echo=say, allow_anomalies=args.allow_anomalies,
+                               inputs=inputs)
+    summary["log"] = log.keep(summary["run_id"])
     print(format_summary(summary))
     print(f"\nreport: {summary['report']}")
+    if summary["log"]:
+        print(f"log: {summary['log']}")
     if summary["tensorboard"]:
         print(f"training curves: tensorboard --logdir {os.path.dirname(summary['tensorboard'])}")
 
@@ -72,16 +84,74 @@ def _run(args) -> None:
 def _tune(args) -> None:
     import dataclasses
 
-    with _prepared(args) as (config, paths):
+    log = _CommandLog(args.verbose)
+    with log.capturing(), _prepared(args) as (config, paths):
         config = dataclasses.replace(config, tuning=dataclasses.replace(config.tuning, enabled=True))
         from pipeline.local_runner import run_pipeline
         from pipeline.report_text import trials_table
 
-        summary = run_pipeline(config, paths, tuning_only=True, compare_weightings=args.compare,
-                               allow_anomalies=args.allow_anomalies)
+        log.started(paths.logs_dir)
+        summary = run_pipeline(config, paths, echo=say, tuning_only=True,
+                               compare_weightings=args.compare, allow_anomalies=args.allow_anomalies)
+    log.keep(summary["run_id"])
     print(f"\nrun {summary['run_id']}: {config.tuning.algorithm} search, objective "
           f"val_objective (higher is better)\n")
     print("\n".join(trials_table(summary["trials"])))
+
+
+class _CommandLog:
+    """Everything TensorFlow, Beam and TFX print during a pipeline command, captured from before
+    TensorFlow loads (mtmoe.console.logged_to) so that the console keeps one line per step. A
+    temporary file until the pipeline starts; then kept as `<work-dir>/logs/<run id>.log` (or, if
+    the run fails, `<start time>.log`, its path in the error). With `verbose`, shown live instead."""
+
+    def __init__(self, verbose: bool):
+        import tempfile
+
+        self.verbose, self.folder = verbose, None
+        descriptor, self.path = tempfile.mkstemp(prefix="mtmoe-", suffix=".log")
+        os.close(descriptor)
+
+    @contextlib.contextmanager
+    def capturing(self):
+        from mtmoe.console import logged_to
+
+        try:
+            with logged_to(self.path, self.verbose):
+                yield self
+        except (StepFailed, UserError) as e:
+            if self.folder is None or self.verbose:  # bad input: nothing ran that needs a log
+                self._discard()
+                raise
+            import datetime
+
+            kept = self.keep(datetime.datetime.now().strftime("%Y-%m-%dT%H%M%S-failed"))
+            raise type(e)(f"{e}\nfull log: {kept}") from None
+        if self.folder is None:
+            self._discard()
+
+    def started(self, folder: str) -> None:
+        self.folder = folder
+        if not self.verbose:
+            say(f"log: {folder}/<run id>.log (--verbose shows it here)")
+
+    def keep(self, name: str):
+        """Moves the log to `<logs folder>/<name>.log`; its path (None with `verbose`)."""
+        from mtmoe.console import log_at_exit
+
+        if self.verbose:
+            self._discard()
+            return None
+        os.makedirs(self.folder, exist_ok=True)
+        kept = os.path.join(self.folder, f"{name}.log")
+        shutil.move(self.path, kept)
+        self.path = kept
+        log_at_exit(kept)
+        return kept
+
+    def _discard(self):
+        if os.path.exists(self.path):
+            os.remove(self.path)
 
 
 def format_summary(summary: dict) -> str:
@@ -198,10 +268,10 @@ def _convert(args) -> None:
             yield record
 
     splits = read_splits(args.format, args.input, [t.label_field for t in tasks],
-                         [t.label_field for t in tasks if t.type == "token_tagging"],
+                         [t.label_field for t in tasks if t.type == TOKEN_TAGGING],
                          label_field=args.label_field, tags_field=args.tags_field, bio=bio,
                          single_label_fields=[t.label_field for t in tasks
-                                              if t.type == "classification"])
+                                              if t.type == CLASSIFICATION])
     path, counts = write_span({s: measured(s, r) for s, r in splits.items()}, args.output, args.span)
     print(f"wrote {counts} examples to {path}")
     for split in SPLITS:
@@ -228,6 +298,16 @@ def _schema_update(args) -> None:
     lines = update_schema(config.validation.schema, span_dir, [t.label_field for t in config.tasks])
     print(f"wrote {config.validation.schema} from {span_dir}:")
     print("\n".join(f"  {line}" for line in lines))
+
+
+def _init(args) -> None:
+    from mtmoe.init_config import write_config
+
+    with _CommandLog(verbose=False).capturing():  # TensorFlow's start-up lines: nowhere
+        lines = write_config(args.format, args.data, args.out, args.label_field, args.tags_field)
+    print("\n".join(lines))
+    print(f"next: mtmoe data convert --format {args.format} {args.data} DATA --config {args.out}\n"
+          f"      mtmoe run --config {args.out} --data DATA")
 
 
 def _schedule(args) -> None:
@@ -270,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
     run.add_argument("--epochs", type=int, help="override training.epochs")
     run.add_argument("--allow-anomalies", action="store_true", help=ALLOW_ANOMALIES_HELP)
+    run.add_argument("--verbose", action="store_true",
+                     help="show TensorFlow's, Beam's and TFX's output here instead of in the log")
     run.add_argument("--force", action="store_true",
                      help="train even when the spans, config and code are those of the serving model")
     run.set_defaults(handler=_run)
@@ -282,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also train with equal weights and with uncertainty weighting, as long "
                            "as one trial, and add them to the table")
     tune.add_argument("--allow-anomalies", action="store_true", help=ALLOW_ANOMALIES_HELP)
+    tune.add_argument("--verbose", action="store_true",
+                      help="show TensorFlow's, Beam's and TFX's output here instead of in the log")
     tune.set_defaults(handler=_tune)
 
     report = commands.add_parser("report", help="print the path and headline of a run's report")
@@ -360,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     compiled.add_argument("--target", required=True, choices=TARGETS)
     compiled.add_argument("--output", required=True, metavar="FILE",
                           help="kubeflow-v2: .json (a PipelineJob) or .yaml; airflow: a .py module")
-    compiled.add_argument("--config", help="task config YAML (kubeflow-v2 needs spans.window: 1)")
+    compiled.add_argument("--config", help="task config YAML (kubeflow-v2: spans.window 0 or 1)")
     compiled.add_argument("--data", help="data root holding span-<N>/ folders, a path or gs:// URI "
                                          "(default: <work dir>/data)")
     compiled.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="a path or gs:// URI")
@@ -369,6 +453,22 @@ def build_parser() -> argparse.ArgumentParser:
                                "project installed")
     compiled.add_argument("--every", choices=EVERY, default="day", help="airflow: the DAG's schedule")
     compiled.set_defaults(handler=_compile)
+
+    init = commands.add_parser(
+        "init", help="write a starting config (and its schema) read off a dataset",
+        description="Reads a dataset and writes a config: one task per label field, its type "
+                    "inferred from the values (one string: classification; a BIO tag per token: "
+                    "token tagging; any other list: multilabel), text.max_tokens from the 99th "
+                    "percentile of the training texts' lengths, permissive thresholds, and the "
+                    "curated schema beside it. Prints what it inferred and why.")
+    init.add_argument("--data", required=True, metavar="IN", help="folder with train / dev|eval / "
+                                                                  "test data")
+    init.add_argument("--format", required=True, choices=FORMATS)
+    init.add_argument("--out", default="mtmoe.yaml", metavar="CONFIG",
+                      help="config to write (default: mtmoe.yaml); never overwritten")
+    init.add_argument("--label-field", default="intent", help="slu: field for the sentence label")
+    init.add_argument("--tags-field", default="slots", help="slu / conll: field for the tags")
+    init.set_defaults(handler=_init)
 
     data = commands.add_parser("data", help="make or convert input data").add_subparsers(
         dest="data_command", required=True)
@@ -415,6 +515,9 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StepFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

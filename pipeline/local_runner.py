@@ -5,6 +5,7 @@ import os
 import re
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -15,6 +16,7 @@ from tfx import v1 as tfx
 
 from components.data_validation import DATA_GATE
 from components.test_scoring import METRICS_FILE, TestMetrics
+from mtmoe.errors import StepFailed, UserError
 from pipeline.paths import Paths
 from pipeline.pipeline import create_ingest_pipeline, create_pipeline
 from pipeline.spans import SPAN_PROPERTY_NAME
@@ -56,7 +58,6 @@ class _ComponentTimer(logging.Handler):
         node, state = match.groups()
         if state == "running":
             self.started[node] = time.monotonic()
-            self.echo(f"-> {node}")
         else:
             self.seconds[node] = round(time.monotonic() - self.started.pop(node), 2)
             self.echo(f"   {node} done in {self.seconds[node]:.1f} s")
@@ -71,16 +72,17 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
     pushed model was trained on (`inputs`, from `unchanged.inputs_fingerprint` before the run).
     """
     timer = _ComponentTimer(echo)
-    warnings = logging.StreamHandler(sys.stderr)
-    warnings.setLevel(logging.WARNING)
+    # TFX's and TensorFlow's absl records, INFO included, to stderr: the run's log (mtmoe.console).
+    log_handler = logging.StreamHandler(sys.stderr)
+    log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     absl_logger = logging.getLogger("absl")
     previous = absl_logging.get_verbosity(), absl_logger.propagate
     # TensorFlow resets the absl logger's level to absl's verbosity while it saves models, so the
-    # verbosity itself must be INFO for the timer to see every component; only warnings are printed.
+    # verbosity itself must be INFO for the timer to see every component.
     absl_logging.set_verbosity(absl_logging.INFO)
     absl_logger.propagate = False
     absl_logger.addHandler(timer)
-    absl_logger.addHandler(warnings)
+    absl_logger.addHandler(log_handler)
     try:
         for span in spans_to_ingest(config, paths):
             echo(f"ingesting span {span} for the window of spans")
@@ -88,8 +90,14 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
         tfx.orchestration.LocalDagRunner().run(
             create_pipeline(config, paths, tuning_only, compare_weightings,
                             allow_anomalies=allow_anomalies))
+    except UserError:
+        raise
+    except Exception as e:  # the traceback is in the log; the console gets the step and the error
+        traceback.print_exc()  # into the log (the command's stderr)
+        step = next(reversed(timer.started), "the pipeline")
+        raise StepFailed(f"{step} failed: {type(e).__name__}: {e}") from e
     finally:
-        for handler in (timer, warnings):
+        for handler in (timer, log_handler):
             absl_logger.removeHandler(handler)
         absl_logging.set_verbosity(previous[0])
         absl_logger.propagate = previous[1]

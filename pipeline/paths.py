@@ -32,6 +32,11 @@ class Paths:
         return os.path.join(self.work_dir, "serving_config")
 
     @property
+    def logs_dir(self) -> str:
+        """One log per pipeline command: everything TensorFlow, Beam and TFX print."""
+        return os.path.join(self.work_dir, "logs")
+
+    @property
     def reports_dir(self) -> str:
         return os.path.join(self.work_dir, "reports")
 

@@ -137,7 +137,8 @@ def pipeline_run(tmp_path_factory, cli):
 
     started = time.monotonic()
     result = rerun()
-    return {"root": root, "vectors": vectors, "work": root / "work", "config": config, "stdout": result.stdout,
+    return {"root": root, "vectors": vectors, "work": root / "work", "config": config,
+            "stdout": result.stdout, "stderr": result.stderr,
             "seconds": time.monotonic() - started,
             "summary": json.loads((root / "work" / "summary.json").read_text()), "rerun": rerun,
             "served": sorted(os.listdir(root / "work" / "serving_model")),

@@ -1,6 +1,11 @@
 """The `mtmoe` command's error contract, through `main()` in this process: one line naming what to
 fix, exit code 2, nothing written."""
 import os
+import re
+import subprocess
+import sys
+
+import pytest
 
 
 def _assert_user_error(result, *fragments):
@@ -79,3 +84,53 @@ def test_the_console_script_calls_main_and_exits_with_its_code(tmp_path, cli_pro
     assert result.returncode == 0 and "compile" in result.stdout
     result = cli_process("run", "--data", tmp_path / "nope", "--work-dir", tmp_path / "work")
     _assert_user_error(result, "nope", "no span-<N> folders")
+
+
+def test_a_failing_step_shows_its_error_and_the_log_path_and_logs_the_rest(tmp_path, cli,
+                                                                            monkeypatch):
+    """Everything TensorFlow or TFX prints goes to the run's log; the console gets the failed step,
+    its error and where the log is."""
+    from absl import logging as absl_logging
+    from tfx import v1 as tfx
+
+    def broken_run(self, pipeline):
+        absl_logging.info("Component Transform is running.")
+        print("W0000 what TensorFlow prints")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tfx.orchestration.LocalDagRunner, "run", broken_run)
+    result = cli("run", "--work-dir", tmp_path / "work")
+    assert result.returncode == 1
+    assert "error: Transform failed: RuntimeError: boom" in result.stderr
+    log = re.search(r"full log: (\S+)", result.stderr).group(1)
+    assert os.path.dirname(log) == str(tmp_path / "work" / "logs")
+    with open(log) as f:
+        text = f.read()
+    assert "W0000 what TensorFlow prints" in text and "Traceback" in text
+    assert "what TensorFlow prints" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--config", "{bad}"],
+    ["tune", "--config", "{bad}"],
+    ["run", "--data", "{missing}"],
+    ["data", "convert", "--format", "jsonl", "{missing}", "{out}"],
+    ["data", "convert", "--format", "jsonl", "{empty}", "{out}", "--config", "{bad}"],
+])
+def test_bad_input_is_reported_without_loading_tensorflow(tmp_path, command):
+    """A config or data error needs no TensorFlow: the one-line error comes at once, with no CUDA
+    lines, and nothing is written."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks:\n  - {name: intent, type: clasification, label_field: intent}\n")
+    (tmp_path / "empty").mkdir()
+    args = [a.format(bad=bad, missing=tmp_path / "missing", out=tmp_path / "out",
+                     empty=tmp_path / "empty") for a in command] + ["--work-dir", tmp_path / "work"] * (
+        command[0] != "data")
+    code = ("import sys; from mtmoe.cli import main; code = main(sys.argv[1:]); "
+            "print('tensorflow' in sys.modules, code)")
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.stdout.split() == ["False", "2"], result.stdout + result.stderr
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "empty"]

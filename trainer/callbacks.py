@@ -9,6 +9,7 @@ import time
 import keras
 import tensorflow as tf
 
+from mtmoe.console import progress
 from mtmoe.feature_names import PAD_ID, TOKEN_IDS
 from mtmoe.tasks import OBJECTIVE, TaskScorer, decode_outputs, label_key, objective, task_type
 from trainer.introspection import gate_statistics
@@ -136,3 +137,44 @@ class ExpertLoad(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.writer.close()
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """A console progress line per epoch (the rest of Keras' output goes to the run's log): the
+    epoch, its validation objective and its seconds. Goes after ValidationScores and EpochSeconds."""
+
+    def __init__(self, label: str, epochs: int):
+        super().__init__()
+        self.label, self.epochs = label, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        detail = [f"val_{OBJECTIVE} {logs[f'val_{OBJECTIVE}']:.4f}"] if f"val_{OBJECTIVE}" in logs else []
+        if "epoch_seconds" in logs:
+            detail.append(f"{logs['epoch_seconds']:.0f} s")
+        progress(f"{self.label} epoch", epoch + 1, self.epochs, ", ".join(detail))
+
+
+class TrialProgress(keras.callbacks.Callback):
+    """A console progress line per finished tuning trial, with its best validation objective. Keras
+    Tuner copies the callbacks of every trial; the copies share the count."""
+
+    def __init__(self, trials: int):
+        super().__init__()
+        self.trials, self.finished, self.best = trials, [0], None
+
+    def __deepcopy__(self, memo):
+        return copy.copy(self)
+
+    def on_train_begin(self, logs=None):
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(f"val_{OBJECTIVE}")
+        if value is not None and (self.best is None or value > self.best):
+            self.best = value
+
+    def on_train_end(self, logs=None):
+        self.finished[0] += 1
+        detail = f"best val_{OBJECTIVE} {self.best:.4f}" if self.best is not None else ""
+        progress("Tuner trial", self.finished[0], self.trials, detail)

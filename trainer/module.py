@@ -21,8 +21,8 @@ from mtmoe.config import Config
 from mtmoe.feature_names import TOKENS
 from mtmoe.tasks import OBJECTIVE
 from serving.export import export_serving_model
-from trainer.callbacks import (CosineDecay, EpochSeconds, ExpertLoad, LearnedLossWeights,
-                               ValidationScores)
+from trainer.callbacks import (CosineDecay, EpochProgress, EpochSeconds, ExpertLoad,
+                               LearnedLossWeights, TrialProgress, ValidationScores)
 from trainer import warm_start, word_vectors
 from trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
                               trim_to_longest, vocabularies, vocabulary_sizes)
@@ -189,7 +189,8 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
         "x": inputs.train, "validation_data": inputs.evaluation,
         "epochs": config.tuning.epochs_per_trial, "verbose": 2,
         "callbacks": inputs.callbacks(config, config.tuning.epochs_per_trial) + [
-            SearchBudget(tuner.oracle, config.tuning.budget_minutes * 60)]})
+            SearchBudget(tuner.oracle, config.tuning.budget_minutes * 60),
+            TrialProgress(config.tuning.max_trials)]})
 
 
 def _warm_start(model, config, vocabularies, base_model):
@@ -225,7 +226,8 @@ def run_fn(fn_args):
         board = tensorboard_callbacks(os.path.join(fn_args.model_run_dir, TENSORBOARD_DIR), model,
                                       inputs.evaluation)
         history = model.fit(inputs.train, validation_data=inputs.evaluation, epochs=epochs,
-                            callbacks=inputs.callbacks(config, epochs) + board + [best], verbose=2)
+                            callbacks=inputs.callbacks(config, epochs) + board + [
+                                best, EpochProgress("Trainer", epochs)], verbose=2)
         _write_json(fn_args.model_run_dir, HISTORY_FILE,
                     {k: [float(v) for v in vs] for k, vs in history.history.items()})
         _write_json(fn_args.model_run_dir, TRAINING_FILE, {

@@ -220,6 +220,23 @@ def test_word_vectors_start_the_training_words_only(run):
         assert f"{coverage['covered']} of {coverage['vocabulary']} training-vocabulary words" in f.read()
 
 
+def test_the_console_shows_one_line_per_step_and_the_log_holds_the_rest(run):
+    """What TensorFlow, Beam and TFX print goes to <work>/logs/<run id>.log, not to the console."""
+    lines = run["stdout"].splitlines()
+    noise = [line for line in lines + run["stderr"].splitlines()
+             if re.search(r"cuda|oneDNN|WARNING|Traceback|^[EWI]\d{4} ", line)]
+    assert noise == [], noise[:5]
+    assert all(sum(line.strip().startswith(f"{component} done in") for line in lines) == 1
+               for component in COMPONENTS), lines
+    epochs = run["config"]["training"]["epochs"]
+    assert sum("Trainer epoch [" in line for line in lines) == epochs
+    assert f"{epochs}/{epochs} val_objective" in run["stdout"]
+    log = run["work"] / "logs" / f"{run['summary']['run_id']}.log"
+    assert f"log: {log}" in run["stdout"]
+    text = log.read_text()
+    assert f"Epoch {epochs}/{epochs}" in text and "Component Trainer is finished." in text
+
+
 def test_summary_reports_how_each_task_gate_spreads_over_the_experts(run):
     summary = run["summary"]
     assert run["config"]["model"]["trunk"] == "deepseek_moe"
@@ -326,7 +343,7 @@ def test_retraining_covers_the_new_spans_and_starts_from_the_blessed_model(run, 
 
 def test_a_run_killed_during_its_trainer_reruns_from_the_cache_and_pushes_whole_versions(
         run, retrained_run):
-    assert "-> Trainer" in retrained_run["killed"]
+    assert "Tuner done in" in retrained_run["killed"]  # the Trainer comes next
     assert "Trainer done" not in retrained_run["killed"]
     store = _store(run)
     killed, rerun = (_run_executions(store, context) for context in _pipeline_runs(store)
@@ -348,7 +365,7 @@ def test_a_run_with_nothing_new_trains_nothing_and_pushes_nothing(run, unchanged
             in unchanged_run["stdout"])
     assert unchanged_run["new_pipeline_runs"] == 0
     assert unchanged_run["served"] == run["served"]
-    assert "-> Trainer" not in unchanged_run["stdout"]
+    assert "Trainer done in" not in unchanged_run["stdout"]
 
 
 def test_a_span_that_fails_data_validation_stops_the_run_before_transform(run, refused_run):

@@ -1,0 +1,75 @@
+"""`mtmoe init`: a config (and its schema) read off a dataset, in each input format."""
+import json
+
+import pytest
+
+from mtmoe.config import load_config
+
+pytestmark = pytest.mark.slow  # curating the schema runs TFDV
+
+ROWS = [
+    {"text": "send 5 dollars to bob", "intent": "pay", "slots": ["O", "B-amount", "I-amount", "O", "B-name"],
+     "signals": ["urgent", "polite"], "mood": "calm"},
+    {"text": "where is my card", "intent": "card", "slots": ["O", "O", "O", "O"], "signals": ["question"]},
+    {"text": "pay alice now please", "intent": "pay", "slots": ["O", "B-name", "O", "O"],
+     "signals": ["polite"], "mood": "glad"},
+]
+
+
+def _jsonl(folder):
+    folder.mkdir()
+    for split in ("train", "eval", "test"):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS * 3))
+    return folder
+
+
+def _slu(folder):
+    for split in ("train", "dev", "test"):
+        (folder / split).mkdir(parents=True)
+        (folder / split / "seq.in").write_text("".join(r["text"] + "\n" for r in ROWS))
+        (folder / split / "seq.out").write_text("".join(" ".join(r["slots"]) + "\n" for r in ROWS))
+        (folder / split / "label").write_text("".join(r["intent"] + "\n" for r in ROWS))
+    return folder
+
+
+def _conll(folder):
+    folder.mkdir()
+    for split in ("train", "eval", "test"):
+        (folder / f"{split}.conll").write_text("\n".join(
+            "".join(f"{token}\t{tag}\n" for token, tag in zip(r["text"].split(), r["slots"]))
+            for r in ROWS))
+    return folder
+
+
+@pytest.mark.parametrize("fmt, make, expected", [
+    ("jsonl", _jsonl, {"intent": "classification", "mood": "classification",
+                       "signals": "multilabel", "slots": "token_tagging"}),
+    ("slu", _slu, {"intent": "classification", "slots": "token_tagging"}),
+    ("conll", _conll, {"slots": "token_tagging"}),
+])
+def test_init_infers_each_task_type_and_writes_a_config_the_pipeline_takes(tmp_path, cli, fmt,
+                                                                           make, expected):
+    data = make(tmp_path / "in")
+    out = tmp_path / "configs" / "new.yaml"
+    result = cli("init", "--data", data, "--format", fmt, "--out", out)
+    assert result.returncode == 0, result.stderr
+    config = load_config(str(out))
+    assert {task.name: task.type for task in config.tasks} == expected
+    assert all(task.min_value == 0.0 for task in config.tasks)
+    assert config.text.max_tokens == 8  # the shortest window: every text here has at most 5 tokens
+    assert (tmp_path / "configs" / "new.schema.pbtxt").is_file()
+    assert sorted(p.name for p in (tmp_path / "configs").iterdir()) == ["new.schema.pbtxt", "new.yaml"]
+    for name, kind in expected.items():
+        assert f"task {name}: {kind} (" in result.stdout
+    # The config and its schema take the same data through conversion.
+    converted = cli("data", "convert", "--format", fmt, data, tmp_path / "data", "--config", out)
+    assert converted.returncode == 0, converted.stderr
+
+
+def test_init_never_overwrites_a_config(tmp_path, cli):
+    data = _jsonl(tmp_path / "in")
+    out = tmp_path / "mine.yaml"
+    out.write_text("tasks: []\n")
+    result = cli("init", "--data", data, "--format", "jsonl", "--out", out)
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert out.read_text() == "tasks: []\n"
