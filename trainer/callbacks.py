@@ -1,6 +1,7 @@
 """The Trainer's and Tuner's callbacks: validation scores that Keras metrics cannot compute in-graph
 (span F1, overall accuracy, the tuning objective), learned loss weights, the learning-rate decay,
-epoch times, and the experts' load for TensorBoard."""
+epoch times, console progress, and the experts' load for TensorBoard. The learning-rate decay is
+Keras' own scheduler (`cosine_decay`)."""
 import copy
 import math
 import os
@@ -76,26 +77,18 @@ class LearnedLossWeights(keras.callbacks.Callback):
                          for task, weight in self.model.learned_loss_weights().items()})
 
 
-class CosineDecay(keras.callbacks.Callback):
-    """Lowers the learning rate the model was compiled with (the config's, or a tuning trial's)
-    down half a cosine, epoch by epoch, to near 0 at the last of `epochs`: long steps while the
-    loss is far from a minimum, short ones to settle into it. Logs `learning_rate`."""
+def cosine_decay(epochs: int) -> keras.callbacks.LearningRateScheduler:
+    """Keras' scheduler lowering the rate the model was compiled with (the config's, or a tuning
+    trial's) down half a cosine, epoch by epoch, to near 0 at the last of `epochs`: long steps while
+    the loss is far from a minimum, short ones to settle into it. Keras logs `learning_rate`."""
+    start = {}
 
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs = epochs
-        self.initial_rate = None
+    def rate(epoch: int, current: float) -> float:
+        if epoch == 0:  # every fit (each tuning trial too) starts from its compiled rate
+            start["rate"] = current
+        return start["rate"] * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
 
-    def on_train_begin(self, logs=None):
-        self.initial_rate = float(self.model.optimizer.learning_rate)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.model.optimizer.learning_rate = \
-            self.initial_rate * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+    return keras.callbacks.LearningRateScheduler(rate)
 
 
 class EpochSeconds(keras.callbacks.Callback):

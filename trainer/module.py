@@ -21,8 +21,8 @@ from mtmoe.config import Config
 from mtmoe.feature_names import TOKENS
 from mtmoe.tasks import OBJECTIVE
 from serving.export import export_serving_model
-from trainer.callbacks import (CosineDecay, EpochProgress, EpochSeconds, ExpertLoad,
-                               LearnedLossWeights, TrialProgress, ValidationScores)
+from trainer.callbacks import (EpochProgress, EpochSeconds, ExpertLoad, LearnedLossWeights,
+                               TrialProgress, ValidationScores, cosine_decay)
 from trainer import warm_start, word_vectors
 from trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
                               trim_to_longest, vocabularies, vocabulary_sizes)
@@ -142,7 +142,7 @@ class _Inputs:
                                                       self.class_names,
                                                       config.tuning.objective_weights)]
         if config.training.learning_rate_schedule == "cosine":
-            callbacks.append(CosineDecay(epochs))
+            callbacks.append(cosine_decay(epochs))
         if config.training.loss_weighting == "uncertainty":
             callbacks.append(LearnedLossWeights())
         return callbacks

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from mtmoe.config import TRUNKS, load_config
-from trainer.callbacks import CosineDecay
+from trainer.callbacks import cosine_decay
 from trainer.introspection import gate_statistics
 from trainer.model import build_model, compile_model
 
@@ -126,11 +126,11 @@ def test_cosine_decay_lowers_the_starting_learning_rate_each_epoch():
     config = _config("dense", blocks=1, learning_rate=0.01)
     model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
     inputs, targets = _batch(config)
-    history = model.fit(inputs, targets, epochs=4, verbose=0, callbacks=[CosineDecay(4)])
+    history = model.fit(inputs, targets, epochs=4, verbose=0, callbacks=[cosine_decay(4)])
     np.testing.assert_allclose(history.history["learning_rate"],
                                [0.01, 0.00853553, 0.005, 0.00146447], rtol=1e-5)
     model.optimizer.learning_rate = 0.1  # as a tuning trial's model is compiled with its own rate
-    history = model.fit(inputs, targets, epochs=2, verbose=0, callbacks=[CosineDecay(2)])
+    history = model.fit(inputs, targets, epochs=2, verbose=0, callbacks=[cosine_decay(2)])
     np.testing.assert_allclose(history.history["learning_rate"], [0.1, 0.05], rtol=1e-5)
 
 

@@ -102,7 +102,7 @@ def _scalars(folder) -> dict:
 
 
 def test_tensorboard_gets_every_tasks_scores_the_learning_rate_and_each_routers_expert_load(tmp_path):
-    from trainer.callbacks import CosineDecay
+    from trainer.callbacks import cosine_decay
     from trainer.module import tensorboard_callbacks
 
     base = _config()
@@ -113,7 +113,7 @@ def test_tensorboard_gets_every_tasks_scores_the_learning_rate_and_each_routers_
                           config)
     data = _data(config)
     model.fit(data, validation_data=data, epochs=2, verbose=0, callbacks=[
-        ValidationScores(data, config.tasks, NAMES), CosineDecay(2),
+        ValidationScores(data, config.tasks, NAMES), cosine_decay(2),
         *tensorboard_callbacks(str(tmp_path), model, data)])
 
     train, validation = _scalars(tmp_path / "train"), _scalars(tmp_path / "validation")
