@@ -103,7 +103,7 @@ class _CommandLog:
     """Everything TensorFlow, Beam and TFX print during a pipeline command, captured from before
     TensorFlow loads (mtmoe.console.logged_to) so that the console keeps one line per step. A
     temporary file until the pipeline starts; then kept as `<work-dir>/logs/<run id>.log` (or, if
-    the run fails, `<start time>.log`, its path in the error). With `verbose`, shown live instead."""
+    the run fails, `<time>-failed.log`, its path in the error). With `verbose`, shown live instead."""
 
     def __init__(self, verbose: bool):
         import tempfile

@@ -47,8 +47,9 @@ def _jsonl_fields(path: str) -> Dict[str, list]:
     return fields
 
 
-def infer_type(values: list) -> Tuple[str, str]:
-    """(task type, why) from a field's (value, token count) pairs."""
+def infer_type(values: list, where: str) -> Tuple[str, str]:
+    """(task type, why) from a field's (value, token count) pairs; `where` names the field in an
+    error."""
     if all(isinstance(v, str) for v, _ in values):
         return CLASSIFICATION, f"one label per example, {len({v for v, _ in values})} values"
     if all(isinstance(v, list) for v, _ in values):
@@ -59,7 +60,7 @@ def infer_type(values: list) -> Tuple[str, str]:
         labels = {t for v, _ in values for t in v}
         return MULTILABEL, (f"lists of {min(len(v) for v, _ in values)}-"
                             f"{max(len(v) for v, _ in values)} labels, {len(labels)} values")
-    raise UserError(f"field values mix strings and lists; a label field holds one or the other")
+    raise UserError(f"{where}: values mix strings and lists; a label field holds one or the other")
 
 
 def _task_name(field: str) -> str:
@@ -75,7 +76,8 @@ def infer(fmt: str, in_dir: str, label_field: str = "intent", tags_field: str = 
         fields = _jsonl_fields(train)
         if not fields:
             raise UserError(f"{train}: no label field besides 'text' and 'tokens'")
-        found = {field: infer_type(values) for field, values in sorted(fields.items())}
+        found = {field: infer_type(values, f"{train}: field {field!r}")
+                 for field, values in sorted(fields.items())}
     elif fmt == "slu":
         found = {label_field: (CLASSIFICATION, "the SLU `label` file"),
                  tags_field: (TOKEN_TAGGING, "the SLU `seq.out` file")}

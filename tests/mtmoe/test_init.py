@@ -73,3 +73,15 @@ def test_init_never_overwrites_a_config(tmp_path, cli):
     result = cli("init", "--data", data, "--format", "jsonl", "--out", out)
     assert result.returncode == 2 and "already exists" in result.stderr
     assert out.read_text() == "tasks: []\n"
+
+
+def test_a_field_mixing_strings_and_lists_is_named(tmp_path, cli):
+    data = tmp_path / "in"
+    data.mkdir()
+    rows = [{"text": "a b", "intent": "x"}, {"text": "c d", "intent": ["x", "y"]}]
+    for split in ("train", "eval", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = cli("init", "--data", data, "--format", "jsonl", "--out", tmp_path / "c.yaml")
+    assert result.returncode == 2
+    assert f"{data / 'train.jsonl'}: field 'intent': values mix strings and lists" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

@@ -4,7 +4,6 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mtmoe.config import TRUNKS, load_config
 from trainer.callbacks import cosine_decay
