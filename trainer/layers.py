@@ -10,7 +10,10 @@ import math
 import keras
 from keras import ops
 
+PACKAGE = "mtmoe"  # registered as "mtmoe>ClassName": a saved Keras model finds its layers
 
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class TokenAndPositionEmbedding(keras.layers.Layer):
     """`E_tok[ids] + E_pos[0..L)`: learned token and absolute-position embeddings.
 
@@ -21,7 +24,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
 
     Example:
         >>> layer = TokenAndPositionEmbedding(100, 16, 8)
-        >>> layer(ops.ones((2, 16), dtype="int32")).shape  # (2, 16, 8)
+        >>> tuple(layer(ops.ones((2, 16), dtype="int32")).shape)
+        (2, 16, 8)
     """
 
     def __init__(self, vocabulary_size, max_length, dim, **kwargs):
@@ -41,12 +45,14 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 "max_length": self.max_length, "dim": self.dim}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class RecurrentEncoder(keras.layers.Layer):
     """`x + Dropout(BiLSTM(LN(x)))`, padding masked: an order-aware sublayer (two LSTMs of width
     dim / 2, one per direction, concatenated back to `dim`).
 
     Example:
-        >>> RecurrentEncoder(16)(ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool")).shape
+        >>> tuple(RecurrentEncoder(16)(ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool")).shape)
+        (2, 5, 16)
     """
 
     def __init__(self, dim, dropout=0.0, **kwargs):
@@ -65,6 +71,7 @@ class RecurrentEncoder(keras.layers.Layer):
         return {**super().get_config(), "dim": self.dim, "dropout": self.dropout}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class CharacterEncoder(keras.layers.Layer):
     """`max_c relu(Conv1D(E_char[chars]))` per token: a spelling signal for words the vocabulary lacks.
 
@@ -75,7 +82,8 @@ class CharacterEncoder(keras.layers.Layer):
         kernel_size: characters seen by each filter.
 
     Example:
-        >>> CharacterEncoder(50, 8, 16)(ops.ones((2, 5, 12), dtype="int32")).shape  # (2, 5, 16)
+        >>> tuple(CharacterEncoder(50, 8, 16)(ops.ones((2, 5, 12), dtype="int32")).shape)
+        (2, 5, 16)
     """
 
     def __init__(self, vocabulary_size, char_dim, dim, kernel_size=3, **kwargs):
@@ -99,11 +107,13 @@ class CharacterEncoder(keras.layers.Layer):
                 "char_dim": self.char_dim, "dim": self.dim, "kernel_size": self.kernel_size}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SelfAttention(keras.layers.Layer):
     """`x + Dropout(MHA(LN(x)))` with padding keys masked (pre-norm Transformer sublayer).
 
     Example:
-        >>> SelfAttention(16, 2)(ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool")).shape
+        >>> tuple(SelfAttention(16, 2)(ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool")).shape)
+        (2, 5, 16)
     """
 
     def __init__(self, dim, num_heads, dropout=0.0, **kwargs):
@@ -125,11 +135,13 @@ class SelfAttention(keras.layers.Layer):
                 "dropout": self.dropout}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class FeedForward(keras.layers.Layer):
     """`x + Dropout(W2 gelu(W1 LN(x)))`: the dense trunk's feed-forward sublayer.
 
     Example:
-        >>> FeedForward(16, 32)(ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool")).shape
+        >>> tuple(FeedForward(16, 32)(ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool")).shape)
+        (2, 5, 16)
     """
 
     def __init__(self, dim, hidden_dim, dropout=0.0, **kwargs):
@@ -177,6 +189,7 @@ class _Experts(keras.layers.Layer):
                 "hidden_dim": self.hidden_dim}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class MultiGateExperts(keras.layers.Layer):
     """MMoE (Ma et al. 2018): `x + sum_e softmax(G_t LN(x))_e expert_e(LN(x))`, one gate G_t per task.
 
@@ -185,7 +198,8 @@ class MultiGateExperts(keras.layers.Layer):
     Example:
         >>> outs = MultiGateExperts(16, 32, 4, ["a", "b"])(ops.zeros((2, 5, 16)),
         ...                                                 ops.ones((2, 5), dtype="bool"))
-        >>> len(outs), outs[0].shape  # 2, (2, 5, 16)
+        >>> len(outs), tuple(outs[0].shape)
+        (2, (2, 5, 16))
     """
 
     def __init__(self, dim, hidden_dim, num_experts, gate_names, dropout=0.0, **kwargs):
@@ -224,6 +238,7 @@ class MultiGateExperts(keras.layers.Layer):
                 "dropout": self.dropout}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class DeepSeekMoE(keras.layers.Layer):
     """DeepSeekMoE feed-forward: `x + sum_j shared_j(h) + sum_i g_i routed_i(h)`, `h = LN(x)`.
 
@@ -254,7 +269,8 @@ class DeepSeekMoE(keras.layers.Layer):
 
     Example:
         >>> moe = DeepSeekMoE(16, 8, 1, 8, 2, ["shared"])
-        >>> moe(ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool"))[0].shape  # (2, 5, 16)
+        >>> tuple(moe(ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool"))[0].shape)
+        (2, 5, 16)
     """
 
     def __init__(self, dim, expert_dim, num_shared, num_routed, top_k, router_names,
@@ -357,11 +373,13 @@ class DeepSeekMoE(keras.layers.Layer):
                 "dropout": self.dropout}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class MaskedMeanPooling(keras.layers.Layer):
     """`sum_t m_t x_t / sum_t m_t`: the mean of the non-padding positions.
 
     Example:
-        >>> MaskedMeanPooling()(ops.ones((2, 5, 4)), ops.ones((2, 5), dtype="bool")).shape  # (2, 4)
+        >>> tuple(MaskedMeanPooling()(ops.ones((2, 5, 4)), ops.ones((2, 5), dtype="bool")).shape)
+        (2, 4)
     """
 
     def call(self, x, mask):

@@ -168,3 +168,26 @@ def test_recurrent_encoder_ignores_padding_and_keeps_it_residual_only():
     changed[0, 3:] += 5.0  # padding inputs must not reach real tokens, in either direction
     np.testing.assert_allclose(ops.convert_to_numpy(layer(changed, mask))[0, :3], out[0, :3], atol=1e-5)
     assert not np.allclose(out[0, :3], x[0, :3])
+
+
+def test_the_layers_docstring_examples_run_and_print_what_they_say():
+    import doctest
+
+    import trainer.layers
+
+    result = doctest.testmod(trainer.layers, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 8 and result.failed == 0
+
+
+def test_every_public_layer_is_registered_and_rebuilds_from_its_config():
+    import keras
+
+    import trainer.layers as layers
+
+    layer = layers.DeepSeekMoE(16, 8, 1, 8, 2, ["a", "b"], name="moe")
+    assert keras.saving.get_registered_object("mtmoe>DeepSeekMoE") is layers.DeepSeekMoE
+    rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(rebuilt) is layers.DeepSeekMoE and rebuilt.get_config() == layer.get_config()
+    for name in ("TokenAndPositionEmbedding", "RecurrentEncoder", "CharacterEncoder", "SelfAttention",
+                 "FeedForward", "MultiGateExperts", "MaskedMeanPooling"):
+        assert keras.saving.get_registered_object(f"mtmoe>{name}") is getattr(layers, name), name
