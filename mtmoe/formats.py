@@ -108,14 +108,9 @@ def _make_record(text_tokens: Sequence[str], where: str) -> Record:
     return {"text": " ".join(text_tokens)}
 
 
-def read_jsonl(path: str, tag_fields: Sequence[str], label_fields: Sequence[str], bio: BioCheck,
-               single_label_fields: Sequence[str] = ()) -> Iterator[Record]:
-    """`{"text": str, "tokens": [str]?, <label field>: str | [str]}` per line.
-
-    A single-label field (a classification task's) must be a string: the pipeline would keep only the
-    first label of a list.
-    """
-    allowed = {"text", "tokens", *label_fields}
+def jsonl_objects(path: str) -> Iterator[Tuple[str, dict]]:
+    """(`path:line`, object) of each non-blank line; a line that is not a JSON object (or not
+    UTF-8) stops with its file and line."""
     for number, line in enumerate(_read_lines(path), start=1):
         where = f"{path}:{number}"
         if not line.strip():
@@ -126,6 +121,18 @@ def read_jsonl(path: str, tag_fields: Sequence[str], label_fields: Sequence[str]
             raise UserError(f"{where}: not valid JSON: {e.msg}") from None
         if not isinstance(obj, dict):
             raise UserError(f"{where}: each line must be a JSON object")
+        yield where, obj
+
+
+def read_jsonl(path: str, tag_fields: Sequence[str], label_fields: Sequence[str], bio: BioCheck,
+               single_label_fields: Sequence[str] = ()) -> Iterator[Record]:
+    """`{"text": str, "tokens": [str]?, <label field>: str | [str]}` per line.
+
+    A single-label field (a classification task's) must be a string: the pipeline would keep only the
+    first label of a list.
+    """
+    allowed = {"text", "tokens", *label_fields}
+    for where, obj in jsonl_objects(path):
         unknown = sorted(set(obj) - allowed)
         if unknown:
             raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}; "

@@ -7,7 +7,6 @@ multi-label. `text.max_tokens` is the 99th percentile of the training texts' tok
 thresholds stay permissive (min_value 0, max_drop 1): set them once a first run shows what the data
 allows. The curated schema is written beside the config, from the whole dataset.
 """
-import json
 import math
 import os
 import re
@@ -20,7 +19,7 @@ import yaml
 
 from mtmoe.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING, load_config
 from mtmoe.errors import UserError
-from mtmoe.formats import read_splits, split_files, write_span
+from mtmoe.formats import jsonl_objects, read_splits, split_files, write_span
 
 _BIO = re.compile(r"^(O|[BI]-\S+)$")
 _NOT_A_NAME = re.compile(r"[^a-z0-9_]+")
@@ -30,20 +29,11 @@ MIN_MAX_TOKENS = 8
 def _jsonl_fields(path: str) -> Dict[str, list]:
     """{field: [(value, token count) of each training example that has it]} of a JSONL split."""
     fields: Dict[str, list] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{number}: not valid JSON: {e.msg}") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{number}: each line must be a JSON object")
-            tokens = obj.get("tokens") or str(obj.get("text", "")).split()
-            for field, value in obj.items():
-                if field not in ("text", "tokens") and value is not None:
-                    fields.setdefault(field, []).append((value, len(tokens)))
+    for _, obj in jsonl_objects(path):
+        tokens = obj.get("tokens") or str(obj.get("text", "")).split()
+        for field, value in obj.items():
+            if field not in ("text", "tokens") and value is not None:
+                fields.setdefault(field, []).append((value, len(tokens)))
     return fields
 
 
