@@ -111,6 +111,12 @@ def tiny_config() -> dict:
     return config
 
 
+@pytest.fixture
+def make_tiny_config():
+    """`tiny_config`, for tests that write configs of their own from it."""
+    return tiny_config
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory, cli):
     """`mtmoe run` on a 400-example sample (span 1) with the tiny config, value thresholds at 0 so

@@ -65,9 +65,26 @@ class MultiTaskModel(keras.Model):
         weights = np.exp(-ops.convert_to_numpy(self.log_variances))
         return {name: float(w) for name, w in zip(self.uncertainty_tasks, weights)}
 
+    # Under a tf.distribute strategy Keras 3.6's fit builds the metrics from a batch it draws
+    # with an extra pass over the dataset (so each epoch then sees the shuffle order of the next
+    # one, unlike a run without a strategy) and averages with strategy.reduce, which
+    # MultiWorkerMirroredStrategy cannot do for a nested batch; and under multi-worker it averages
+    # each step's scalar logs along an axis 0 they lack. `_maybe_symbolic_build` builds from the
+    # dataset's element spec instead; `_with_worker_axis` gives the logs that axis
+    # (tests/trainer/test_multi_worker.py trains two workers and one process and compares them).
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None and self._distribute_strategy is not None:
+            data_batch = iterator.data_adapter.get_tf_dataset().element_spec
+        super()._maybe_symbolic_build(data_batch=data_batch)
+
+    def test_step(self, data):
+        return _with_worker_axis(super().test_step(data))
+
     def train_step(self, data):
-        if not self.fgm_epsilon:
-            return super().train_step(data)
+        return _with_worker_axis(self._fgm_step(data) if self.fgm_epsilon
+                                 else super().train_step(data))
+
+    def _fgm_step(self, data):
         import tensorflow as tf
         from keras.src.trainers.data_adapters import data_adapter_utils
 
@@ -95,6 +112,15 @@ class MultiTaskModel(keras.Model):
         self.optimizer.apply_gradients(zip([tf.convert_to_tensor(c) + tf.convert_to_tensor(a)
                                             for c, a in zip(clean, adversarial)], weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _with_worker_axis(logs):
+    """Each scalar log as a vector of one under multi-worker training (see MultiTaskModel)."""
+    from trainer.distribution import in_multi_worker_mode
+
+    if not in_multi_worker_mode():
+        return logs
+    return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
 
 
 class ReplicaMeanAdamW(keras.optimizers.AdamW):

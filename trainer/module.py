@@ -4,7 +4,6 @@
 `run_fn` trains the multi-task model with the best trial's values (or the config's) and exports it
 for serving.
 """
-import functools
 import json
 import os
 
@@ -24,6 +23,7 @@ from serving.export import export_serving_model
 from trainer.callbacks import (EpochProgress, EpochSeconds, ExpertLoad, LearnedLossWeights,
                                TrialProgress, ValidationScores, cosine_decay)
 from trainer import warm_start, word_vectors
+from trainer.distribution import distribution_strategy, output_folders, shard_by_example
 from trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
                               trim_to_longest, vocabularies, vocabulary_sizes)
 from trainer.introspection import gate_statistics
@@ -48,21 +48,6 @@ def dtype_policy(setting: str) -> str:
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
 
 
-@functools.lru_cache(maxsize=None)
-def distribution_strategy(name: str) -> tf.distribute.Strategy:
-    """`mirrored`: one replica per local GPU (per logical CPU without one); `multi_worker`: the
-    cluster in TF_CONFIG; `none`: the default strategy.
-
-    One strategy per process: a second MirroredStrategy's collective ops clash with the first's
-    (several Trainers run in one process under LocalDagRunner)."""
-    if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([device.name for device in devices])
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def make_dataset(file_pattern, data_accessor, tft_output, config, num_classes, shuffle: bool):
     """(inputs, targets) batches, each cut to its longest text; one pass over the files per epoch.
     Training data (`shuffle`) gets word dropout (`training.word_dropout`)."""
@@ -81,7 +66,8 @@ def make_dataset(file_pattern, data_accessor, tft_output, config, num_classes, s
         return trim_to_longest(inputs, model_targets(features, config.tasks, num_classes),
                                config.tasks)
 
-    return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return shard_by_example(
+        dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
 
 def sample_texts(file_pattern, tft_output, count: int):
@@ -217,39 +203,56 @@ def run_fn(fn_args):
         searched = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters).values
     config = apply_hyperparameters(inputs.config, searched)
     keras.mixed_precision.set_global_policy(dtype_policy(config.training.mixed_precision))
+    strategy = distribution_strategy(config.training.distribution)
     try:
-        with distribution_strategy(config.training.distribution).scope():
-            model = inputs.model(config)
-            started = _warm_start(model, config, inputs.vocabularies, fn_args.base_model)
-        epochs = config.training.warm_start_epochs if started["warm_started"] else config.training.epochs
-        best = best_epoch_callback(config, epochs)
-        board = tensorboard_callbacks(os.path.join(fn_args.model_run_dir, TENSORBOARD_DIR), model,
-                                      inputs.evaluation)
-        history = model.fit(inputs.train, validation_data=inputs.evaluation, epochs=epochs,
-                            callbacks=inputs.callbacks(config, epochs) + board + [
-                                best, EpochProgress("Trainer", epochs)], verbose=2)
-        _write_json(fn_args.model_run_dir, HISTORY_FILE,
-                    {k: [float(v) for v in vs] for k, vs in history.history.items()})
-        _write_json(fn_args.model_run_dir, TRAINING_FILE, {
-            "loss_weighting": config.training.loss_weighting,
-            "loss_weights": effective_loss_weights(model, config),
-            "hyperparameters": searched,
-            "warm_start": started,
-            "word_vectors": inputs.word_vector_coverage,
-            "epochs": epochs,
-            "kept_epoch": kept_epoch(best, history),
-            "epoch_seconds": history.history["epoch_seconds"],
-            "parameters": model.count_params(),
-        })
-        if fn_args.custom_config.get(EXPORT_KEY, True):
-            warm_start.save(model, config, inputs.vocabularies,
-                            os.path.dirname(fn_args.serving_model_dir))
-            _write_json(fn_args.model_run_dir, GATES_FILE,
-                        gate_statistics(model, inputs.evaluation.map(lambda x, _: x)))
-            export_serving_model(model, inputs.tft_output, config, fn_args.serving_model_dir,
-                                 sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS))
-        else:  # TFX's Trainer requires the folder; a reference training leaves it empty
-            tf.io.gfile.makedirs(fn_args.serving_model_dir)
+        with output_folders(strategy, fn_args.model_run_dir, fn_args.serving_model_dir) as (
+                model_run_dir, serving_model_dir):
+            _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_model_dir)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError) as e:
+        if config.training.distribution != "multi_worker":
+            raise
+        raise RuntimeError(
+            "a training worker stopped answering, so the multi-worker training stopped: every "
+            "worker in TF_CONFIG must run until the Trainer ends; restart them and the run "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
     finally:
         # The policy is process-global; under LocalDagRunner the next component shares this process.
         keras.mixed_precision.set_global_policy("float32")
+
+
+def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_model_dir):
+    """Trains, keeps the best epoch, writes the history and (unless a reference training) the
+    warm-start weights, gate statistics and the serving export, into this worker's folders."""
+    with strategy.scope():
+        model = inputs.model(config)
+        started = _warm_start(model, config, inputs.vocabularies, fn_args.base_model)
+    epochs = config.training.warm_start_epochs if started["warm_started"] else config.training.epochs
+    best = best_epoch_callback(config, epochs)
+    board = tensorboard_callbacks(os.path.join(model_run_dir, TENSORBOARD_DIR), model,
+                                  inputs.evaluation)
+    history = model.fit(inputs.train, validation_data=inputs.evaluation, epochs=epochs,
+                        callbacks=inputs.callbacks(config, epochs) + board + [
+                            best, EpochProgress("Trainer", epochs)], verbose=2)
+    _write_json(model_run_dir, HISTORY_FILE,
+                {k: [float(v) for v in vs] for k, vs in history.history.items()})
+    _write_json(model_run_dir, TRAINING_FILE, {
+        "loss_weighting": config.training.loss_weighting,
+        "loss_weights": effective_loss_weights(model, config),
+        "hyperparameters": searched,
+        "warm_start": started,
+        "word_vectors": inputs.word_vector_coverage,
+        "epochs": epochs,
+        "kept_epoch": kept_epoch(best, history),
+        "epoch_seconds": history.history["epoch_seconds"],
+        "parameters": model.count_params(),
+        "replicas": strategy.num_replicas_in_sync,
+    })
+    if fn_args.custom_config.get(EXPORT_KEY, True):
+        warm_start.save(model, config, inputs.vocabularies, os.path.dirname(serving_model_dir))
+        _write_json(model_run_dir, GATES_FILE,
+                    gate_statistics(model, inputs.evaluation.map(lambda x, _: x)))
+        export_serving_model(model, inputs.tft_output, config, serving_model_dir,
+                             sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS))
+    else:  # TFX's Trainer requires the folder; a reference training leaves it empty
+        tf.io.gfile.makedirs(serving_model_dir)

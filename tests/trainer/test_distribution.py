@@ -19,7 +19,7 @@ import keras, numpy as np
 import mtmoe
 from mtmoe.config import load_config
 from trainer.model import build_model, compile_model
-from trainer.module import distribution_strategy
+from trainer.distribution import distribution_strategy
 
 
 def config_for(trunk):
