@@ -55,9 +55,25 @@ def _prepared(args):
         yield config, Paths(data_root=data_root, work_dir=work_dir)
 
 
+@contextlib.contextmanager
+def _joined_as_chief(args):
+    """With training.distribution multi_worker, this process joins the TF_CONFIG cluster as its
+    chief before anything else uses TensorFlow (collective ops are set up at program start)."""
+    from mtmoe.config import load_config
+
+    if load_config(args.config).training.distribution == "multi_worker":
+        from mtmoe.cluster import cluster_task
+
+        cluster_task(chief=True)  # a wrong TF_CONFIG is reported before TensorFlow loads
+        from trainer.distribution import join_cluster
+
+        join_cluster(chief=True, echo=say)
+    yield
+
+
 def _run(args) -> None:
     log = _CommandLog(args.verbose)
-    with log.capturing(), _prepared(args) as (config, paths):
+    with log.capturing(), _joined_as_chief(args), _prepared(args) as (config, paths):
         from pipeline.unchanged import inputs_fingerprint, record_skipped, serving_unchanged
 
         inputs = inputs_fingerprint(config, paths)
@@ -97,6 +113,43 @@ def _tune(args) -> None:
     print(f"\nrun {summary['run_id']}: {config.tuning.algorithm} search, objective "
           f"val_objective (higher is better)\n")
     print("\n".join(trials_table(summary["trials"])))
+
+
+def _train_worker(args) -> None:
+    """One more worker of a multi-worker training: joins the TF_CONFIG cluster, waits for the
+    Trainer the chief's `mtmoe run` starts in the (shared) work dir, and trains with it."""
+    import datetime
+    import time
+
+    from mtmoe.cluster import cluster_task
+    from mtmoe.config import load_config
+
+    config = load_config(args.config)
+    if config.training.distribution != "multi_worker":
+        raise UserError(f"{config.source}: training.distribution is "
+                        f"{config.training.distribution!r}; `mtmoe train-worker` joins a "
+                        "multi_worker training")
+    kind, index, _ = cluster_task(chief=False)
+    started = time.time()
+    log = _CommandLog(args.verbose)
+    with log.capturing():
+        from pipeline.paths import Paths
+        from trainer.distribution import join_cluster
+
+        paths = Paths(data_root="", work_dir=os.path.abspath(args.work_dir))
+        log.started(paths.logs_dir)
+        join_cluster(chief=False, echo=say)
+        from pipeline.workers import worker_fn_args
+        from trainer.module import run_fn
+
+        execution, fn_args = worker_fn_args(paths, config.pipeline.name, started, args.wait)
+        say(f"training with the chief's Trainer (execution {execution} in {paths.metadata})")
+        try:
+            run_fn(fn_args)
+        except Exception as e:  # the log has the traceback
+            raise StepFailed(f"{kind} {index}: the training failed: {e}") from e
+    log.keep(f"{datetime.datetime.now():%Y-%m-%dT%H%M%S}-{kind}-{index}")
+    say(f"{kind} {index}: training done (the chief keeps the model)")
 
 
 class _CommandLog:
@@ -367,6 +420,18 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--verbose", action="store_true",
                       help="show TensorFlow's, Beam's and TFX's output here instead of in the log")
     tune.set_defaults(handler=_tune)
+
+    worker = commands.add_parser(
+        "train-worker", help="join a multi-worker training as a worker other than the chief "
+        "(TF_CONFIG names this process's task; the chief runs `mtmoe run`)")
+    worker.add_argument("--config", help="the chief's config (training.distribution: multi_worker)")
+    worker.add_argument("--work-dir", default=DEFAULT_WORK_DIR,
+                        help="the chief's work dir, shared with this host")
+    worker.add_argument("--wait", type=float, default=3600.0,
+                        help="seconds to wait for the chief's Trainer to start (default 3600)")
+    worker.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's output here instead of in the log")
+    worker.set_defaults(handler=_train_worker)
 
     report = commands.add_parser("report", help="print the path and headline of a run's report")
     report.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the latest run")

@@ -142,14 +142,14 @@ def spans_to_ingest(config, paths: Paths) -> List[int]:
     older = window_spans(config, paths.data_root)[:-1]
     if not older or not os.path.exists(paths.metadata):
         return older
-    store = _store(paths)
+    store = read_only_store(paths)
     node = store.get_context_by_type_and_name("node", f"{config.pipeline.name}.{EXAMPLE_GEN}")
     ingested = set() if node is None else {
         _property(a, SPAN_PROPERTY_NAME) for a in store.get_artifacts_by_context(node.id)}
     return [span for span in older if span not in ingested]
 
 
-def _store(paths: Paths) -> metadata_store.MetadataStore:
+def read_only_store(paths: Paths) -> metadata_store.MetadataStore:
     connection = metadata_store_pb2.ConnectionConfig()
     connection.sqlite.filename_uri = paths.metadata
     connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
@@ -220,7 +220,7 @@ def _runs(store):
 
 
 def latest_run(paths: Paths, pipeline_name: str) -> RunRecord:
-    store = _store(paths)
+    store = read_only_store(paths)
     runs = _runs(store)
     if not runs:
         raise RuntimeError(f"{paths.metadata}: no pipeline run recorded")
@@ -231,7 +231,7 @@ def pipeline_runs(paths: Paths, pipeline_name: str) -> List[RunRecord]:
     """Every run that got past ingestion, oldest first (ingest-only runs are left out)."""
     if not os.path.exists(paths.metadata):
         return []
-    store = _store(paths)
+    store = read_only_store(paths)
     records = [_record(store, run, pipeline_name) for run in _runs(store)]
     return [record for record in records if set(record.outputs) - {EXAMPLE_GEN}]
 

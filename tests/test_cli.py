@@ -1,11 +1,14 @@
 """The `mtmoe` command's error contract, through `main()` in this process: one line naming what to
 fix, exit code 2, nothing written."""
+import json
 import os
 import re
 import subprocess
 import sys
+from importlib import resources
 
 import pytest
+import yaml
 
 
 def _assert_user_error(result, *fragments):
@@ -134,3 +137,46 @@ def test_bad_input_is_reported_without_loading_tensorflow(tmp_path, command):
     errors = result.stderr.splitlines()
     assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "empty"]
+
+
+WORKERS = ["127.0.0.1:1", "127.0.0.1:2"]
+
+
+@pytest.mark.parametrize("command, tf_config, error", [
+    ("run", None, "training.distribution is multi_worker but TF_CONFIG is not set"),
+    ("run", {"cluster": {"worker": WORKERS}, "task": {"type": "worker", "index": 1}},
+     "TF_CONFIG makes this process worker 1: start the workers other than the chief with "
+     "`mtmoe train-worker`"),
+    ("train-worker", {"cluster": {"worker": WORKERS}, "task": {"type": "worker", "index": 0}},
+     "TF_CONFIG makes this process worker 0: the chief (task index 0) runs `mtmoe run`"),
+    ("train-worker", {"cluster": {"worker": WORKERS}, "task": {"type": "worker", "index": 2}},
+     "TF_CONFIG: task worker 2 is not in its cluster"),
+    ("train-worker", "{not json", "TF_CONFIG is not a cluster spec"),
+])
+def test_a_wrong_multi_worker_setup_is_reported_without_loading_tensorflow(
+        tmp_path, command, tf_config, error):
+    from mtmoe.config import load_config
+
+    config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
+    config["training"]["distribution"] = "multi_worker"
+    config["validation"]["schema"] = load_config().validation.schema
+    (tmp_path / "multi.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    if tf_config is not None:
+        env["TF_CONFIG"] = tf_config if isinstance(tf_config, str) else json.dumps(tf_config)
+    code = ("import sys; from mtmoe.cli import main; code = main(sys.argv[1:]); "
+            "print('tensorflow' in sys.modules, code)")
+    result = subprocess.run([sys.executable, "-c", code, command, "--config", tmp_path / "multi.yaml",
+                             "--work-dir", tmp_path / "work"], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.stdout.split() == ["False", "2"], result.stdout + result.stderr
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"error: {error}"), result.stderr
+    assert not (tmp_path / "work").exists()
+
+
+def test_train_worker_needs_a_multi_worker_config(cli):
+    result = cli("train-worker")
+    assert result.returncode == 2
+    assert "training.distribution is 'none'; `mtmoe train-worker` joins a multi_worker training" in \
+        result.stderr

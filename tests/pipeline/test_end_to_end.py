@@ -502,31 +502,20 @@ def test_tune_command_prints_the_trials_and_the_reference_weightings(run, tuned)
 def test_the_first_runs_trainer_trained_again_gives_the_same_metrics(run, tmp_path):
     """Run 1's Trainer ran after the Tuner, in the pipeline's process; run again here from the
     inputs and settings ML Metadata recorded, with the same seed, it must give the same metrics."""
-    from tfx.components.trainer import fn_args_utils
-    from tfx.types import artifact_utils
-
+    from pipeline.workers import trainer_fn_args
     from trainer.module import EXPORT_KEY, HISTORY_FILE, run_fn
 
     store = _store(run)
-    types = {t.id: t for t in store.get_artifact_types()}
     node = store.get_context_by_type_and_name("node", f"{run['config']['pipeline']['name']}.Trainer")
     trainer = min(store.get_executions_by_context(node.id), key=lambda execution: execution.id)
-    events = store.get_events_by_execution_ids([trainer.id])
-    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
-    inputs, model_run = {}, None
-    for event in events:
-        artifact = artifact_utils.deserialize_artifact(types[artifacts[event.artifact_id].type_id],
-                                                       artifacts[event.artifact_id])
-        if event.type == metadata_store_pb2.Event.INPUT:
-            inputs.setdefault(event.path.steps[0].key, []).append(artifact)
-        elif artifact.type_name == "ModelRun":
-            model_run = artifact.uri
-    properties = {name: value.string_value for name, value in trainer.custom_properties.items()}
-    fn_args = fn_args_utils.get_common_fn_args(inputs, properties)
+    model_run, = [artifact.uri for artifact in store.get_artifacts_by_id(
+        [e.artifact_id for e in store.get_events_by_execution_ids([trainer.id])
+         if e.type == metadata_store_pb2.Event.OUTPUT])
+        if store.get_artifact_types_by_id([artifact.type_id])[0].name == "ModelRun"]
+    # As a `mtmoe train-worker` process reads the chief's Trainer (pipeline/workers.py).
+    fn_args = trainer_fn_args(store, trainer)
+    assert fn_args.hyperparameters  # the Tuner's best trial
     fn_args.custom_config = dict(fn_args.custom_config, **{EXPORT_KEY: False})  # metrics suffice
-    hyperparameters, = os.listdir(inputs["hyperparameters"][0].uri)
-    with open(os.path.join(inputs["hyperparameters"][0].uri, hyperparameters)) as f:
-        fn_args.hyperparameters = json.load(f)
     fn_args.serving_model_dir = str(tmp_path / "Format-Serving")
     fn_args.model_run_dir = str(tmp_path / "run")
     run_fn(fn_args)
