@@ -155,6 +155,16 @@ class PipelineConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    """A managed training job for the Trainer of a compiled Kubeflow v2 / Vertex AI pipeline
+    (`mtmoe compile --target kubeflow-v2`); `mtmoe run` trains on this machine whatever it says."""
+    project: str = ""             # Google Cloud project; "" = the Trainer runs in the pipeline's own step
+    region: str = "us-central1"
+    workers: int = 1              # machines, the chief included; > 1 needs training.distribution multi_worker
+    machine_type: str = "n1-standard-4"
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     tasks: Tuple[TaskConfig, ...]
     text: TextConfig = TextConfig()
@@ -165,6 +175,7 @@ class Config:
     spans: SpansConfig = SpansConfig()
     validation: ValidationConfig = ValidationConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    cluster: ClusterConfig = ClusterConfig()
     source: str = "<dict>"
 
     def to_dict(self) -> Dict[str, Any]:
@@ -276,7 +287,7 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         if dupes:
             raise UserError(f"{source}: tasks: duplicate {attr} {', '.join(dupes)}")
     unknown = sorted(set(raw) - {"tasks", "text", "model", "training", "evaluation", "tuning",
-                                  "spans", "validation", "pipeline", "source"})
+                                  "spans", "validation", "pipeline", "cluster", "source"})
     if unknown:
         raise UserError(f"{source}: unknown section(s) {', '.join(unknown)}")
     config = Config(
@@ -289,6 +300,7 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         spans=_section(SpansConfig, raw, "spans", source),
         validation=_section(ValidationConfig, raw, "validation", source),
         pipeline=_section(PipelineConfig, raw, "pipeline", source),
+        cluster=_section(ClusterConfig, raw, "cluster", source),
         source=raw.get("source", source),
     )
     if config.model.trunk not in TRUNKS:
@@ -311,6 +323,11 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         if value not in choices:
             raise UserError(f"{source}: training.{field}: expected one of {', '.join(choices)}, "
                             f"got {value!r}")
+    if config.cluster.workers < 1:
+        raise UserError(f"{source}: cluster.workers: must be >= 1 (the chief included)")
+    if config.cluster.workers > 1 and config.training.distribution != "multi_worker":
+        raise UserError(f"{source}: cluster.workers is {config.cluster.workers}: set "
+                        "training.distribution to multi_worker, or cluster.workers to 1")
     if config.training.warm_start_epochs < 1:
         raise UserError(f"{source}: training.warm_start_epochs: must be >= 1")
     if not 0.0 <= config.training.word_dropout < 1.0:

@@ -41,7 +41,7 @@ def compile_kubeflow_v2(config_path: Optional[str], data_root: str, work_dir: st
     from pipeline.pipeline import create_pipeline
 
     pipeline = create_pipeline(config, Paths(data_root=data_root, work_dir=work_dir),
-                               local_metadata=False)
+                               local_metadata=False, training_image=image)
     experimental = tfx.orchestration.experimental
     job = {}
 

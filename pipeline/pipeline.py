@@ -69,9 +69,23 @@ def create_ingest_pipeline(config: Config, paths: Paths, span: int) -> tfx.dsl.P
     return _pipeline(config, paths, [example_gen(paths, span)])
 
 
+def vertex_training(cluster, image: str) -> dict:
+    """The Trainer's custom_config entries that make TFX's Vertex AI Trainer run it as a Vertex AI
+    custom job: one chief machine and `cluster.workers - 1` more in a second pool, all in `image`
+    (Vertex AI sets each machine's TF_CONFIG)."""
+    vertex = tfx.extensions.google_cloud_ai_platform
+    def pool(count):
+        return {"machine_spec": {"machine_type": cluster.machine_type}, "replica_count": count,
+                "container_spec": {"image_uri": image}}
+
+    return {vertex.ENABLE_VERTEX_KEY: True, vertex.VERTEX_REGION_KEY: cluster.region,
+            vertex.TRAINING_ARGS_KEY: {"project": cluster.project, "worker_pool_specs": [
+                pool(1)] + ([pool(cluster.workers - 1)] if cluster.workers > 1 else [])}}
+
+
 def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
                     compare_weightings: bool = False, local_metadata: bool = True,
-                    allow_anomalies: bool = False) -> tfx.dsl.Pipeline:
+                    allow_anomalies: bool = False, training_image: str = "") -> tfx.dsl.Pipeline:
     """The whole pipeline; with `tuning_only`, the components up to the Tuner, plus (with
     `compare_weightings`) one Trainer per reference weighting trained as long as a trial.
     `allow_anomalies`: a span that fails data validation goes on (the anomalies are logged).
@@ -79,7 +93,10 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
     `local_metadata`: ML Metadata in an SQLite file of the work dir; off for orchestrators that
     bring their own (Kubeflow Pipelines). Those run no custom resolver, so the window of every span
     (`spans.window: 0`) is one ExampleGen over all span folders there; other windows above 1 are
-    refused before this is called (pipeline.orchestrators)."""
+    refused before this is called (pipeline.orchestrators).
+
+    `training_image`: with `cluster.project` set, the Trainer is a Vertex AI training job whose
+    machines run this image (the compiled Kubeflow v2 pipeline's own)."""
     fingerprint = source_fingerprint()
     # Transform sees only what it reads, so that a model, training or threshold change keeps its cache.
     raw_config = config.to_dict()
@@ -138,15 +155,20 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
     components.append(transform)
 
     def trainer(trainer_config: Config, export: bool = True, **kwargs):
-        return tfx.components.Trainer(
+        custom_config = {"config": trainer_config.to_dict(), "source_fingerprint": fingerprint,
+                         EXPORT_KEY: export}
+        component = tfx.components.Trainer
+        if training_image and config.cluster.project:
+            custom_config.update(vertex_training(config.cluster, training_image))
+            component = tfx.extensions.google_cloud_ai_platform.Trainer
+        return component(
             run_fn=RUN_FN,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=["train"]),
             eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config={"config": trainer_config.to_dict(), "source_fingerprint": fingerprint,
-                           EXPORT_KEY: export},
+            custom_config=custom_config,
             **kwargs)
 
     tuner = None

@@ -15,9 +15,11 @@ COMPONENTS = ("ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleVa
 RESOLVERS = ("latest_blessed_model_resolver", "accepted_statistics_resolver")
 
 
-def _config(tmp_path, window):
+def _config(tmp_path, window, **sections):
     config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
     config.setdefault("spans", {})["window"] = window
+    for section, values in sections.items():
+        config[section].update(values)
     config["validation"]["schema"] = load_config().validation.schema  # the packaged one
     path = tmp_path / f"window{window}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -38,10 +40,10 @@ def _module_constants(source):
     return constants, assigned
 
 
-def _compile_kubeflow(tmp_path, cli, window):
+def _compile_kubeflow(tmp_path, cli, window, **sections):
     output = tmp_path / f"out{window}" / "pipeline.json"
     result = cli("compile", "--target", "kubeflow-v2", "--output", output,
-                 "--config", _config(tmp_path, window), "--data", tmp_path / "data",
+                 "--config", _config(tmp_path, window, **sections), "--data", tmp_path / "data",
                  "--work-dir", tmp_path / "work", "--image", "registry.example/mtmoe:7")
     assert result.returncode == 0, result.stderr[-3000:]
     return result, output
@@ -78,6 +80,46 @@ def test_kubeflow_v2_trains_on_every_span_with_the_default_window(tmp_path, cli)
     spec = json.loads(output.read_text())["pipelineSpec"]
     assert _split_patterns(spec) == ["span-*/train/*", "span-*/eval/*", "span-*/test/*"]
     assert set(COMPONENTS) <= set(spec["root"]["dag"]["tasks"])
+
+
+def _trainer_config(spec) -> dict:
+    parameters = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]
+    return json.loads(parameters["custom_config"]["runtimeValue"]["constantValue"]["stringValue"])
+
+
+def test_kubeflow_v2_trainer_is_a_vertex_multi_worker_job_from_the_cluster_section(tmp_path, cli):
+    _, output = _compile_kubeflow(
+        tmp_path, cli, 0, training={"distribution": "multi_worker"},
+        cluster={"project": "my-project", "region": "europe-west4", "workers": 3,
+                 "machine_type": "n1-highmem-8"})
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    trainer = _trainer_config(spec)
+    assert trainer["ai_platform_enable_vertex"] is True
+    assert trainer["ai_platform_vertex_region"] == "europe-west4"
+    args = trainer["ai_platform_training_args"]
+    assert args["project"] == "my-project"
+    pool = {"machine_spec": {"machine_type": "n1-highmem-8"},
+            "container_spec": {"image_uri": "registry.example/mtmoe:7"}}
+    assert args["worker_pool_specs"] == [{**pool, "replica_count": 1},  # the chief
+                                         {**pool, "replica_count": 2}]
+    executor = spec["deploymentSpec"]["executors"][
+        spec["components"][spec["root"]["dag"]["tasks"]["Trainer"]["componentRef"]["name"]][
+            "executorLabel"]]
+    assert "google_cloud_ai_platform" in json.dumps(executor)  # TFX's Vertex AI Trainer executor
+
+
+def test_kubeflow_v2_trainer_runs_in_its_step_without_a_cluster_project(tmp_path, cli):
+    _, output = _compile_kubeflow(tmp_path, cli, 0)
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    assert "ai_platform_training_args" not in _trainer_config(spec)
+
+
+def test_more_cluster_workers_need_multi_worker_training(tmp_path):
+    from mtmoe.errors import UserError
+
+    with pytest.raises(UserError, match="cluster.workers is 2: set training.distribution to "
+                                        "multi_worker"):
+        load_config(_config(tmp_path, 0, cluster={"workers": 2}))
 
 
 def test_kubeflow_v2_refuses_a_window_of_several_spans(tmp_path, cli):
