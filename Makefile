@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask
+.PHONY: run test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker
 
 venv: $(PROJECT_STAMP)
 
@@ -47,7 +47,7 @@ clean:
 	rm -rf $(VENV) mtmoe_work
 
 # Benchmarks (never part of `make test`); each writes bench/results/<name>.json.
-bench: bench-pipeline bench-serving bench-moe bench-snips bench-multitask
+bench: bench-pipeline bench-serving bench-multi-worker bench-moe bench-snips bench-multitask
 
 bench-pipeline: $(PROJECT_STAMP)
 	$(BIN)/python bench/pipeline_overhead.py
@@ -55,6 +55,10 @@ bench-pipeline: $(PROJECT_STAMP)
 # MODEL: a serving folder or version (default: the model bench-pipeline pushed).
 bench-serving: $(PROJECT_STAMP)
 	$(BIN)/python bench/serving_latency.py --model $(or $(MODEL),bench/work/overhead/serving_model)
+
+# The Trainer on 1 process and on 2 local workers, on the inputs bench-pipeline's run trained on.
+bench-multi-worker: $(PROJECT_STAMP)
+	$(BIN)/python bench/multi_worker.py --work-dir bench/work/overhead
 
 bench-moe: $(PROJECT_STAMP)
 	$(BIN)/python bench/moe_scaling.py
