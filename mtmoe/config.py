@@ -149,7 +149,7 @@ BEAM_RUNNER_OPTIONS = {"direct": (), "dataflow": ("project", "region", "temp_loc
 class PipelineConfig:
     name: str = "mtmoe"
     beam_runner: str = "direct"   # direct | dataflow | flink | spark
-    beam_workers: int = 0         # direct: multi-processing workers; 0 = one per core; 1 = in-process
+    beam_workers: int = 0         # direct: 0 = in-process for small input, else one worker per core; 1 = in-process; N workers
     # The runner's own options, as --name=value: e.g. project, region, temp_location (dataflow).
     beam_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -20,7 +20,7 @@ from mtmoe.errors import StepFailed, UserError
 from pipeline.paths import Paths
 from pipeline.pipeline import create_ingest_pipeline, create_pipeline
 from pipeline.spans import SPAN_PROPERTY_NAME
-from pipeline.unchanged import record_pushed, window_spans
+from pipeline.unchanged import record_pushed, window_files, window_spans
 from pipeline.report import build_report, write_report
 from serving.client import DEFAULT_MODEL
 from serving.deploy import write_deployment_files
@@ -84,12 +84,14 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
     absl_logger.addHandler(timer)
     absl_logger.addHandler(log_handler)
     try:
+        data_bytes = sum(size for _, size, _ in window_files(config, paths.data_root))
         for span in spans_to_ingest(config, paths):
             echo(f"ingesting span {span} for the window of spans")
-            tfx.orchestration.LocalDagRunner().run(create_ingest_pipeline(config, paths, span))
+            tfx.orchestration.LocalDagRunner().run(
+                create_ingest_pipeline(config, paths, span, data_bytes))
         tfx.orchestration.LocalDagRunner().run(
             create_pipeline(config, paths, tuning_only, compare_weightings,
-                            allow_anomalies=allow_anomalies))
+                            allow_anomalies=allow_anomalies, data_bytes=data_bytes))
     except UserError:
         raise
     except Exception as e:  # the traceback is in the log; the console gets the step and the error

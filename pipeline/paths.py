@@ -1,10 +1,16 @@
 """Where a run reads and writes, and what identifies the code it runs: light (no TFX), so that the
 command line can check a run's inputs before loading TensorFlow."""
+import ast
 import hashlib
 import os
 from dataclasses import dataclass
 
-_SOURCE_PACKAGES = ("mtmoe", "components", "trainer", "serving")
+_SOURCE_PACKAGES = ("mtmoe", "components", "trainer", "serving", "pipeline")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The modules of Transform's preprocessing_fn and of the Tuner's and Trainer's functions (their
+# cache keys include the hash of the code these run).
+TRANSFORM_CODE = "components.transform"
+TRAINER_CODE = "trainer.module"
 
 
 @dataclass(frozen=True)
@@ -49,17 +55,48 @@ class Paths:
         return os.path.join(self.pipeline_root, "tuning")
 
 
-def source_fingerprint() -> str:
-    """A hash of the project's module code.
+def code_fingerprint(*modules: str, root: str = _ROOT) -> str:
+    """A hash of the project files that `modules` run: theirs and those they import, directly or
+    not (imports inside functions included).
 
     Transform and Trainer are named by function path, so TFX's cache key does not see code changes;
-    this fingerprint goes into their custom_config so that changed code re-runs them.
+    this fingerprint goes into their custom_config so that changed code re-runs them, and only
+    code they run: editing the CLI or the server re-runs neither.
     """
     digest = hashlib.sha256()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for package in _SOURCE_PACKAGES:
-        for folder, _, files in sorted(os.walk(os.path.join(root, package))):
-            for name in sorted(f for f in files if f.endswith((".py", ".yaml"))):
-                with open(os.path.join(folder, name), "rb") as f:
-                    digest.update(name.encode() + f.read())
+    for path in sorted(_imported_files(modules, root)):
+        with open(path, "rb") as f:
+            digest.update(os.path.relpath(path, root).encode() + f.read())
     return digest.hexdigest()[:16]
+
+
+def _module_file(name: str, root: str):
+    """The project file of module `name` (a package's __init__.py), or None for other modules."""
+    if name.split(".")[0] not in _SOURCE_PACKAGES:
+        return None
+    base = os.path.join(root, *name.split("."))
+    for path in (base + ".py", os.path.join(base, "__init__.py")):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _imported_files(modules, root: str) -> set:
+    seen, pending = set(), [m for m in modules]
+    while pending:
+        name = pending.pop()
+        path = _module_file(name, root)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                pending += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                # `from package import module` imports a module; `from module import name`, not.
+                pending += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        parts = name.split(".")  # a module's packages run their __init__.py first
+        pending += [".".join(parts[:i]) for i in range(1, len(parts))]
+    return seen

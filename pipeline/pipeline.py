@@ -8,6 +8,7 @@ ExampleGen (newest span) -> StatisticsGen -> ExampleValidator (against the curat
 """
 import json
 import os
+from typing import Optional
 
 from tfx import v1 as tfx
 
@@ -17,14 +18,14 @@ from components.pusher import Pusher
 from components.test_scoring import TestScorer
 from mtmoe.config import Config
 from mtmoe.formats import SPLITS
-from pipeline.paths import Paths, source_fingerprint
+from pipeline.paths import TRAINER_CODE, TRANSFORM_CODE, Paths, code_fingerprint
 from pipeline.spans import NewestSpansStrategy, window_range
 from trainer.module import EXPORT_KEY, TUNING_DIR_KEY
 from trainer.tuning import completed_trials, reference_configs
 
-PREPROCESSING_FN = "components.transform.preprocessing_fn"
-RUN_FN = "trainer.module.run_fn"
-TUNER_FN = "trainer.module.tuner_fn"
+PREPROCESSING_FN = f"{TRANSFORM_CODE}.preprocessing_fn"
+RUN_FN = f"{TRAINER_CODE}.run_fn"
+TUNER_FN = f"{TRAINER_CODE}.tuner_fn"
 # The task fields Transform reads: loss weights and thresholds stay out so that changing them
 # (by hand or by the Tuner) keeps Transform's cache.
 _TRANSFORM_TASK_FIELDS = ("name", "type", "label_field", "max_labels")
@@ -34,12 +35,22 @@ _BEAM_RUNNER_CLASSES = {"direct": "DirectRunner", "dataflow": "DataflowRunner",
                         "flink": "FlinkRunner", "spark": "SparkRunner"}
 
 
-def beam_args(config: Config):
+# Up to this much input (the window's TFRecords), the DirectRunner of `beam_workers: 0` runs in the
+# pipeline's own process: each Beam job in worker processes first spends seconds starting them
+# (importing TensorFlow and TFX), which small data never wins back on a few cores.
+IN_PROCESS_MAX_BYTES = 32 << 20
+
+
+def beam_args(config: Config, data_bytes: Optional[int] = None):
     """Beam's arguments for every Beam-based component: the runner, its options from the config, and
-    tensorflow-text's ops registered in each worker."""
+    tensorflow-text's ops registered in each worker. The DirectRunner runs in this process with
+    `beam_workers: 1`, or with 0 (auto) when the run reads at most IN_PROCESS_MAX_BYTES
+    (`data_bytes`, unknown to compiled pipelines); otherwise in worker processes (0: one per core)."""
     settings = config.pipeline
     args = [f"--runner={_BEAM_RUNNER_CLASSES[settings.beam_runner]}"]
-    if settings.beam_runner == "direct" and settings.beam_workers == 1:
+    small = settings.beam_workers == 0 and data_bytes is not None and \
+        data_bytes <= IN_PROCESS_MAX_BYTES
+    if settings.beam_runner == "direct" and (settings.beam_workers == 1 or small):
         args.append("--direct_running_mode=in_memory")  # no worker process to start
     elif settings.beam_runner == "direct":
         args += ["--direct_running_mode=multi_processing",
@@ -63,10 +74,11 @@ def example_gen(paths: Paths, span=None, every_span: bool = False):
         range_config=range_config)
 
 
-def create_ingest_pipeline(config: Config, paths: Paths, span: int) -> tfx.dsl.Pipeline:
+def create_ingest_pipeline(config: Config, paths: Paths, span: int,
+                           data_bytes: Optional[int] = None) -> tfx.dsl.Pipeline:
     """ExampleGen alone, for one span older than the newest: a run ingests only the newest span, so
     spans written before the first run (or between runs) are ingested this way for the window."""
-    return _pipeline(config, paths, [example_gen(paths, span)])
+    return _pipeline(config, paths, [example_gen(paths, span)], data_bytes=data_bytes)
 
 
 def vertex_training(cluster, image: str) -> dict:
@@ -85,7 +97,8 @@ def vertex_training(cluster, image: str) -> dict:
 
 def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
                     compare_weightings: bool = False, local_metadata: bool = True,
-                    allow_anomalies: bool = False, training_image: str = "") -> tfx.dsl.Pipeline:
+                    allow_anomalies: bool = False, training_image: str = "",
+                    data_bytes: Optional[int] = None) -> tfx.dsl.Pipeline:
     """The whole pipeline; with `tuning_only`, the components up to the Tuner, plus (with
     `compare_weightings`) one Trainer per reference weighting trained as long as a trial.
     `allow_anomalies`: a span that fails data validation goes on (the anomalies are logged).
@@ -95,9 +108,10 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
     (`spans.window: 0`) is one ExampleGen over all span folders there; other windows above 1 are
     refused before this is called (pipeline.orchestrators).
 
+    `data_bytes`: how much input the run reads, when known (see beam_args).
     `training_image`: with `cluster.project` set, the Trainer is a Vertex AI training job whose
     machines run this image (the compiled Kubeflow v2 pipeline's own)."""
-    fingerprint = source_fingerprint()
+    transform_code, trainer_code = code_fingerprint(TRANSFORM_CODE), code_fingerprint(TRAINER_CODE)
     # Transform sees only what it reads, so that a model, training or threshold change keeps its cache.
     raw_config = config.to_dict()
     transform_config = {
@@ -149,13 +163,13 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
         examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"config": transform_config, "source_fingerprint": fingerprint},
+        custom_config={"config": transform_config, "source_fingerprint": transform_code},
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
     transform.add_upstream_node(data_gate)  # a span that fails validation is never transformed
     components.append(transform)
 
     def trainer(trainer_config: Config, export: bool = True, **kwargs):
-        custom_config = {"config": trainer_config.to_dict(), "source_fingerprint": fingerprint,
+        custom_config = {"config": trainer_config.to_dict(), "source_fingerprint": trainer_code,
                          EXPORT_KEY: export}
         component = tfx.components.Trainer
         if training_image and config.cluster.project:
@@ -182,7 +196,7 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
             eval_args=tfx.proto.EvalArgs(splits=["eval"]),
             # The finished-trial count re-runs the Tuner (and so resumes the search) after a run
             # that stopped at its time budget; the search itself lives in paths.tuning_dir.
-            custom_config={"config": config.to_dict(), "source_fingerprint": fingerprint,
+            custom_config={"config": config.to_dict(), "source_fingerprint": trainer_code,
                            TUNING_DIR_KEY: paths.tuning_dir,
                            "completed_trials": completed_trials(paths.tuning_dir, config)})
         components.append(tuner)
@@ -190,7 +204,7 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
         if compare_weightings:
             components += [trainer(reference, export=False).with_id(f"Trainer_{name}")
                            for name, reference in reference_configs(config).items()]
-        return _pipeline(config, paths, components, local_metadata)
+        return _pipeline(config, paths, components, local_metadata, data_bytes)
 
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -223,11 +237,11 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
             push_destination=tfx.proto.PushDestination(
                 filesystem=tfx.proto.PushDestination.Filesystem(base_directory=paths.serving_dir)))
     components.append(pusher)
-    return _pipeline(config, paths, components, local_metadata)
+    return _pipeline(config, paths, components, local_metadata, data_bytes)
 
 
-def _pipeline(config: Config, paths: Paths, components, local_metadata: bool = True
-              ) -> tfx.dsl.Pipeline:
+def _pipeline(config: Config, paths: Paths, components, local_metadata: bool = True,
+              data_bytes: Optional[int] = None) -> tfx.dsl.Pipeline:
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,
         pipeline_root=paths.pipeline_root,
@@ -235,4 +249,4 @@ def _pipeline(config: Config, paths: Paths, components, local_metadata: bool = T
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             paths.metadata) if local_metadata else None,
         enable_cache=True,
-        beam_pipeline_args=beam_args(config))
+        beam_pipeline_args=beam_args(config, data_bytes))

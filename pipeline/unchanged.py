@@ -12,7 +12,7 @@ import os
 from typing import List, Optional
 
 from mtmoe.formats import existing_spans
-from pipeline.paths import Paths, source_fingerprint
+from pipeline.paths import TRAINER_CODE, TRANSFORM_CODE, Paths, code_fingerprint
 
 SERVING_INPUTS_FILE = "serving_inputs.json"
 SKIPPED_RUNS_FILE = "skipped_runs.jsonl"
@@ -28,18 +28,25 @@ def _digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def inputs_fingerprint(config, paths: Paths) -> dict:
-    """What a trained model depends on: the window's spans and their files (name, size, mtime), the
-    config (wherever its file lives) with its curated schema, and the code."""
-    spans = window_spans(config, paths.data_root)
+def window_files(config, data_root: str) -> list:
+    """[path in its span, bytes, mtime in ns] of every file of the window's spans."""
     files = []
-    for span in spans:
-        root = os.path.join(paths.data_root, f"span-{span}")
+    for span in window_spans(config, data_root):
+        root = os.path.join(data_root, f"span-{span}")
         for folder, _, names in sorted(os.walk(root)):
             for name in sorted(names):
                 stat = os.stat(os.path.join(folder, name))
                 files.append([os.path.relpath(os.path.join(folder, name), root), stat.st_size,
                               stat.st_mtime_ns])
+    return files
+
+
+def inputs_fingerprint(config, paths: Paths) -> dict:
+    """What a trained model depends on: the window's spans and their files (name, size, mtime), the
+    config (wherever its file lives) with its curated schema, and the code of Transform and the
+    Trainer."""
+    spans = window_spans(config, paths.data_root)
+    files = window_files(config, paths.data_root)
     settings = config.to_dict()
     del settings["source"]
     schema = config.validation.schema
@@ -47,7 +54,7 @@ def inputs_fingerprint(config, paths: Paths) -> dict:
         with open(schema) as f:
             settings["validation"]["schema"] = f.read()
     return {"spans": spans, "data": _digest(files), "config": _digest(settings),
-            "code": source_fingerprint()}
+            "code": code_fingerprint(TRANSFORM_CODE, TRAINER_CODE)}
 
 
 def serving_versions(paths: Paths) -> List[int]:

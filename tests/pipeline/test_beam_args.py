@@ -5,7 +5,7 @@ import yaml
 
 from mtmoe.config import load_config
 from mtmoe.errors import UserError
-from pipeline.pipeline import beam_args
+from pipeline.pipeline import IN_PROCESS_MAX_BYTES, beam_args
 
 
 def _config(tmp_path, **pipeline):
@@ -25,6 +25,24 @@ def test_one_direct_worker_runs_beam_in_the_pipelines_own_process(tmp_path):
     args = beam_args(_config(tmp_path, beam_workers=1))
     assert args == ["--runner=DirectRunner", "--direct_running_mode=in_memory",
                     "--beam_plugins=tensorflow_text"]
+
+
+@pytest.mark.parametrize("data_bytes, mode", [
+    (1 << 20, "in_memory"),                      # the sample, SNIPS: in this process
+    (IN_PROCESS_MAX_BYTES, "in_memory"),
+    (IN_PROCESS_MAX_BYTES + 1, "multi_processing"),  # one worker per core
+    (None, "multi_processing"),                  # unknown (a compiled pipeline): worker processes
+])
+def test_auto_direct_workers_run_small_data_in_process(tmp_path, data_bytes, mode):
+    args = beam_args(_config(tmp_path, beam_workers=0), data_bytes)
+    assert f"--direct_running_mode={mode}" in args
+    if mode == "multi_processing":
+        assert "--direct_num_workers=0" in args
+
+
+def test_configured_direct_workers_are_kept_whatever_the_data_size(tmp_path):
+    args = beam_args(_config(tmp_path, beam_workers=3), 1 << 10)
+    assert "--direct_running_mode=multi_processing" in args and "--direct_num_workers=3" in args
 
 
 @pytest.mark.parametrize("runner, options, expected", [
