@@ -397,13 +397,28 @@ def class_names_from_vocabulary(vocabulary: List[str]) -> List[str]:
     return list(vocabulary) + [UNKNOWN_LABEL]
 
 
-def decode_outputs(tasks, probabilities, class_names: Dict[str, List[str]], token_mask):
-    """Model outputs -> {decoded strings and scores per task, plus each task's raw output}."""
+def decode_outputs(tasks, probabilities, class_names: Dict[str, List[str]], token_mask,
+                   pad_to=None):
+    """Model outputs -> {decoded strings and scores per task, plus each task's raw output}. With
+    `pad_to`, token-level outputs of a batch cut to its longest text are padded back to that many
+    tokens, so that their shape stays fixed; they hold '' and 0 at every padding position, so that
+    no output depends on the other texts of the batch."""
     outputs = dict(probabilities)
     for task in tasks:
-        outputs.update(task_type(task).decode(task, probabilities[task.name], class_names[task.name],
-                                              token_mask))
+        kind = task_type(task)
+        decoded = kind.decode(task, probabilities[task.name], class_names[task.name], token_mask)
+        if pad_to is not None and kind.per_token:
+            raw = tf.where(token_mask[..., None], probabilities[task.name], 0.0)
+            decoded = {key: _pad_tokens(value, pad_to)
+                       for key, value in {task.name: raw, **decoded}.items()}
+        outputs.update(decoded)
     return outputs
+
+
+def _pad_tokens(value, length):
+    """`value` [batch, tokens, ...] padded along its token axis to `length`."""
+    padding = [[0, 0], [0, length - tf.shape(value)[1]]] + [[0, 0]] * (len(value.shape) - 2)
+    return tf.pad(value, padding, constant_values="" if value.dtype == tf.string else 0)
 
 
 class TaskScorer:

@@ -19,7 +19,7 @@ from components.transform import tokenize
 from mtmoe.feature_names import LENGTH_BUCKET, PAD_ID, TEXT, TOKEN_IDS, TOKENS
 from mtmoe.metrics import length_bucket_names
 from mtmoe.tasks import decode_outputs, label_key, task_type
-from trainer.features import class_names, model_inputs, model_targets
+from trainer.features import class_names, cut_to_longest, model_inputs, model_targets
 
 SIGNATURES = ("serving_default", "serving_examples", "transform_features")
 CONFIG_FILE = os.path.join("assets.extra", "mtmoe_config.json")
@@ -42,9 +42,13 @@ class ServingModule(tf.Module):
         self._bucket_names = tf.constant(length_bucket_names(buckets))
 
     def _predict(self, transformed):
-        probabilities = self.model(model_inputs(transformed), training=False)
-        token_mask = tf.not_equal(transformed[TOKEN_IDS], PAD_ID)
-        outputs = decode_outputs(self._tasks, probabilities, self._class_names, token_mask)
+        # The model and the decoder see the batch cut to its longest text (a 10-token request
+        # costs 10 tokens, not max_tokens); token-level outputs are padded back to max_tokens.
+        inputs, _ = cut_to_longest(model_inputs(transformed))
+        probabilities = self.model(inputs, training=False)
+        token_mask = tf.not_equal(inputs[TOKEN_IDS], PAD_ID)
+        outputs = decode_outputs(self._tasks, probabilities, self._class_names, token_mask,
+                                 pad_to=tf.shape(transformed[TOKEN_IDS])[1])
         raw = {task.name: outputs.pop(task.name) for task in self._tasks}
         return {TOKENS: transformed[TOKENS], **outputs}, raw
 

@@ -45,12 +45,18 @@ def model_targets(transformed: Dict[str, tf.Tensor], tasks, num_classes: Dict[st
             for task in tasks}
 
 
-def trim_to_longest(inputs: Dict[str, tf.Tensor], targets: Dict[str, tf.Tensor], tasks):
-    """A batch padded to `max_tokens`, cut to its longest text (at least one token): a step then
-    costs what its texts need (SNIPS: 9 tokens on average, padded to 40). Padding stays masked."""
+def cut_to_longest(inputs: Dict[str, tf.Tensor]):
+    """(model inputs padded to `max_tokens` cut to the batch's longest text, at least one token;
+    that length): a step or a request then costs what its texts need (SNIPS: 9 tokens on average,
+    padded to 40). Padding stays masked, so no text's outputs change."""
     lengths = tf.reduce_sum(tf.cast(tf.not_equal(inputs[TOKEN_IDS], PAD_ID), tf.int32), axis=1)
     longest = tf.maximum(tf.reduce_max(lengths), 1)
-    inputs = {name: value[:, :longest] for name, value in inputs.items()}
+    return {name: value[:, :longest] for name, value in inputs.items()}, longest
+
+
+def trim_to_longest(inputs: Dict[str, tf.Tensor], targets: Dict[str, tf.Tensor], tasks):
+    """A training batch cut to its longest text (cut_to_longest), its token-level targets too."""
+    inputs, longest = cut_to_longest(inputs)
     targets = {task.name: targets[task.name][:, :longest] if task_type(task).per_token
                else targets[task.name] for task in tasks}
     return inputs, targets
