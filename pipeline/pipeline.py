@@ -38,7 +38,7 @@ _BEAM_RUNNER_CLASSES = {"direct": "DirectRunner", "dataflow": "DataflowRunner",
 # Up to this much input (the window's TFRecords), the DirectRunner of `beam_workers: 0` runs in the
 # pipeline's own process: each Beam job in worker processes first spends seconds starting them
 # (importing TensorFlow and TFX), which small data never wins back on a few cores.
-IN_PROCESS_MAX_BYTES = 32 << 20
+IN_PROCESS_MAX_BYTES = 8 << 20
 
 
 def beam_args(config: Config, data_bytes: Optional[int] = None):
