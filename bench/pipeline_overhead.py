@@ -26,7 +26,8 @@ def run(work_dir, extra):
                     work_dir, *extra], check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     with open(os.path.join(work_dir, "summary.json")) as f:
-        return round(seconds, 1), json.load(f)["components"]
+        summary = json.load(f)
+    return round(seconds, 1), summary["run_id"], summary["components"]
 
 
 def main():
@@ -35,11 +36,14 @@ def main():
     parser.add_argument("extra", nargs="*", help="arguments passed on to `mtmoe run`")
     args = parser.parse_args()
     shutil.rmtree(args.work_dir, ignore_errors=True)
-    first_total, first = run(args.work_dir, args.extra)
-    second_total, second = run(args.work_dir, args.extra)
+    first_total, first_run, first = run(args.work_dir, args.extra)
+    second_total, second_run, second = run(args.work_dir, args.extra)
+    if second_run == first_run:  # nothing new: the re-run ran no pipeline (and wrote no summary)
+        second = {}
     print("| component | first run s | unchanged re-run s |\n|---|---|---|")
     for name in first:
-        print(f"| {name} | {first[name]:.1f} | {second.get(name, 0.0):.1f} |")
+        print(f"| {name} | {first[name]:.1f} | {second[name]:.1f} |" if name in second else
+              f"| {name} | {first[name]:.1f} | not run |")
     print(f"| **whole command** | {first_total:.1f} | {second_total:.1f} |")
     write_result("pipeline_overhead", first_run={"total_s": first_total, "components_s": first},
                  rerun={"total_s": second_total, "components_s": second})
