@@ -13,7 +13,7 @@ import tensorflow as tf
 from mtmoe.console import progress
 from mtmoe.feature_names import PAD_ID, TOKEN_IDS
 from mtmoe.tasks import OBJECTIVE, TaskScorer, decode_outputs, label_key, objective, task_type
-from trainer.introspection import gate_statistics
+from trainer.introspection import GateProbe
 
 
 class ValidationScores(keras.callbacks.Callback):
@@ -42,8 +42,10 @@ class ValidationScores(keras.callbacks.Callback):
     def set_model(self, model):
         super().set_model(model)
         # One graph for the model and the decoder (a Viterbi scan run eagerly is slow), per model
-        # (the Tuner builds one per trial).
-        self._decode_batch = tf.function(self._decoded, reduce_retracing=True)
+        # (the Tuner builds one per trial), traced once for every batch shape: batches are cut to
+        # their longest text, and a trace per length costs seconds.
+        self._decode_batch = tf.function(self._decoded,
+                                         input_signature=list(self.dataset.element_spec))
 
     def scores(self):
         scorer = TaskScorer(self.tasks)
@@ -119,10 +121,11 @@ class ExpertLoad(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "experts"))
+        self.probe = GateProbe(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         with self.writer.as_default():
-            for layer, routers in gate_statistics(self.model, self.batches).items():
+            for layer, routers in self.probe(self.batches).items():
                 for router, stats in routers.items():
                     for i, load in enumerate(stats["load"]):
                         tf.summary.scalar(f"expert_load/{layer}/{router}/expert_{i}", load, step=epoch)
