@@ -112,16 +112,16 @@ class EpochSeconds(keras.callbacks.Callback):
 
 class ExpertLoad(keras.callbacks.Callback):
     """After each epoch, writes each router's share of routed tokens per expert on `batches` (model
-    inputs) as TensorBoard scalars `expert_load/<layer>/<router>/expert_<i>` under
-    `log_dir`/experts: a router collapsing onto a few experts shows as their lines rising."""
+    inputs), as `probe` (the trained model's GateProbe) measures it, as TensorBoard scalars
+    `expert_load/<layer>/<router>/expert_<i>` under `log_dir`/experts: a router collapsing onto a
+    few experts shows as their lines rising."""
 
-    def __init__(self, log_dir: str, batches):
+    def __init__(self, log_dir: str, batches, probe: GateProbe):
         super().__init__()
-        self.log_dir, self.batches = log_dir, batches
+        self.log_dir, self.batches, self.probe = log_dir, batches, probe
 
     def on_train_begin(self, logs=None):
         self.writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "experts"))
-        self.probe = GateProbe(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         with self.writer.as_default():

@@ -18,7 +18,7 @@ class GateProbe:
         import tensorflow as tf
 
         self.layers = moe_layers(model)
-        if not self.layers:  # a dense trunk: nothing to probe
+        if not self.layers:  # a dense trunk: no gates
             return
         probe = keras.Model(model.inputs, [tensor for layer in self.layers
                                            for tensor in layer.input[:2]])
@@ -38,8 +38,10 @@ class GateProbe:
         routed token slots each expert receives: of the top-k choices for DeepSeekMoE, the gate
         weights themselves for MMoE, where every expert sees every token (sums to 1 either way).
         """
+        if not self.layers:
+            return {}
         sums: Dict[str, Dict[str, Dict[str, np.ndarray]]] = {layer.name: {} for layer in self.layers}
-        for inputs in batches if self.layers else ():
+        for inputs in batches:
             for layer, (routers, mask) in zip(self.layers, self._gates(inputs)):
                 valid = ops.convert_to_numpy(mask).reshape(-1).astype(bool)
                 for router, probs in routers.items():

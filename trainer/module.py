@@ -26,8 +26,8 @@ from trainer import warm_start, word_vectors
 from trainer.distribution import distribution_strategy, output_folders, shard_by_example
 from trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
                               trim_to_longest, vocabularies, vocabulary_sizes)
-from trainer.introspection import gate_statistics
-from trainer.model import EMBEDDING, build_model, compile_model, effective_loss_weights, moe_layers
+from trainer.introspection import GateProbe
+from trainer.model import EMBEDDING, build_model, compile_model, effective_loss_weights
 from trainer.tuning import SearchBudget, apply_hyperparameters, define_search_space, make_tuner
 
 HISTORY_FILE = "history.json"
@@ -134,13 +134,14 @@ class _Inputs:
         return callbacks
 
 
-def tensorboard_callbacks(log_dir: str, model, evaluation) -> list:
+def tensorboard_callbacks(log_dir: str, probe: GateProbe, evaluation) -> list:
     """TensorBoard logs: every logged value per epoch (each task's losses and metrics, train and
-    validation, the learning rate, epoch seconds) and, for a gated trunk, the experts' load."""
+    validation, the learning rate, epoch seconds) and, for a gated trunk, the experts' load as
+    `probe` (the model's) measures it."""
     callbacks = [keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0)]
-    if moe_layers(model):
+    if probe.layers:
         batches = [inputs for inputs, _ in evaluation.take(EXPERT_LOAD_BATCHES)]
-        callbacks.append(ExpertLoad(log_dir, batches))
+        callbacks.append(ExpertLoad(log_dir, batches, probe))
     return callbacks
 
 
@@ -229,7 +230,8 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
         started = _warm_start(model, config, inputs.vocabularies, fn_args.base_model)
     epochs = config.training.warm_start_epochs if started["warm_started"] else config.training.epochs
     best = best_epoch_callback(config, epochs)
-    board = tensorboard_callbacks(os.path.join(model_run_dir, TENSORBOARD_DIR), model,
+    probe = GateProbe(model)  # one graph: the expert load of each epoch, the final statistics
+    board = tensorboard_callbacks(os.path.join(model_run_dir, TENSORBOARD_DIR), probe,
                                   inputs.evaluation)
     history = model.fit(inputs.train, validation_data=inputs.evaluation, epochs=epochs,
                         callbacks=inputs.callbacks(config, epochs) + board + [
@@ -250,8 +252,7 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
     })
     if fn_args.custom_config.get(EXPORT_KEY, True):
         warm_start.save(model, config, inputs.vocabularies, os.path.dirname(serving_model_dir))
-        _write_json(model_run_dir, GATES_FILE,
-                    gate_statistics(model, inputs.evaluation.map(lambda x, _: x)))
+        _write_json(model_run_dir, GATES_FILE, probe(inputs.evaluation.map(lambda x, _: x)))
         export_serving_model(model, inputs.tft_output, config, serving_model_dir,
                              sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS))
     else:  # TFX's Trainer requires the folder; a reference training leaves it empty

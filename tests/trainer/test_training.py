@@ -103,6 +103,7 @@ def _scalars(folder) -> dict:
 
 def test_tensorboard_gets_every_tasks_scores_the_learning_rate_and_each_routers_expert_load(tmp_path):
     from trainer.callbacks import cosine_decay
+    from trainer.introspection import GateProbe
     from trainer.module import tensorboard_callbacks
 
     base = _config()
@@ -114,7 +115,7 @@ def test_tensorboard_gets_every_tasks_scores_the_learning_rate_and_each_routers_
     data = _data(config)
     model.fit(data, validation_data=data, epochs=2, verbose=0, callbacks=[
         ValidationScores(data, config.tasks, NAMES), cosine_decay(2),
-        *tensorboard_callbacks(str(tmp_path), model, data)])
+        *tensorboard_callbacks(str(tmp_path), GateProbe(model), data)])
 
     train, validation = _scalars(tmp_path / "train"), _scalars(tmp_path / "validation")
     for task in ("intent", "slots"):
