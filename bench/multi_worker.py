@@ -11,12 +11,13 @@ ops, and the README's Distributed training section reports it.
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from mtmoe.cluster import loopback_cluster
 
 
 def _train(args) -> None:
@@ -62,20 +63,10 @@ def _train(args) -> None:
             print("EPOCH_SECONDS " + json.dumps(json.load(f)["epoch_seconds"]), flush=True)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _setting(args, workers: int) -> dict:
     command = [sys.executable, __file__, "--train", "--work-dir", args.work_dir,
                "--epochs", str(args.epochs)] + (["--config", args.config] if args.config else [])
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(workers)]}
+    cluster = loopback_cluster(workers)
     processes = []
     for index in range(workers):
         env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}

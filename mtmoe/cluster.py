@@ -2,6 +2,7 @@
 that a wrong TF_CONFIG is reported at once)."""
 import json
 import os
+import socket
 
 from mtmoe.errors import UserError
 
@@ -38,3 +39,15 @@ def is_chief_task(kind: str, index: int, environ=os.environ) -> bool:
         return True
     return kind == "worker" and index == 0 and "chief" not in json.loads(
         environ["TF_CONFIG"])["cluster"]
+
+
+def loopback_cluster(workers: int) -> dict:
+    """A TF_CONFIG `cluster` of `workers` workers on free ports of 127.0.0.1, for trying
+    multi-worker training on one machine (the benchmark, the tests)."""
+    sockets = [socket.socket() for _ in range(workers)]
+    for s in sockets:  # all bound at once, so that no two get the same port
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return {"worker": [f"127.0.0.1:{port}" for port in ports]}

@@ -5,7 +5,6 @@ Each process imports TensorFlow and creates its strategy at start, so every run 
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from mtmoe.cluster import loopback_cluster
 from mtmoe.config import Config
 
 pytestmark = pytest.mark.slow
@@ -98,16 +98,6 @@ def transformed_examples(tiny_transform, tmp_path_factory):
     return root, tft_output.transform_savedmodel_dir.rsplit("/", 1)[0], config
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _config_file(raw, path, distribution, epochs):
     """The tiny config, made comparable across replica counts: the dense trunk (an expert's
     capacity is per replica), the tasks every example is labelled for (each replica averages a
@@ -128,10 +118,6 @@ def _start(transformed, config_file, out, tf_config=None):
     log = open(f"{out}.log", "w")
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(data), graph, str(config_file),
                              str(out)], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _cluster(count):
-    return {"worker": [f"127.0.0.1:{port}" for port in _free_ports(count)]}
 
 
 def _finish(process, out, timeout):
@@ -155,7 +141,7 @@ def _weights(out):
 
 def test_two_workers_train_like_one_process_and_only_the_chief_writes(
         transformed_examples, make_tiny_config, tmp_path):
-    cluster = _cluster(2)
+    cluster = loopback_cluster(2)
     config = _config_file(make_tiny_config(), tmp_path / "multi.json", "multi_worker", epochs=2)
     outs = [tmp_path / "chief", tmp_path / "worker"]
     workers = [_start(transformed_examples, config, out,
@@ -180,7 +166,7 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(
 
 def test_a_worker_that_dies_fails_the_training_with_a_clear_error(
         transformed_examples, make_tiny_config, tmp_path):
-    cluster = _cluster(2)
+    cluster = loopback_cluster(2)
     config = _config_file(make_tiny_config(), tmp_path / "multi.json", "multi_worker", epochs=200)
     chief_out, worker_out = tmp_path / "chief", tmp_path / "worker"
     chief, worker = (_start(transformed_examples, config, out,
