@@ -26,7 +26,7 @@ import tensorflow as tf
 import keras
 from keras import layers
 
-from mtmoe.metrics import span_f1
+from mtmoe.core.metrics import span_f1
 
 PAD, OOV, MAX_CHARS, BATCH = 0, 1, 16, 64
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "snips")

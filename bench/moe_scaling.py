@@ -51,7 +51,7 @@ def measure(config, experts: int, dense: bool, steps: int, calls: int) -> dict:
     import keras
     import tensorflow as tf
 
-    from trainer.model import build_model, compile_model, moe_layers
+    from mtmoe.trainer.model import build_model, compile_model, moe_layers
 
     config = dataclasses.replace(config, model=dataclasses.replace(
         config.model, routed_experts=experts, dense_dispatch=dense))
@@ -77,7 +77,7 @@ def measure(config, experts: int, dense: bool, steps: int, calls: int) -> dict:
 
 
 def main():
-    from mtmoe.config import load_config
+    from mtmoe.core.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experts", type=int, nargs="+", default=[4, 8, 16, 32, 64])

@@ -17,24 +17,25 @@ import sys
 import tempfile
 import time
 
-from mtmoe.cluster import loopback_cluster
+from mtmoe.core.cluster import loopback_cluster
 
 
 def _train(args) -> None:
     """One training process (a worker when TF_CONFIG is set): prints its epoch seconds."""
     import mtmoe  # noqa: F401  the Keras environment before TensorFlow loads
-    from mtmoe.config import load_config
-    from trainer.distribution import distribution_strategy
+    from mtmoe.core.config import load_config
+    from mtmoe.trainer.distribution import distribution_strategy
 
     config = load_config(args.config)
     distribution = "multi_worker" if os.environ.get("TF_CONFIG") else "none"
     distribution_strategy(distribution)  # first: collective ops are set up at program start
     from ml_metadata.proto import metadata_store_pb2
 
-    from pipeline.local_runner import TRAINER, read_only_store
-    from pipeline.paths import Paths
-    from pipeline.workers import trainer_fn_args
-    from trainer.module import EXPORT_KEY, HISTORY_FILE, run_fn
+    from mtmoe.core.file_names import EXPORT_KEY, HISTORY_FILE
+    from mtmoe.pipeline.local_runner import TRAINER, read_only_store
+    from mtmoe.pipeline.paths import Paths
+    from mtmoe.pipeline.workers import trainer_fn_args
+    from mtmoe.trainer.module import run_fn
 
     paths = Paths(data_root="", work_dir=os.path.abspath(args.work_dir))
     store = read_only_store(paths)

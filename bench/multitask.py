@@ -33,9 +33,9 @@ def trainable_parameters(config_path: str, work_dir: str) -> int:
     import numpy as np
     import tensorflow_transform as tft
 
-    from mtmoe.config import load_config
-    from trainer.features import vocabularies, vocabulary_sizes
-    from trainer.model import build_model
+    from mtmoe.core.config import load_config
+    from mtmoe.trainer.features import vocabularies, vocabulary_sizes
+    from mtmoe.trainer.model import build_model
 
     config = load_config(config_path)
     graph = max(glob.glob(os.path.join(work_dir, "pipeline", "Transform", "transform_graph", "*")),
@@ -51,7 +51,7 @@ def trainable_parameters(config_path: str, work_dir: str) -> int:
 def latency_ms(work_dir: str, calls: int) -> float:
     """p50 ms of the Trainer's exported model on TEXT (pushed or not: the Evaluator may refuse a
     model of a reduced run)."""
-    from serving.predict import Predictor
+    from mtmoe.serving.predict import Predictor
     from serving_latency import timed
 
     model_dir = max(glob.glob(os.path.join(work_dir, "pipeline", "Trainer", "model", "*")),
@@ -74,8 +74,8 @@ def main():
     parser.add_argument("--data-work-dir", default=WORK, help="where the converted data lives")
     args = parser.parse_args()
 
-    from mtmoe.config import load_config
-    from mtmoe.tasks import task_type
+    from mtmoe.core.config import load_config
+    from mtmoe.core.tasks import task_type
 
     config = load_config(args.config)
     trunk = args.trunk or config.model.trunk

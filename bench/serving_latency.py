@@ -24,9 +24,9 @@ import requests
 import tensorflow as tf
 
 from machine import write_result
-from serving.client import GrpcClient
-from serving.export import WARMUP_FILE
-from serving.predict import Predictor, resolve_model_dir
+from mtmoe.core.file_names import WARMUP_FILE
+from mtmoe.serving.client import GrpcClient
+from mtmoe.serving.predict import Predictor, resolve_model_dir
 
 
 def warmup_texts(model_dir):

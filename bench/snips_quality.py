@@ -59,7 +59,7 @@ def convert(data: str, work_dir: str, config: str) -> str:
 def config_copy(config: str, path: str, tasks=None, model=None, **training) -> str:
     """Writes `config` with `training` (and `model`) fields replaced, and only `tasks` if given, to
     `path`; the copy keeps validating against the original's schema."""
-    from mtmoe.config import load_config
+    from mtmoe.core.config import load_config
 
     with open(config) as f:
         raw = yaml.safe_load(f)

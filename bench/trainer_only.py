@@ -23,7 +23,7 @@ import yaml
 def _overridden(config_path: str, settings):
     """The config with each `section.field=value` applied (values read as YAML) and warm start off:
     every run trains from scratch."""
-    from mtmoe.config import load_config
+    from mtmoe.core.config import load_config
 
     with open(config_path) as f:
         raw = yaml.safe_load(f)
@@ -73,7 +73,9 @@ def main() -> None:
     from tfx.components.trainer.fn_args_utils import DataAccessor
     from tfx.components.util import tfxio_utils
 
-    from trainer.module import EXPORT_KEY, HISTORY_FILE, TRAINING_FILE, run_fn
+    from mtmoe.trainer.module import run_fn
+
+    from mtmoe.core.file_names import EXPORT_KEY, HISTORY_FILE, TRAINING_FILE
 
     config = _overridden(args.config, args.set)
     examples, transform_graph = _transform_outputs(os.path.abspath(args.work_dir),

@@ -28,15 +28,15 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
-from mtmoe.console import warn
-from mtmoe.errors import UserError
-from mtmoe.feature_names import TEXT
-from mtmoe.formats import SPLITS
+from mtmoe.core.console import warn
+from mtmoe.core.errors import UserError
+from mtmoe.core.feature_names import TEXT
+from mtmoe.core.file_names import GATE_FILE
+from mtmoe.core.formats import SPLITS
 
 DATA_GATE = "DataGate"               # the gate's node id
 STATISTICS_FILE = "FeatureStats.pb"  # StatisticsGen's file in each Split-<name> folder
 ANOMALIES_FILE = "SchemaDiff.pb"     # ExampleValidator's
-GATE_FILE = "anomalies.json"         # the gate's: {split: [anomaly line]} it found and allowed
 TRAIN, COMPARED_SPLITS = "train", ("eval", "test")
 # Label values a schema may list: far more than any label set here, so that TFDV's inference (100 by
 # default) never leaves a large tag set without a domain.

@@ -2,7 +2,7 @@
 
 TFMA's built-in metrics count padding positions of token outputs and cannot skip unlabelled examples
 per output, so each task is scored by `TaskMetric`, which counts with the same functions as test-split
-scoring (mtmoe.tasks). Thresholds gate every task, on the overall slice only; every metric is also reported per text-length bucket.
+scoring (mtmoe.core.tasks). Thresholds gate every task, on the overall slice only; every metric is also reported per text-length bucket.
 """
 import json
 from typing import Dict, Iterable, List
@@ -11,10 +11,10 @@ import apache_beam as beam
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 
-from mtmoe.config import TaskConfig
-from mtmoe.feature_names import LENGTH_BUCKET
-from mtmoe.metrics import add_counts
-from mtmoe.tasks import TASK_TYPES, label_key, task_type
+from mtmoe.core.config import TaskConfig
+from mtmoe.core.feature_names import LENGTH_BUCKET
+from mtmoe.core.metrics import add_counts
+from mtmoe.core.tasks import TASK_TYPES, label_key, task_type
 
 PREDICT_SIGNATURE = "serving_examples"
 TRANSFORM_SIGNATURE = "transform_features"

@@ -12,11 +12,10 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
-from mtmoe.config import Config
-from mtmoe.tasks import TaskScorer
+from mtmoe.core.config import Config
+from mtmoe.core.file_names import METRICS_FILE, BREAKDOWN_FILE
+from mtmoe.core.tasks import TaskScorer
 
-METRICS_FILE = "metrics.json"
-BREAKDOWN_FILE = "breakdown.json"
 TEST_SPLIT = "test"
 BATCH_SIZE = 256
 
@@ -58,7 +57,7 @@ def TestScorer(examples: InputArtifact[List[standard_artifacts.Examples]],
     import tensorflow_text  # noqa: F401  registers the tokenizer ops the graph uses
     import tensorflow_transform as tft
 
-    from trainer.features import class_names
+    from mtmoe.trainer.features import class_names
 
     tasks = Config.from_dict(json.loads(config)).tasks
     tft_output = tft.TFTransformOutput(transform_graph.uri)

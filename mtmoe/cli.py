@@ -10,9 +10,9 @@ import sys
 import warnings
 
 import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
-from mtmoe.console import say
-from mtmoe.config import CLASSIFICATION, TOKEN_TAGGING
-from mtmoe.errors import StepFailed, UserError
+from mtmoe.core.config import CLASSIFICATION, TOKEN_TAGGING
+from mtmoe.core.console import say
+from mtmoe.core.errors import StepFailed, UserError
 
 DEFAULT_WORK_DIR = "mtmoe_work"
 ALLOW_ANOMALIES_HELP = ("go on when the new span fails data validation (schema anomalies, label drift "
@@ -26,10 +26,10 @@ def _prepared(args):
     The work dir's run lock is held from before the sample until the command ends: a second run in
     the same work dir (a cron run while the last one still runs) stops at once with exit code 2.
     """
-    from mtmoe.config import load_config
-    from mtmoe.formats import check_latest_span, existing_spans, read_splits, write_span
-    from mtmoe.sample import write_sample
-    from mtmoe.schedule import run_lock
+    from mtmoe.core.config import load_config
+    from mtmoe.core.formats import check_latest_span, existing_spans, read_splits, write_span
+    from mtmoe.core.sample import write_sample
+    from mtmoe.core.schedule import run_lock
 
     config = load_config(args.config)
     if getattr(args, "epochs", None) is not None:
@@ -50,7 +50,7 @@ def _prepared(args):
                 say(f"generated the sample data into {data_root}")
             span = check_latest_span(data_root, config.tasks)
         say(f"config {config.source}; data {span}; work dir {work_dir}")
-        from pipeline.paths import Paths
+        from mtmoe.pipeline.paths import Paths
 
         yield config, Paths(data_root=data_root, work_dir=work_dir)
 
@@ -59,13 +59,13 @@ def _prepared(args):
 def _joined_as_chief(args):
     """With training.distribution multi_worker, this process joins the TF_CONFIG cluster as its
     chief before anything else uses TensorFlow (collective ops are set up at program start)."""
-    from mtmoe.config import load_config
+    from mtmoe.core.config import load_config
 
     if load_config(args.config).training.distribution == "multi_worker":
-        from mtmoe.cluster import cluster_task
+        from mtmoe.core.cluster import cluster_task
 
         cluster_task(chief=True)  # a wrong TF_CONFIG is reported before TensorFlow loads
-        from trainer.distribution import join_cluster
+        from mtmoe.trainer.distribution import join_cluster
 
         join_cluster(chief=True, echo=say)
     yield
@@ -74,7 +74,7 @@ def _joined_as_chief(args):
 def _run(args) -> None:
     log = _CommandLog(args.verbose)
     with log.capturing(), _joined_as_chief(args), _prepared(args) as (config, paths):
-        from pipeline.unchanged import inputs_fingerprint, record_skipped, serving_unchanged
+        from mtmoe.pipeline.unchanged import inputs_fingerprint, record_skipped, serving_unchanged
 
         inputs = inputs_fingerprint(config, paths)
         serving = None if args.force else serving_unchanged(paths, inputs)
@@ -83,7 +83,7 @@ def _run(args) -> None:
             say(f"no new data since run {serving['run_id']}; version {serving['version']} is "
                 "serving (nothing trained or pushed; --force retrains)")
             return
-        from pipeline.local_runner import run_pipeline
+        from mtmoe.pipeline.local_runner import run_pipeline
 
         log.started(paths.logs_dir)
         summary = run_pipeline(config, paths, echo=say, allow_anomalies=args.allow_anomalies,
@@ -103,8 +103,8 @@ def _tune(args) -> None:
     log = _CommandLog(args.verbose)
     with log.capturing(), _prepared(args) as (config, paths):
         config = dataclasses.replace(config, tuning=dataclasses.replace(config.tuning, enabled=True))
-        from pipeline.local_runner import run_pipeline
-        from pipeline.report_text import trials_table
+        from mtmoe.pipeline.local_runner import run_pipeline
+        from mtmoe.pipeline.report_text import trials_table
 
         log.started(paths.logs_dir)
         summary = run_pipeline(config, paths, echo=say, tuning_only=True,
@@ -121,8 +121,8 @@ def _train_worker(args) -> None:
     import datetime
     import time
 
-    from mtmoe.cluster import cluster_task
-    from mtmoe.config import load_config
+    from mtmoe.core.cluster import cluster_task
+    from mtmoe.core.config import load_config
 
     config = load_config(args.config)
     if config.training.distribution != "multi_worker":
@@ -133,14 +133,14 @@ def _train_worker(args) -> None:
     started = time.time()
     log = _CommandLog(args.verbose)
     with log.capturing():
-        from pipeline.paths import Paths
-        from trainer.distribution import join_cluster
+        from mtmoe.pipeline.paths import Paths
+        from mtmoe.trainer.distribution import join_cluster
 
         paths = Paths(data_root="", work_dir=os.path.abspath(args.work_dir))
         log.started(paths.logs_dir)
         join_cluster(chief=False, echo=say)
-        from pipeline.workers import worker_fn_args
-        from trainer.module import run_fn
+        from mtmoe.pipeline.workers import worker_fn_args
+        from mtmoe.trainer.module import run_fn
 
         execution, fn_args = worker_fn_args(paths, config.pipeline.name, started, args.wait)
         say(f"training with the chief's Trainer (execution {execution} in {paths.metadata})")
@@ -154,7 +154,7 @@ def _train_worker(args) -> None:
 
 class _CommandLog:
     """Everything TensorFlow, Beam and TFX print during a pipeline command, captured from before
-    TensorFlow loads (mtmoe.console.logged_to) so that the console keeps one line per step. A
+    TensorFlow loads (mtmoe.core.console.logged_to) so that the console keeps one line per step. A
     temporary file until the pipeline starts; then kept as `<work-dir>/logs/<run id>.log` (or, if
     the run fails, `<time>-failed.log`, its path in the error). With `verbose`, shown live instead."""
 
@@ -167,7 +167,7 @@ class _CommandLog:
 
     @contextlib.contextmanager
     def capturing(self):
-        from mtmoe.console import logged_to
+        from mtmoe.core.console import logged_to
 
         try:
             with logged_to(self.path, self.verbose):
@@ -190,7 +190,7 @@ class _CommandLog:
 
     def keep(self, name: str):
         """Moves the log to `<logs folder>/<name>.log`; its path (None with `verbose`)."""
-        from mtmoe.console import log_at_exit
+        from mtmoe.core.console import log_at_exit
 
         if self.verbose:
             self._discard()
@@ -221,7 +221,7 @@ def format_summary(summary: dict) -> str:
 
 
 def _report(args) -> None:
-    from pipeline.report_text import REPORT_HTML, REPORT_JSON, headline_table, verdict
+    from mtmoe.pipeline.report_text import REPORT_HTML, REPORT_JSON, headline_table, verdict
 
     reports = os.path.join(os.path.abspath(args.work_dir), "reports")
     found = sorted(glob.glob(os.path.join(reports, "*", REPORT_JSON)), key=os.path.getmtime)
@@ -238,39 +238,43 @@ def _report(args) -> None:
 
 
 def _history(args) -> None:
-    from mtmoe.config import load_config
-    from pipeline.history import format_history, history_rows
-    from pipeline.paths import Paths
+    from mtmoe.core.config import load_config
+    from mtmoe.pipeline.paths import Paths
 
-    work_dir = os.path.abspath(args.work_dir)
-    rows = history_rows(Paths(data_root="", work_dir=work_dir), load_config(args.config))
+    config = load_config(args.config)
+    paths = Paths(data_root="", work_dir=os.path.abspath(args.work_dir))
+    no_run = UserError(f"{paths.work_dir}: no pipeline run recorded; `mtmoe run` records one")
+    if not os.path.isfile(paths.metadata):
+        raise no_run
+    from mtmoe.pipeline.history import format_history, history_rows
+
+    rows = history_rows(paths, config)
     if not rows:
-        raise UserError(f"{work_dir}: no pipeline run recorded; `mtmoe run` records one")
+        raise no_run
     print("\n".join(format_history(rows)))
 
 
 def _predict(args) -> None:
     if args.server:
-        from serving.client import client_for
+        from mtmoe.serving.client import client_for
 
         rows = client_for(args.server, args.model_name).predict(args.texts)
     else:
-        from serving.predict import Predictor
+        from mtmoe.serving.predict import Predictor, resolve_model_dir
 
-        rows = Predictor(args.model or os.path.join(DEFAULT_WORK_DIR, "serving_model")).predict(
-            args.texts)
+        model_dir = resolve_model_dir(args.model or os.path.join(DEFAULT_WORK_DIR, "serving_model"))
+        rows = Predictor(model_dir).predict(args.texts)
     for row in rows:
         print(json.dumps(row, ensure_ascii=False))
 
 
 def _serve(args) -> None:
-    from pipeline.paths import Paths
-    from serving.deploy import BATCHING_CONFIG_FILE
-    from serving.server import serve
+    from mtmoe.pipeline.paths import Paths
 
     serving_dir = os.path.abspath(args.serving_dir)
     if not os.path.isdir(serving_dir):
         raise UserError(f"{serving_dir}: no serving folder; run `mtmoe run` first")
+    from mtmoe.serving.deploy import BATCHING_CONFIG_FILE
     batching = args.batching_config
     if batching is None:  # the file the pipeline writes beside the serving folder, if there
         work_dir = Paths(data_root="", work_dir=os.path.dirname(serving_dir))
@@ -278,6 +282,8 @@ def _serve(args) -> None:
         batching = beside if os.path.isfile(beside) else None
     elif not os.path.isfile(batching):
         raise UserError(f"{batching}: batching config not found")
+    from mtmoe.serving.server import serve
+
     try:
         serve(serving_dir, args.model_name, args.host, args.port, args.grpc_port, args.poll_seconds,
               batching, args.max_request_bytes, args.max_instances)  # None: the server's limits
@@ -286,10 +292,11 @@ def _serve(args) -> None:
 
 
 def _export_check(args) -> None:
-    from serving.compat import TF_TEXT_VERSION, graph_ops, unsupported_ops
-    from serving.predict import resolve_model_dir
+    from mtmoe.serving.predict import resolve_model_dir
 
     model_dir = resolve_model_dir(args.model)
+    from mtmoe.serving.compat import TF_TEXT_VERSION, graph_ops, unsupported_ops
+
     missing = unsupported_ops(model_dir)
     if missing:
         raise UserError(f"{model_dir}: op(s) the stock TF Serving image lacks (neither core "
@@ -299,15 +306,15 @@ def _export_check(args) -> None:
 
 
 def _sample(args) -> None:
-    from mtmoe.sample import write_sample
+    from mtmoe.core.sample import write_sample
 
     counts = write_sample(args.out, args.num_examples, args.seed)
     print(f"wrote {counts} examples as JSONL to {args.out}")
 
 
 def _convert(args) -> None:
-    from mtmoe.config import load_config
-    from mtmoe.formats import SPLITS, BioCheck, read_splits, write_span
+    from mtmoe.core.config import load_config
+    from mtmoe.core.formats import SPLITS, BioCheck, read_splits, write_span
 
     config = load_config(args.config)
     tasks, max_tokens = config.tasks, config.text.max_tokens
@@ -336,8 +343,8 @@ def _convert(args) -> None:
 
 
 def _schema_update(args) -> None:
-    from mtmoe.config import load_config
-    from mtmoe.formats import check_latest_span, existing_spans
+    from mtmoe.core.config import load_config
+    from mtmoe.core.formats import check_latest_span, existing_spans
 
     config = load_config(args.config)
     data_root = os.path.abspath(args.data)
@@ -346,7 +353,7 @@ def _schema_update(args) -> None:
         raise UserError(f"{data_root}: no span-{args.span} (spans there: {spans or 'none'})")
     span_dir = os.path.join(data_root, f"span-{args.span}") if args.span else \
         check_latest_span(data_root, config.tasks)
-    from components.data_validation import update_schema
+    from mtmoe.components.data_validation import update_schema
 
     lines = update_schema(config.validation.schema, span_dir, [t.label_field for t in config.tasks])
     print(f"wrote {config.validation.schema} from {span_dir}:")
@@ -364,7 +371,7 @@ def _init(args) -> None:
 
 
 def _schedule(args) -> None:
-    from mtmoe.schedule import cron_marker, crontab_line, install_crontab
+    from mtmoe.core.schedule import cron_marker, crontab_line, install_crontab
 
     line = crontab_line(args.every, args.at, args.work_dir, args.config, args.data)
     print(line)
@@ -375,7 +382,7 @@ def _schedule(args) -> None:
 
 
 def _compile(args) -> None:
-    from pipeline.orchestrators import compile_kubeflow_v2, location, write_airflow_dag
+    from mtmoe.pipeline.orchestrators import compile_kubeflow_v2, location, write_airflow_dag
 
     work_dir = location(args.work_dir)
     data_root = location(args.data) if args.data else os.path.join(work_dir, "data")
@@ -390,9 +397,9 @@ def _compile(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mtmoe.formats import BIO_MODES, FORMATS
-    from mtmoe.schedule import DEFAULT_AT, EVERY
-    from pipeline.orchestrators import DEFAULT_IMAGE, TARGETS
+    from mtmoe.core.formats import BIO_MODES, FORMATS
+    from mtmoe.core.schedule import DEFAULT_AT, EVERY
+    from mtmoe.pipeline.orchestrators import DEFAULT_IMAGE, TARGETS
 
     parser = argparse.ArgumentParser(prog="mtmoe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -17,9 +17,9 @@ from typing import Dict, List, Tuple
 import numpy as np
 import yaml
 
-from mtmoe.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING, load_config
-from mtmoe.errors import UserError
-from mtmoe.formats import jsonl_objects, read_splits, split_files, write_span
+from mtmoe.core.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING, load_config
+from mtmoe.core.errors import UserError
+from mtmoe.core.formats import jsonl_objects, read_splits, split_files, write_span
 
 _BIO = re.compile(r"^(O|[BI]-\S+)$")
 _NOT_A_NAME = re.compile(r"[^a-z0-9_]+")
@@ -101,7 +101,7 @@ def write_config(fmt: str, in_dir: str, out: str, label_field: str = "intent",
                  tags_field: str = "slots") -> List[str]:
     """Writes the inferred config to `out` and its curated schema beside it (both, or neither);
     returns what was inferred and why."""
-    from components.data_validation import update_schema
+    from mtmoe.components.data_validation import update_schema
 
     if os.path.exists(out):
         raise UserError(f"{out}: already exists; choose another --out")

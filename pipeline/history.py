@@ -10,13 +10,13 @@ from typing import List
 
 import tensorflow_model_analysis as tfma
 
-from components.data_validation import DATA_GATE
-from mtmoe.feature_names import OVERALL
-from mtmoe.tasks import task_type
-from pipeline.local_runner import TRAINER, pipeline_runs, summarize
-from pipeline.report import CANDIDATE, read_evaluation
-from pipeline.report_text import table
-from pipeline.unchanged import skipped_runs
+from mtmoe.components.data_validation import DATA_GATE
+from mtmoe.core.feature_names import OVERALL
+from mtmoe.core.tasks import task_type
+from mtmoe.pipeline.local_runner import TRAINER, pipeline_runs, summarize
+from mtmoe.pipeline.report import CANDIDATE, read_evaluation
+from mtmoe.pipeline.report_text import table
+from mtmoe.pipeline.unchanged import skipped_runs
 
 
 def _failure(failure) -> str:

@@ -14,18 +14,19 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components.data_validation import DATA_GATE
-from components.test_scoring import METRICS_FILE, TestMetrics
-from mtmoe.errors import StepFailed, UserError
-from pipeline.paths import Paths
-from pipeline.pipeline import create_ingest_pipeline, create_pipeline
-from pipeline.spans import SPAN_PROPERTY_NAME
-from pipeline.unchanged import record_pushed, window_files, window_spans
-from pipeline.report import build_report, write_report
-from serving.client import DEFAULT_MODEL
-from serving.deploy import write_deployment_files
-from trainer.module import GATES_FILE, HISTORY_FILE, TENSORBOARD_DIR, TRAINING_FILE
-from trainer.tuning import reference_configs, reference_row, trial_table
+from mtmoe.components.data_validation import DATA_GATE
+from mtmoe.components.test_scoring import TestMetrics
+from mtmoe.core.errors import StepFailed, UserError
+from mtmoe.core.file_names import GATES_FILE, HISTORY_FILE, METRICS_FILE, TENSORBOARD_DIR, TRAINING_FILE
+from mtmoe.pipeline.facts import gather_run_facts
+from mtmoe.pipeline.paths import Paths
+from mtmoe.pipeline.pipeline import create_ingest_pipeline, create_pipeline
+from mtmoe.pipeline.report import build_report, write_report
+from mtmoe.pipeline.spans import SPAN_PROPERTY_NAME
+from mtmoe.pipeline.unchanged import record_pushed, window_files, window_spans
+from mtmoe.serving.client import DEFAULT_MODEL
+from mtmoe.serving.deploy import write_deployment_files
+from mtmoe.trainer.tuning import reference_configs, reference_row, trial_table
 
 SUMMARY_FILE = "summary.json"
 TRAINER = "Trainer"
@@ -72,7 +73,7 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
     pushed model was trained on (`inputs`, from `unchanged.inputs_fingerprint` before the run).
     """
     timer = _ComponentTimer(echo)
-    # TFX's and TensorFlow's absl records, INFO included, to stderr: the run's log (mtmoe.console).
+    # TFX's and TensorFlow's absl records, INFO included, to stderr: the run's log (mtmoe.core.console).
     log_handler = logging.StreamHandler(sys.stderr)
     log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     absl_logger = logging.getLogger("absl")
@@ -85,13 +86,14 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
     absl_logger.addHandler(log_handler)
     try:
         data_bytes = sum(size for _, size, _ in window_files(config, paths.data_root))
+        facts = gather_run_facts(config, paths, data_bytes)
         for span in spans_to_ingest(config, paths):
             echo(f"ingesting span {span} for the window of spans")
             tfx.orchestration.LocalDagRunner().run(
                 create_ingest_pipeline(config, paths, span, data_bytes))
         tfx.orchestration.LocalDagRunner().run(
-            create_pipeline(config, paths, tuning_only, compare_weightings,
-                            allow_anomalies=allow_anomalies, data_bytes=data_bytes))
+            create_pipeline(config, paths, facts, tuning_only, compare_weightings,
+                            allow_anomalies=allow_anomalies))
     except UserError:
         raise
     except Exception as e:  # the traceback is in the log; the console gets the step and the error

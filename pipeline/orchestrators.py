@@ -8,8 +8,8 @@ import datetime
 import os
 from typing import List, Optional
 
-from mtmoe.config import load_config
-from mtmoe.errors import UserError
+from mtmoe.core.config import load_config
+from mtmoe.core.errors import UserError
 
 TARGETS = ("kubeflow-v2", "airflow")
 DEFAULT_IMAGE = "mtmoe:latest"
@@ -37,11 +37,13 @@ def compile_kubeflow_v2(config_path: Optional[str], data_root: str, work_dir: st
                         "(the newest) for this target")
     from tfx import v1 as tfx  # TFX loads slowly: only once the config is checked
 
-    from pipeline.paths import Paths
-    from pipeline.pipeline import create_pipeline
+    from mtmoe.pipeline.facts import gather_run_facts
+    from mtmoe.pipeline.paths import Paths
+    from mtmoe.pipeline.pipeline import create_pipeline
 
-    pipeline = create_pipeline(config, Paths(data_root=data_root, work_dir=work_dir),
-                               local_metadata=False, training_image=image)
+    paths = Paths(data_root=data_root, work_dir=work_dir)
+    pipeline = create_pipeline(config, paths, gather_run_facts(config, paths), local_metadata=False,
+                               training_image=image)
     experimental = tfx.orchestration.experimental
     job = {}
 
@@ -65,21 +67,24 @@ mtmoe installed. The DAG's id is the config's pipeline.name.
 import datetime
 
 import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
-from mtmoe.config import load_config
-from pipeline.paths import Paths
-from pipeline.pipeline import create_pipeline
+from mtmoe.core.config import load_config
+from mtmoe.pipeline.facts import gather_run_facts
+from mtmoe.pipeline.paths import Paths
+from mtmoe.pipeline.pipeline import create_pipeline
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
 CONFIG_PATH = {config!r}  # None: the packaged default config
 DATA_ROOT = {data_root!r}
 WORK_DIR = {work_dir!r}
 SCHEDULE = {schedule!r}
+CONFIG = load_config(CONFIG_PATH)
+PATHS = Paths(data_root=DATA_ROOT, work_dir=WORK_DIR)
 
 DAG = AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config={{
     "schedule_interval": SCHEDULE,
     "start_date": datetime.datetime({start}),
     "catchup": False,
-}})).run(create_pipeline(load_config(CONFIG_PATH), Paths(data_root=DATA_ROOT, work_dir=WORK_DIR)))
+}})).run(create_pipeline(CONFIG, PATHS, gather_run_facts(CONFIG, PATHS)))
 '''
 
 

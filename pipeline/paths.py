@@ -1,16 +1,18 @@
 """Where a run reads and writes, and what identifies the code it runs: light (no TFX), so that the
 command line can check a run's inputs before loading TensorFlow."""
 import ast
+import functools
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
+from typing import Optional
 
-_SOURCE_PACKAGES = ("mtmoe", "components", "trainer", "serving", "pipeline")
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The modules of Transform's preprocessing_fn and of the Tuner's and Trainer's functions (their
 # cache keys include the hash of the code these run).
-TRANSFORM_CODE = "components.transform"
-TRAINER_CODE = "trainer.module"
+TRANSFORM_CODE = "mtmoe.components.transform"
+TRAINER_CODE = "mtmoe.trainer.module"
 
 
 @dataclass(frozen=True)
@@ -72,13 +74,26 @@ def code_fingerprint(*modules: str, root: str = _ROOT) -> str:
 
 def _module_file(name: str, root: str):
     """The project file of module `name` (a package's __init__.py), or None for other modules."""
-    if name.split(".")[0] not in _SOURCE_PACKAGES:
+    parts = name.split(".")
+    if parts[0] != "mtmoe":
         return None
-    base = os.path.join(root, *name.split("."))
+    folder = _layer_folder(".".join(parts[:2])) if len(parts) > 1 else None
+    base = os.path.join(root, folder, *parts[2:]) if folder else os.path.join(root, *parts)
     for path in (base + ".py", os.path.join(base, "__init__.py")):
         if os.path.isfile(path):
             return path
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_folder(package: str) -> Optional[str]:
+    """The folder of a subpackage of mtmoe, relative to the project root, where setup.py maps it to
+    a top-level folder of its own (`mtmoe.trainer` lives in trainer/); None for the others."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.relpath(list(spec.submodule_search_locations)[0], _ROOT)
+    return None if folder == os.path.join(*package.split(".")) else folder
 
 
 def _imported_files(modules, root: str) -> set:

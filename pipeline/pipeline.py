@@ -7,21 +7,22 @@ ExampleGen (newest span) -> StatisticsGen -> ExampleValidator (against the curat
   -> TestScorer, and Pusher when the model is blessed.
 """
 import json
-import os
 from typing import Optional
 
+from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components.data_validation import DATA_GATE, DataGate, LatestIfAnyStrategy, pin_schema
-from components.evaluation import build_eval_config
-from components.pusher import Pusher
-from components.test_scoring import TestScorer
-from mtmoe.config import Config
-from mtmoe.formats import SPLITS
-from pipeline.paths import TRAINER_CODE, TRANSFORM_CODE, Paths, code_fingerprint
-from pipeline.spans import NewestSpansStrategy, window_range
-from trainer.module import EXPORT_KEY, TUNING_DIR_KEY
-from trainer.tuning import completed_trials, reference_configs
+from mtmoe.components.data_validation import DATA_GATE, DataGate, LatestIfAnyStrategy
+from mtmoe.components.evaluation import build_eval_config
+from mtmoe.components.pusher import Pusher
+from mtmoe.components.test_scoring import TestScorer
+from mtmoe.core.config import Config
+from mtmoe.core.file_names import EXPORT_KEY, TUNING_DIR_KEY
+from mtmoe.core.formats import SPLITS
+from mtmoe.pipeline.facts import RunFacts
+from mtmoe.pipeline.paths import TRAINER_CODE, TRANSFORM_CODE, Paths
+from mtmoe.pipeline.spans import NewestSpansStrategy, window_range
+from mtmoe.trainer.tuning import reference_configs
 
 PREPROCESSING_FN = f"{TRANSFORM_CODE}.preprocessing_fn"
 RUN_FN = f"{TRAINER_CODE}.run_fn"
@@ -95,10 +96,9 @@ def vertex_training(cluster, image: str) -> dict:
                 pool(1)] + ([pool(cluster.workers - 1)] if cluster.workers > 1 else [])}}
 
 
-def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
+def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: bool = False,
                     compare_weightings: bool = False, local_metadata: bool = True,
-                    allow_anomalies: bool = False, training_image: str = "",
-                    data_bytes: Optional[int] = None) -> tfx.dsl.Pipeline:
+                    allow_anomalies: bool = False, training_image: str = "") -> tfx.dsl.Pipeline:
     """The whole pipeline; with `tuning_only`, the components up to the Tuner, plus (with
     `compare_weightings`) one Trainer per reference weighting trained as long as a trial.
     `allow_anomalies`: a span that fails data validation goes on (the anomalies are logged).
@@ -106,12 +106,12 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
     `local_metadata`: ML Metadata in an SQLite file of the work dir; off for orchestrators that
     bring their own (Kubeflow Pipelines). Those run no custom resolver, so the window of every span
     (`spans.window: 0`) is one ExampleGen over all span folders there; other windows above 1 are
-    refused before this is called (pipeline.orchestrators).
+    refused before this is called (mtmoe.pipeline.orchestrators).
 
-    `data_bytes`: how much input the run reads, when known (see beam_args).
+    `facts`: what the DAG depends on besides the config and the paths (pipeline.facts, gathered by
+    the runner), so that building the DAG reads and writes nothing.
     `training_image`: with `cluster.project` set, the Trainer is a Vertex AI training job whose
     machines run this image (the compiled Kubeflow v2 pipeline's own)."""
-    transform_code, trainer_code = code_fingerprint(TRANSFORM_CODE), code_fingerprint(TRAINER_CODE)
     # Transform sees only what it reads, so that a model, training or threshold change keeps its cache.
     raw_config = config.to_dict()
     transform_config = {
@@ -130,8 +130,7 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
     ).with_id("accepted_statistics_resolver")
     statistics_gen = tfx.components.StatisticsGen(examples=new_span.outputs["examples"])
     statistics_gen.add_upstream_node(accepted_statistics)
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=pin_schema(config.validation.schema, os.path.join(paths.pipeline_root, "schemas")))
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=facts.schema_file)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     data_gate = DataGate(
@@ -163,13 +162,13 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
         examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"config": transform_config, "source_fingerprint": transform_code},
+        custom_config={"config": transform_config, "source_fingerprint": facts.transform_code},
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
     transform.add_upstream_node(data_gate)  # a span that fails validation is never transformed
     components.append(transform)
 
     def trainer(trainer_config: Config, export: bool = True, **kwargs):
-        custom_config = {"config": trainer_config.to_dict(), "source_fingerprint": trainer_code,
+        custom_config = {"config": trainer_config.to_dict(), "source_fingerprint": facts.trainer_code,
                          EXPORT_KEY: export}
         component = tfx.components.Trainer
         if training_image and config.cluster.project:
@@ -196,15 +195,15 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
             eval_args=tfx.proto.EvalArgs(splits=["eval"]),
             # The finished-trial count re-runs the Tuner (and so resumes the search) after a run
             # that stopped at its time budget; the search itself lives in paths.tuning_dir.
-            custom_config={"config": config.to_dict(), "source_fingerprint": trainer_code,
+            custom_config={"config": config.to_dict(), "source_fingerprint": facts.trainer_code,
                            TUNING_DIR_KEY: paths.tuning_dir,
-                           "completed_trials": completed_trials(paths.tuning_dir, config)})
+                           "completed_trials": facts.completed_trials})
         components.append(tuner)
     if tuning_only:
         if compare_weightings:
             components += [trainer(reference, export=False).with_id(f"Trainer_{name}")
                            for name, reference in reference_configs(config).items()]
-        return _pipeline(config, paths, components, local_metadata, data_bytes)
+        return _pipeline(config, paths, components, local_metadata, facts.data_bytes)
 
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -237,7 +236,7 @@ def create_pipeline(config: Config, paths: Paths, tuning_only: bool = False,
             push_destination=tfx.proto.PushDestination(
                 filesystem=tfx.proto.PushDestination.Filesystem(base_directory=paths.serving_dir)))
     components.append(pusher)
-    return _pipeline(config, paths, components, local_metadata, data_bytes)
+    return _pipeline(config, paths, components, local_metadata, facts.data_bytes)
 
 
 def _pipeline(config: Config, paths: Paths, components, local_metadata: bool = True,
@@ -246,7 +245,14 @@ def _pipeline(config: Config, paths: Paths, components, local_metadata: bool = T
         pipeline_name=config.pipeline.name,
         pipeline_root=paths.pipeline_root,
         components=components,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            paths.metadata) if local_metadata else None,
+        metadata_connection_config=_sqlite_metadata(paths.metadata) if local_metadata else None,
         enable_cache=True,
         beam_pipeline_args=beam_args(config, data_bytes))
+
+
+def _sqlite_metadata(path: str) -> metadata_store_pb2.ConnectionConfig:
+    """TFX's sqlite_metadata_connection_config without its makedirs: the runner's gather_run_facts
+    has made the work dir by the time a runner opens the store."""
+    return metadata_store_pb2.ConnectionConfig(sqlite=metadata_store_pb2.SqliteMetadataSourceConfig(
+        filename_uri=path,
+        connection_mode=metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE))

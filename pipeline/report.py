@@ -14,15 +14,17 @@ import markdown
 import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from components.data_validation import DATA_GATE, GATE_FILE, read_statistics
-from components.test_scoring import BREAKDOWN_FILE, TestMetrics
-from mtmoe.feature_names import LENGTH_BUCKET, OVERALL
-from mtmoe.metrics import f1_from_counts, length_bucket_names
-from mtmoe.tasks import task_type
-from pipeline import plots
-from pipeline.report_text import (REPORT_HTML, REPORT_JSON, headline_table, number, table,
-                                  trials_table, verdict)
-from trainer.module import HISTORY_FILE
+from mtmoe.components.data_validation import DATA_GATE, read_statistics
+
+from mtmoe.components.test_scoring import TestMetrics
+from mtmoe.core.feature_names import LENGTH_BUCKET, OVERALL
+from mtmoe.core.file_names import BREAKDOWN_FILE, GATE_FILE
+from mtmoe.core.file_names import HISTORY_FILE
+from mtmoe.core.metrics import f1_from_counts, length_bucket_names
+from mtmoe.core.tasks import task_type
+from mtmoe.pipeline import plots
+from mtmoe.pipeline.report_text import (REPORT_HTML, REPORT_JSON, headline_table, number, table,
+                                        trials_table, verdict)
 
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"

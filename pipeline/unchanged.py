@@ -11,8 +11,8 @@ import json
 import os
 from typing import List, Optional
 
-from mtmoe.formats import existing_spans
-from pipeline.paths import TRAINER_CODE, TRANSFORM_CODE, Paths, code_fingerprint
+from mtmoe.core.formats import existing_spans
+from mtmoe.pipeline.paths import TRAINER_CODE, TRANSFORM_CODE, Paths, code_fingerprint
 
 SERVING_INPUTS_FILE = "serving_inputs.json"
 SKIPPED_RUNS_FILE = "skipped_runs.jsonl"

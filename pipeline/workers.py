@@ -13,9 +13,9 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.components.trainer import fn_args_utils
 from tfx.types import artifact_utils
 
-from mtmoe.errors import UserError
-from pipeline.local_runner import TRAINER, read_only_store
-from pipeline.paths import Paths
+from mtmoe.core.errors import UserError
+from mtmoe.pipeline.local_runner import TRAINER, read_only_store
+from mtmoe.pipeline.paths import Paths
 
 POLL_SECONDS = 2.0
 UNKEPT = "/nonexistent/mtmoe-worker"  # never written: see worker_fn_args
@@ -67,7 +67,7 @@ def wait_for_trainer(paths: Paths, pipeline_name: str, started_after: float, tim
 
 def worker_fn_args(paths: Paths, pipeline_name: str, started_after: float, timeout: float):
     """(the execution id, the running Trainer's FnArgs). A worker other than the chief writes
-    into temporary folders of its own (trainer.distribution.output_folders) that only take their
+    into temporary folders of its own (mtmoe.trainer.distribution.output_folders) that only take their
     names from these output folders."""
     store, execution = wait_for_trainer(paths, pipeline_name, started_after, timeout)
     fn_args = trainer_fn_args(store, execution)

@@ -1,6 +1,6 @@
 """Clients of a TF Serving model server (or of `mtmoe serve`): REST and gRPC, per-task predictions.
 
-The tasks are read off the `serving_default` output names (mtmoe.tasks.tasks_from_output_names), so
+The tasks are read off the `serving_default` output names (mtmoe.core.tasks.tasks_from_output_names), so
 a client needs only the server's address and the model name.
 """
 from typing import Dict, List, Optional, Sequence
@@ -8,9 +8,9 @@ from typing import Dict, List, Optional, Sequence
 import grpc
 import requests
 
-from mtmoe.errors import UserError
-from mtmoe.feature_names import TEXT
-from mtmoe.tasks import prediction_rows, tasks_from_output_names
+from mtmoe.core.errors import UserError
+from mtmoe.core.feature_names import TEXT
+from mtmoe.core.tasks import prediction_rows, tasks_from_output_names
 
 DEFAULT_MODEL = "mtmoe"
 

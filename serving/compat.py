@@ -9,12 +9,12 @@ import subprocess
 import sys
 from typing import List, Set
 
-from mtmoe.errors import UserError
+from mtmoe.core.errors import UserError
 
 TF_TEXT_VERSION = "2.12.1"
 TF_TEXT_OPS_FILE = os.path.join(os.path.dirname(__file__), "tf_text_ops",
                                 f"tf_text_{TF_TEXT_VERSION}.txt")
-_LIST_CORE_OPS = ("from serving.tf_text_ops.list_ops import registered_ops; "
+_LIST_CORE_OPS = ("from mtmoe.serving.tf_text_ops.list_ops import registered_ops; "
                   "print('\\n'.join(sorted(registered_ops())))")
 
 

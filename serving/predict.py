@@ -3,10 +3,10 @@ import json
 import os
 from typing import List, Sequence
 
-from mtmoe.config import Config
-from mtmoe.errors import UserError
-from mtmoe.tasks import prediction_rows
-from serving.export import CONFIG_FILE
+from mtmoe.core.config import Config
+from mtmoe.core.errors import UserError
+from mtmoe.core.file_names import CONFIG_FILE
+from mtmoe.core.tasks import prediction_rows
 
 
 def resolve_model_dir(path: str) -> str:

@@ -39,8 +39,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import ClosingIterator
 
-from mtmoe.errors import UserError
-from serving.deploy import BatchingParameters, batching_parameters
+from mtmoe.core.errors import UserError
+from mtmoe.serving.deploy import BatchingParameters, batching_parameters
 
 DEFAULT_SIGNATURE = "serving_default"
 MAX_REQUEST_BYTES = 4 << 20   # gRPC's default message limit, for REST bodies too

@@ -81,7 +81,7 @@ def write_jsonl(tmp_path):
 
 @pytest.fixture
 def default_tasks():
-    from mtmoe.config import load_config
+    from mtmoe.core.config import load_config
 
     return load_config().tasks
 
@@ -92,7 +92,7 @@ def tiny_config() -> dict:
     0.25 allowed (a few of a small eval split's examples move the metrics by more than the
     default); a two-trial, one-epoch task-weight search; one-epoch warm-started trainings; Beam in
     the pipeline's own process (worker processes cost more than they bring on a small sample)."""
-    from mtmoe.config import load_config
+    from mtmoe.core.config import load_config
 
     config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
     for task in config["tasks"]:
@@ -193,9 +193,9 @@ def tiny_transform(tmp_path_factory):
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
-    from components.transform import preprocessing_fn
-    from mtmoe.config import Config
-    from mtmoe.sample import make_example
+    from mtmoe.components.transform import preprocessing_fn
+    from mtmoe.core.config import Config
+    from mtmoe.core.sample import make_example
 
     config = Config.from_dict(tiny_config())
     rng = random.Random(3)
@@ -230,9 +230,9 @@ def tiny_export(tiny_transform, tmp_path_factory):
     import keras
     import tensorflow as tf
 
-    from serving.export import export_serving_model
-    from trainer.features import model_inputs, model_targets, vocabularies, vocabulary_sizes
-    from trainer.model import build_model, compile_model
+    from mtmoe.trainer.export import export_serving_model
+    from mtmoe.trainer.features import model_inputs, model_targets, vocabularies, vocabulary_sizes
+    from mtmoe.trainer.model import build_model, compile_model
 
     config, tft_output, features, rows = tiny_transform
     keras.utils.set_random_seed(1)

@@ -54,7 +54,7 @@ def test_run_with_label_field_the_data_lacks(tmp_path, write_jsonl, cli):
 
 
 def test_convert_help_names_the_bio_modes_and_the_length_report(cli):
-    # Each bad input convert refuses is a row of tests/mtmoe/test_bad_inputs.py.
+    # Each bad input convert refuses is a row of tests/core/test_bad_inputs.py.
     result = cli("data", "convert", "--help")
     assert result.returncode == 0
     assert "--bio {reject,fix}" in result.stdout and "text.max_tokens" in result.stdout
@@ -119,16 +119,21 @@ def test_a_failing_step_shows_its_error_and_the_log_path_and_logs_the_rest(tmp_p
     ["run", "--data", "{missing}"],
     ["data", "convert", "--format", "jsonl", "{missing}", "{out}"],
     ["data", "convert", "--format", "jsonl", "{empty}", "{out}", "--config", "{bad}"],
+    ["history"],                                   # no run recorded
+    ["report"],
+    ["predict", "--model", "{missing}", "hello"],  # no model
+    ["serve", "--serving-dir", "{missing}"],
+    ["export-check", "{missing}"],
 ])
 def test_bad_input_is_reported_without_loading_tensorflow(tmp_path, command):
-    """A config or data error needs no TensorFlow: the one-line error comes at once, with no CUDA
-    lines, and nothing is written."""
+    """A config, data or missing-model error needs no TensorFlow: the one-line error comes at once,
+    with no CUDA lines, and nothing is written."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("tasks:\n  - {name: intent, type: clasification, label_field: intent}\n")
     (tmp_path / "empty").mkdir()
     args = [a.format(bad=bad, missing=tmp_path / "missing", out=tmp_path / "out",
                      empty=tmp_path / "empty") for a in command] + ["--work-dir", tmp_path / "work"] * (
-        command[0] != "data")
+        command[0] in ("run", "tune", "history", "report"))
     code = ("import sys; from mtmoe.cli import main; code = main(sys.argv[1:]); "
             "print('tensorflow' in sys.modules, code)")
     result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
@@ -155,7 +160,7 @@ WORKERS = ["127.0.0.1:1", "127.0.0.1:2"]
 ])
 def test_a_wrong_multi_worker_setup_is_reported_without_loading_tensorflow(
         tmp_path, command, tf_config, error):
-    from mtmoe.config import load_config
+    from mtmoe.core.config import load_config
 
     config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
     config["training"]["distribution"] = "multi_worker"

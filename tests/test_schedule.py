@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mtmoe.schedule import LOCK_FILE, RunLocked, cron_marker, crontab_line, run_lock
+from mtmoe.core.schedule import LOCK_FILE, RunLocked, cron_marker, crontab_line, run_lock
 
 MTMOE = os.path.join(os.path.dirname(sys.executable), "mtmoe")
 # A stand-in for cron's `crontab`: -l prints the stored table (or fails as cron does when there is
@@ -121,7 +121,7 @@ def test_run_lock_refuses_a_second_holder_until_released(tmp_path):
 def test_run_is_refused_at_once_while_another_holds_the_work_dir(tmp_path, cli):
     work = tmp_path / "work"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
-                               "from mtmoe.schedule import run_lock\n"
+                               "from mtmoe.core.schedule import run_lock\n"
                                "with run_lock(sys.argv[1]):\n    time.sleep(300)\n", str(work)])
     try:
         deadline = time.monotonic() + 60

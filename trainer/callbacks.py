@@ -10,15 +10,16 @@ import time
 import keras
 import tensorflow as tf
 
-from mtmoe.console import progress
-from mtmoe.feature_names import PAD_ID, TOKEN_IDS
-from mtmoe.tasks import OBJECTIVE, TaskScorer, decode_outputs, label_key, objective, task_type
-from trainer.introspection import GateProbe
+from mtmoe.core.console import progress
+from mtmoe.core.feature_names import PAD_ID, TOKEN_IDS
+from mtmoe.core.tasks import OBJECTIVE, TaskScorer, label_key, objective
+from mtmoe.trainer.heads import decode_outputs, head_of
+from mtmoe.trainer.introspection import GateProbe
 
 
 class ValidationScores(keras.callbacks.Callback):
     """After each epoch, scores the eval data as the Evaluator does and logs `val_<task>_<metric>`
-    and `val_objective` (see mtmoe.tasks.objective).
+    and `val_objective` (see mtmoe.core.tasks.objective).
 
     Runs before other callbacks see the epoch's logs, so checkpoints and tuners can use them.
     """
@@ -35,7 +36,7 @@ class ValidationScores(keras.callbacks.Callback):
         probabilities = self.model(inputs, training=False)
         token_mask = tf.not_equal(inputs[TOKEN_IDS], PAD_ID)
         predictions = decode_outputs(self.tasks, probabilities, self.class_names, token_mask)
-        labels = {label_key(t): task_type(t).eval_label(targets[t.name], self.class_names[t.name])
+        labels = {label_key(t): head_of(t).eval_label(targets[t.name], self.class_names[t.name])
                   for t in self.tasks}
         return labels, predictions
 

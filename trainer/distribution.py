@@ -12,7 +12,7 @@ import tempfile
 
 import tensorflow as tf
 
-from mtmoe.cluster import cluster_task, is_chief_task
+from mtmoe.core.cluster import cluster_task, is_chief_task
 
 
 @functools.lru_cache(maxsize=None)

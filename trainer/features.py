@@ -3,10 +3,11 @@ from typing import Dict, List
 
 import tensorflow as tf
 
-from components.transform import CHAR_VOCABULARY, FREQUENT_TOKEN_VOCABULARY, TOKEN_VOCABULARY
-from mtmoe.feature_names import CHAR_IDS, PAD_ID, TOKEN_IDS
-from mtmoe.tasks import class_names_from_vocabulary, label_key, label_vocabulary_name, task_type
-from trainer.warm_start import CHARS, TOKENS, embedding_rows
+from mtmoe.core.feature_names import (CHAR_IDS, CHAR_VOCABULARY, FREQUENT_TOKEN_VOCABULARY, PAD_ID,
+                                      TOKEN_IDS, TOKEN_VOCABULARY)
+from mtmoe.core.tasks import class_names_from_vocabulary, label_key, label_vocabulary_name, task_type
+from mtmoe.trainer.heads import head_of
+from mtmoe.trainer.warm_start import CHARS, TOKENS, embedding_rows
 
 
 def class_names(tft_output, task) -> List[str]:
@@ -41,7 +42,7 @@ def model_inputs(transformed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
 
 def model_targets(transformed: Dict[str, tf.Tensor], tasks, num_classes: Dict[str, int]
                   ) -> Dict[str, tf.Tensor]:
-    return {task.name: task_type(task).targets(transformed[label_key(task)], num_classes[task.name])
+    return {task.name: head_of(task).targets(transformed[label_key(task)], num_classes[task.name])
             for task in tasks}
 
 

@@ -5,8 +5,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from trainer.layers import DeepSeekMoE
-from trainer.model import moe_layers
+from mtmoe.trainer.layers import DeepSeekMoE
+from mtmoe.trainer.model import moe_layers
 
 
 class GateProbe:

@@ -14,12 +14,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from mtmoe.config import CLASSIFICATION
-from mtmoe.feature_names import CHAR_IDS, PAD_ID, TOKEN_IDS
-from mtmoe.tasks import task_type
-from trainer.layers import (CharacterEncoder, DeepSeekMoE, FeedForward, MaskedMeanPooling,
-                            MultiGateExperts, RecurrentEncoder, SelfAttention,
-                            TokenAndPositionEmbedding)
+from mtmoe.core.config import CLASSIFICATION
+from mtmoe.core.feature_names import CHAR_IDS, PAD_ID, TOKEN_IDS
+from mtmoe.core.tasks import task_type
+from mtmoe.trainer.heads import head_of
+from mtmoe.trainer.layers import (CharacterEncoder, DeepSeekMoE, FeedForward, MaskedMeanPooling,
+                                  MultiGateExperts, RecurrentEncoder, SelfAttention,
+                                  TokenAndPositionEmbedding)
 
 SHARED_ROUTER = "shared"
 EMBEDDING = "embedding"
@@ -116,7 +117,7 @@ class MultiTaskModel(keras.Model):
 
 def _with_worker_axis(logs):
     """Each scalar log as a vector of one under multi-worker training (see MultiTaskModel)."""
-    from trainer.distribution import in_multi_worker_mode
+    from mtmoe.trainer.distribution import in_multi_worker_mode
 
     if not in_multi_worker_mode():
         return logs
@@ -189,7 +190,7 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
         if m.tags_see_classes and task_type(task).per_token:
             sequence = with_class_context(sequence, [outputs[t.name] for t in config.tasks
                                                      if t.type == CLASSIFICATION])
-        outputs[task.name] = task_type(task).head(task, sequence, pooled, num_classes[task.name])
+        outputs[task.name] = head_of(task).head(task, sequence, pooled, num_classes[task.name])
     outputs = {task.name: outputs[task.name] for task in config.tasks}
     uncertain = config.training.loss_weighting == "uncertainty"
     return MultiTaskModel(inputs=inputs, outputs=outputs, name="mtmoe",
@@ -218,7 +219,7 @@ def loss_weights(config) -> Dict[str, float]:
 def compile_model(model: keras.Model, config) -> keras.Model:
     """L = sum_t w_t L_t (+ the MoE balance losses), each L_t averaged over task t's labelled examples."""
     t = config.training
-    types = {task.name: task_type(task) for task in config.tasks}
+    heads = {task.name: head_of(task) for task in config.tasks}
     optimizer = ReplicaMeanAdamW(
         learning_rate=t.learning_rate, weight_decay=t.weight_decay,
         gradient_accumulation_steps=t.gradient_accumulation_steps
@@ -226,9 +227,9 @@ def compile_model(model: keras.Model, config) -> keras.Model:
     optimizer.exclude_from_weight_decay(var_names=[LOG_VARIANCE])  # decay would pull w_t to 1
     model.compile(
         optimizer=optimizer,
-        loss={name: kind.loss(t) for name, kind in types.items()},
+        loss={name: head.loss(t) for name, head in heads.items()},
         loss_weights=loss_weights(config),
-        metrics={name: kind.keras_metrics() for name, kind in types.items()},
+        metrics={name: head.keras_metrics() for name, head in heads.items()},
     )
     return model
 

@@ -16,28 +16,22 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from mtmoe.config import Config
-from mtmoe.feature_names import TOKENS
-from mtmoe.tasks import OBJECTIVE
-from serving.export import export_serving_model
-from trainer.callbacks import (EpochProgress, EpochSeconds, ExpertLoad, LearnedLossWeights,
-                               TrialProgress, ValidationScores, cosine_decay)
-from trainer import warm_start, word_vectors
-from trainer.distribution import distribution_strategy, output_folders, shard_by_example
-from trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
-                              trim_to_longest, vocabularies, vocabulary_sizes)
-from trainer.introspection import GateProbe
-from trainer.model import EMBEDDING, build_model, compile_model, effective_loss_weights
-from trainer.tuning import SearchBudget, apply_hyperparameters, define_search_space, make_tuner
+from mtmoe.core.config import Config
+from mtmoe.core.feature_names import TOKENS
+from mtmoe.core.file_names import HISTORY_FILE, GATES_FILE, TRAINING_FILE, TENSORBOARD_DIR, TUNING_DIR_KEY, EXPORT_KEY
+from mtmoe.core.tasks import OBJECTIVE
+from mtmoe.trainer import warm_start, word_vectors
+from mtmoe.trainer.callbacks import (EpochProgress, EpochSeconds, ExpertLoad, LearnedLossWeights,
+                                     TrialProgress, ValidationScores, cosine_decay)
+from mtmoe.trainer.distribution import distribution_strategy, output_folders, shard_by_example
+from mtmoe.trainer.export import export_serving_model
+from mtmoe.trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
+                                    trim_to_longest, vocabularies, vocabulary_sizes)
+from mtmoe.trainer.introspection import GateProbe
+from mtmoe.trainer.model import EMBEDDING, build_model, compile_model, effective_loss_weights
+from mtmoe.trainer.tuning import SearchBudget, apply_hyperparameters, define_search_space, make_tuner
 
-HISTORY_FILE = "history.json"
-GATES_FILE = "gate_statistics.json"
-TRAINING_FILE = "training.json"
-TUNING_DIR_KEY = "tuning_dir"
-TENSORBOARD_DIR = "tensorboard"
 EXPERT_LOAD_BATCHES = 8  # eval batches the experts' load is measured on after each epoch
-# custom_config key: false for a reference training that only records its history (`tune --compare`).
-EXPORT_KEY = "export"
 WARMUP_TEXTS = 8
 
 

@@ -14,7 +14,7 @@ from typing import Dict, List
 import keras
 import keras_tuner
 
-from mtmoe.tasks import OBJECTIVE, task_type
+from mtmoe.core.tasks import OBJECTIVE, task_type
 
 OBJECTIVE_METRIC = f"val_{OBJECTIVE}"
 

@@ -41,7 +41,7 @@ def embedding_rows(vocabulary: List[str]) -> List[str]:
 def indexed_weights(model, config) -> Dict[str, tuple]:
     """{variable path: (vocabulary name, axis)} of the weights whose entries follow a vocabulary:
     `tokens` and `chars` (embedding rows), and each task's output classes (its output layer)."""
-    from trainer.model import CHARACTERS, EMBEDDING
+    from mtmoe.trainer.model import CHARACTERS, EMBEDDING
 
     indexed = {model.get_layer(EMBEDDING).tokens.embeddings.path: (TOKENS, 0)}
     if config.text.max_chars:

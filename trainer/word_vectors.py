@@ -11,7 +11,7 @@ from typing import Dict, List
 import numpy as np
 import tensorflow as tf
 
-from mtmoe.errors import UserError
+from mtmoe.core.errors import UserError
 
 
 def read_vectors(path: str, words: List[str], dim: int) -> Dict[str, np.ndarray]:

@@ -5,9 +5,9 @@ import pytest
 import tensorflow_data_validation as tfdv
 import yaml
 
-from components.data_validation import (compare_labels, curate_schema, describe_anomalies,
-                                        pin_schema)
-from mtmoe.errors import UserError
+from mtmoe.components.data_validation import (compare_labels, curate_schema, describe_anomalies,
+                                              pin_schema)
+from mtmoe.core.errors import UserError
 
 
 def _statistics(intents, text="pay bob", **other):

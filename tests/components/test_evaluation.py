@@ -7,10 +7,10 @@ import pytest
 from apache_beam.testing import util
 from tensorflow_model_analysis.metrics import metric_util
 
-from components.evaluation import TaskMetric, build_eval_config
-from mtmoe.config import TaskConfig
-from mtmoe.feature_names import LENGTH_BUCKET
-from mtmoe.tasks import TaskScorer, label_key
+from mtmoe.components.evaluation import TaskMetric, build_eval_config
+from mtmoe.core.config import TaskConfig
+from mtmoe.core.feature_names import LENGTH_BUCKET
+from mtmoe.core.tasks import TaskScorer, label_key
 
 SLOTS = TaskConfig("slots", "token_tagging", "slots", min_value=0.5, max_drop=0.02)
 TAGS = ["O", "B-date", "I-date", "B-amount", "I-amount", "B-city"]

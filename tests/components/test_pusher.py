@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from components import pusher
+from mtmoe.components import pusher
 
 
 @pytest.fixture

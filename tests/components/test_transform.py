@@ -7,8 +7,9 @@ import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from components.transform import preprocessing_fn, tokenize
-from mtmoe.config import Config
+from mtmoe.components.transform import preprocessing_fn
+from mtmoe.core.config import Config
+from mtmoe.trainer.text import tokenize
 
 CONFIG = Config.from_dict({
     "tasks": [

@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
-from mtmoe.config import load_config
-from mtmoe.errors import UserError
-from pipeline.pipeline import IN_PROCESS_MAX_BYTES, beam_args
+from mtmoe.core.config import load_config
+from mtmoe.core.errors import UserError
+from mtmoe.pipeline.pipeline import IN_PROCESS_MAX_BYTES, beam_args
 
 
 def _config(tmp_path, **pipeline):

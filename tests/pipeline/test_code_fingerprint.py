@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from pipeline.paths import _ROOT, TRAINER_CODE, TRANSFORM_CODE, code_fingerprint
+from mtmoe.pipeline.paths import _ROOT, TRAINER_CODE, TRANSFORM_CODE, code_fingerprint
 
 
 @pytest.fixture
@@ -26,9 +26,11 @@ def _edit(tree, path):
     ("serving/server.py", False, False),          # the local server
     ("pipeline/report.py", False, False),         # the run report
     ("trainer/layers.py", False, True),           # the model
-    ("serving/export.py", False, True),           # the Trainer exports the serving signatures
-    ("components/transform.py", True, True),      # the Trainer reads Transform's feature names
-    ("mtmoe/tasks.py", True, True),               # both read the task registry
+    ("trainer/export.py", False, True),           # the Trainer exports the serving signatures
+    ("trainer/text.py", True, True),              # both tokenize with it
+    ("components/transform.py", True, False),     # the Trainer reads Transform's output, not its code
+    ("mtmoe/core/tasks.py", True, True),          # both read the task registry
+    ("mtmoe/core/feature_names.py", True, True),  # both name the features
 ])
 def test_a_step_reruns_only_when_code_it_runs_changes(tree, edited, transform_changes,
                                                       trainer_changes):
@@ -41,7 +43,7 @@ def test_a_step_reruns_only_when_code_it_runs_changes(tree, edited, transform_ch
 def test_an_import_inside_a_function_counts(tree):
     (tree / "trainer" / "helper.py").write_text("VALUE = 1\n")
     with open(tree / "trainer" / "layers.py", "a") as f:
-        f.write("\n\ndef _uses_helper():\n    from trainer.helper import VALUE\n    return VALUE\n")
+        f.write("\n\ndef _uses_helper():\n    from mtmoe.trainer.helper import VALUE\n    return VALUE\n")
     before = code_fingerprint(TRAINER_CODE, root=str(tree))
     _edit(tree, "trainer/helper.py")
     assert code_fingerprint(TRAINER_CODE, root=str(tree)) != before

@@ -502,8 +502,9 @@ def test_tune_command_prints_the_trials_and_the_reference_weightings(run, tuned)
 def test_the_first_runs_trainer_trained_again_gives_the_same_metrics(run, tmp_path):
     """Run 1's Trainer ran after the Tuner, in the pipeline's process; run again here from the
     inputs and settings ML Metadata recorded, with the same seed, it must give the same metrics."""
-    from pipeline.workers import trainer_fn_args
-    from trainer.module import EXPORT_KEY, HISTORY_FILE, run_fn
+    from mtmoe.core.file_names import EXPORT_KEY, HISTORY_FILE
+    from mtmoe.pipeline.workers import trainer_fn_args
+    from mtmoe.trainer.module import run_fn
 
     store = _store(run)
     node = store.get_context_by_type_and_name("node", f"{run['config']['pipeline']['name']}.Trainer")

@@ -7,7 +7,7 @@ from importlib import resources
 import pytest
 import yaml
 
-from mtmoe.config import load_config
+from mtmoe.core.config import load_config
 
 # Every node of create_pipeline; the latest-blessed-model resolver becomes one task per channel.
 COMPONENTS = ("ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
@@ -115,7 +115,7 @@ def test_kubeflow_v2_trainer_runs_in_its_step_without_a_cluster_project(tmp_path
 
 
 def test_more_cluster_workers_need_multi_worker_training(tmp_path):
-    from mtmoe.errors import UserError
+    from mtmoe.core.errors import UserError
 
     with pytest.raises(UserError, match="cluster.workers is 2: set training.distribution to "
                                         "multi_worker"):
@@ -149,7 +149,8 @@ def test_airflow_dag_module(tmp_path, cli, every, schedule):
     assert "DAG" in assigned
     imports = [node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
                for node in ast.parse(source).body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    assert imports == ["datetime", "mtmoe", "mtmoe.config", "pipeline.paths", "pipeline.pipeline",
+    assert imports == ["datetime", "mtmoe", "mtmoe.core.config", "mtmoe.pipeline.facts", "mtmoe.pipeline.paths",
+                       "mtmoe.pipeline.pipeline",
                        "tfx.orchestration.airflow.airflow_dag_runner"]  # mtmoe before TF
     assert [p.name for p in output.parent.iterdir()] == ["mtmoe_dag.py"]
 

@@ -5,11 +5,12 @@ import re
 
 import pytest
 
-from components.test_scoring import BREAKDOWN_FILE, TestMetrics
-from mtmoe.config import load_config
-from pipeline.report import REPORT_MD, build_report, write_report
-from pipeline.report_text import REPORT_JSON
-from trainer.module import HISTORY_FILE
+from mtmoe.components.test_scoring import TestMetrics
+
+from mtmoe.core.config import load_config
+from mtmoe.core.file_names import BREAKDOWN_FILE, HISTORY_FILE
+from mtmoe.pipeline.report import REPORT_MD, build_report, write_report
+from mtmoe.pipeline.report_text import REPORT_JSON
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from mtmoe.config import load_config
-from pipeline.paths import Paths
-from pipeline.unchanged import (inputs_fingerprint, record_pushed, record_skipped,
-                                serving_unchanged, skipped_runs)
+from mtmoe.core.config import load_config
+from mtmoe.pipeline.paths import Paths
+from mtmoe.pipeline.unchanged import (inputs_fingerprint, record_pushed, record_skipped,
+                                      serving_unchanged, skipped_runs)
 
 
 def _span(root, number, text="hello"):

@@ -6,9 +6,9 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from mtmoe.errors import UserError
-from pipeline.paths import Paths
-from pipeline.workers import wait_for_trainer
+from mtmoe.core.errors import UserError
+from mtmoe.pipeline.paths import Paths
+from mtmoe.pipeline.workers import wait_for_trainer
 
 
 def _trainer_execution(store, pipeline, state):

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from werkzeug.test import Client
 
-from serving.deploy import batching_parameters
-from serving.server import Batcher, RestApp
+from mtmoe.serving.deploy import batching_parameters
+from mtmoe.serving.server import Batcher, RestApp
 
 
 class _Model:

@@ -10,13 +10,13 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from mtmoe.feature_names import PAD_ID, TOKEN_IDS
-from mtmoe.formats import to_tf_example
-from mtmoe.tasks import task_type
-from serving.compat import tf_text_ops, unsupported_ops
-from serving.deploy import BATCHING_CONFIG_FILE, MODEL_CONFIG_FILE, write_deployment_files
-from serving.export import WARMUP_FILE
-from trainer.features import model_inputs
+from mtmoe.core.feature_names import PAD_ID, TOKEN_IDS
+from mtmoe.core.file_names import WARMUP_FILE
+from mtmoe.core.formats import to_tf_example
+from mtmoe.core.tasks import task_type
+from mtmoe.serving.compat import tf_text_ops, unsupported_ops
+from mtmoe.serving.deploy import BATCHING_CONFIG_FILE, MODEL_CONFIG_FILE, write_deployment_files
+from mtmoe.trainer.features import model_inputs
 
 pytestmark = pytest.mark.slow
 

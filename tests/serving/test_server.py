@@ -14,9 +14,9 @@ import pytest
 import requests
 from google.protobuf import text_format
 
-from serving.client import GrpcClient, RestClient
-from serving.deploy import batching_parameters
-from serving.predict import Predictor
+from mtmoe.serving.client import GrpcClient, RestClient
+from mtmoe.serving.deploy import batching_parameters
+from mtmoe.serving.predict import Predictor
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
 import mtmoe
-from mtmoe.config import load_config
-from trainer.model import build_model, compile_model
-from trainer.distribution import distribution_strategy
+from mtmoe.core.config import load_config
+from mtmoe.trainer.distribution import distribution_strategy
+from mtmoe.trainer.model import build_model, compile_model
 
 
 def config_for(trunk):

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.transform import (FREQUENT_TOKEN_VOCABULARY, TOKEN_VOCABULARY, tokenize,
-                                  vocabulary_key)
-from mtmoe.config import TaskConfig
-from mtmoe.feature_names import CHAR_IDS, TOKEN_IDS
-from trainer.features import drop_rare_words, rare_token_ids, trim_to_longest
+from mtmoe.core.config import TaskConfig
+from mtmoe.core.feature_names import CHAR_IDS, FREQUENT_TOKEN_VOCABULARY, TOKEN_IDS, TOKEN_VOCABULARY
+from mtmoe.trainer.features import drop_rare_words, rare_token_ids, trim_to_longest
+from mtmoe.trainer.text import tokenize, vocabulary_key
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from trainer.layers import CharacterEncoder, DeepSeekMoE, MultiGateExperts, RecurrentEncoder
+from mtmoe.trainer.layers import CharacterEncoder, DeepSeekMoE, MultiGateExperts, RecurrentEncoder
 
 DIM, EXPERTS, TOP_K = 8, 4, 2
 
@@ -173,16 +173,16 @@ def test_recurrent_encoder_ignores_padding_and_keeps_it_residual_only():
 def test_the_layers_docstring_examples_run_and_print_what_they_say():
     import doctest
 
-    import trainer.layers
+    import mtmoe.trainer.layers
 
-    result = doctest.testmod(trainer.layers, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(mtmoe.trainer.layers, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 8 and result.failed == 0
 
 
 def test_every_public_layer_is_registered_and_rebuilds_from_its_config():
     import keras
 
-    import trainer.layers as layers
+    import mtmoe.trainer.layers as layers
 
     layer = layers.DeepSeekMoE(16, 8, 1, 8, 2, ["a", "b"], name="moe")
     assert keras.saving.get_registered_object("mtmoe>DeepSeekMoE") is layers.DeepSeekMoE

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mtmoe.tasks import MaskedBinaryCrossEntropy, MaskedSparseCrossEntropy
+from mtmoe.trainer.heads import MaskedBinaryCrossEntropy, MaskedSparseCrossEntropy
 
 
 def _softmax(logits):

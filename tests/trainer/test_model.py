@@ -5,10 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from mtmoe.config import TRUNKS, load_config
-from trainer.callbacks import cosine_decay
-from trainer.introspection import gate_statistics
-from trainer.model import build_model, compile_model
+from mtmoe.core.config import TRUNKS, load_config
+from mtmoe.trainer.callbacks import cosine_decay
+from mtmoe.trainer.introspection import gate_statistics
+from mtmoe.trainer.model import build_model, compile_model
 
 VOCABULARY = {"token_ids": 40, "char_ids": 20}
 CLASSES = {"intent": 5, "slots": 7, "sentiment": 4, "signals": 3}

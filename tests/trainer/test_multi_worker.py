@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from mtmoe.cluster import loopback_cluster
-from mtmoe.config import Config
+from mtmoe.core.cluster import loopback_cluster
+from mtmoe.core.config import Config
 
 pytestmark = pytest.mark.slow
 
@@ -25,22 +25,23 @@ from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx.components.util import tfxio_utils
 from tfx.types import standard_artifacts
 
-import trainer.model
-from trainer.distribution import distribution_strategy
-from trainer.module import EXPORT_KEY, run_fn
+from mtmoe.core.file_names import EXPORT_KEY
+from mtmoe.trainer.distribution import distribution_strategy
+from mtmoe.trainer.module import run_fn
+import mtmoe.trainer.model
 import json, os
 
 
 # Adam's step is about lr * sign(g) with its tiny epsilon, so rounding noise on a near-zero
 # gradient moves a weight by lr either way; with epsilon 1 the step is about lr * g, and a
 # wrongly scaled or wrongly split gradient shows in the weights.
-class LinearAdamW(trainer.model.ReplicaMeanAdamW):
+class LinearAdamW(mtmoe.trainer.model.ReplicaMeanAdamW):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, epsilon=1.0, **kwargs)
 
 
-trainer.model.ReplicaMeanAdamW = LinearAdamW
+mtmoe.trainer.model.ReplicaMeanAdamW = LinearAdamW
 
 data, graph, config_file, out = sys.argv[1:5]
 with open(config_file) as f:

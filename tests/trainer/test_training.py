@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtmoe.config import load_config
-from trainer.callbacks import ValidationScores
-from trainer.model import build_model, compile_model
-from trainer.module import best_epoch_callback, kept_epoch
+from mtmoe.core.config import load_config
+from mtmoe.trainer.callbacks import ValidationScores
+from mtmoe.trainer.model import build_model, compile_model
+from mtmoe.trainer.module import best_epoch_callback, kept_epoch
 
 pytestmark = pytest.mark.slow
 
@@ -102,9 +102,9 @@ def _scalars(folder) -> dict:
 
 
 def test_tensorboard_gets_every_tasks_scores_the_learning_rate_and_each_routers_expert_load(tmp_path):
-    from trainer.callbacks import cosine_decay
-    from trainer.introspection import GateProbe
-    from trainer.module import tensorboard_callbacks
+    from mtmoe.trainer.callbacks import cosine_decay
+    from mtmoe.trainer.introspection import GateProbe
+    from mtmoe.trainer.module import tensorboard_callbacks
 
     base = _config()
     config = dataclasses.replace(base, model=dataclasses.replace(

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtmoe.config import load_config
-from mtmoe.tasks import objective
-from trainer.callbacks import LearnedLossWeights, ValidationScores
-from trainer.model import build_model, compile_model, effective_loss_weights
-from trainer.tuning import (OBJECTIVE_METRIC, SearchBudget, apply_hyperparameters,
-                            completed_trials, define_search_space, make_tuner, project_name,
-                            reference_row, trial_table)
+from mtmoe.core.config import load_config
+from mtmoe.core.tasks import objective
+from mtmoe.trainer.callbacks import LearnedLossWeights, ValidationScores
+from mtmoe.trainer.model import build_model, compile_model, effective_loss_weights
+from mtmoe.trainer.tuning import (OBJECTIVE_METRIC, SearchBudget, apply_hyperparameters,
+                                  completed_trials, define_search_space, make_tuner, project_name,
+                                  reference_row, trial_table)
 
 VOCABULARY = {"token_ids": 40, "char_ids": 20}
 CLASSES = {"intent": 5, "slots": 7, "sentiment": 4, "signals": 3}

@@ -4,10 +4,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mtmoe.config import load_config
-from mtmoe.feature_names import CHAR_IDS, TOKEN_IDS
-from trainer import warm_start
-from trainer.model import build_model
+from mtmoe.core.config import load_config
+from mtmoe.core.feature_names import CHAR_IDS, TOKEN_IDS
+from mtmoe.trainer import warm_start
+from mtmoe.trainer.model import build_model
 
 
 def _vocabularies(config, tokens, labels):

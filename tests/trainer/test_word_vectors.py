@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from mtmoe.config import load_config
-from mtmoe.errors import UserError
-from mtmoe.feature_names import CHAR_IDS, TOKEN_IDS
-from trainer import warm_start, word_vectors
-from trainer.model import EMBEDDING, build_model
+from mtmoe.core.config import load_config
+from mtmoe.core.errors import UserError
+from mtmoe.core.feature_names import CHAR_IDS, TOKEN_IDS
+from mtmoe.trainer import warm_start, word_vectors
+from mtmoe.trainer.model import EMBEDDING, build_model
 
 DIM = 4
 

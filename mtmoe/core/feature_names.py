@@ -8,3 +8,10 @@ LENGTH_BUCKET = "length_bucket"  # evaluation slice: tokens per text, bucketed (
 PAD_ID = 0
 OVERALL = "overall"      # metrics key: examples whose every labelled task is right
 RESERVED = (TEXT, TOKENS, TOKEN_IDS, CHAR_IDS, LENGTH_BUCKET, OVERALL)
+
+# Transform's vocabulary files.
+TOKEN_VOCABULARY = "tokens"
+CHAR_VOCABULARY = "chars"
+# The tokens seen at least twice in training: a prefix of the token vocabulary (both are sorted by
+# frequency), so its size tells the Trainer which ids are rare (for word dropout).
+FREQUENT_TOKEN_VOCABULARY = "frequent_tokens"

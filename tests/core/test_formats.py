@@ -2,9 +2,9 @@ import os
 
 import pytest
 
-from mtmoe.errors import UserError
-from mtmoe.formats import (SPLITS, BioCheck, check_latest_span, read_span_records, read_splits,
-                           write_span, existing_spans)
+from mtmoe.core.errors import UserError
+from mtmoe.core.formats import (SPLITS, BioCheck, check_latest_span, read_span_records, read_splits,
+                                write_span, existing_spans)
 
 LABELS = ["intent", "slots", "sentiment", "signals"]
 TAGS = ["slots"]

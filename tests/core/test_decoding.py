@@ -9,8 +9,8 @@ import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from serving.compat import unsupported_ops
-from mtmoe.decoding import bio_constraints, constrained_viterbi
+from mtmoe.serving.compat import unsupported_ops
+from mtmoe.trainer.decoding import bio_constraints, constrained_viterbi
 
 TAGS = ["O", "B-object_location_type", "I-object_location_type", "B-timeRange", "I-timeRange",
         "<unknown>"]

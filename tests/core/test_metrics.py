@@ -5,8 +5,8 @@ from hypothesis import given, settings, strategies as st
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
-from mtmoe.metrics import (add_nested_counts, bio_spans, f1_from_counts, length_bucket_names,
-                           multilabel_counts, span_counts, span_counts_by_type, span_f1)
+from mtmoe.core.metrics import (add_nested_counts, bio_spans, f1_from_counts, length_bucket_names,
+                                multilabel_counts, span_counts, span_counts_by_type, span_f1)
 
 
 def test_spans_follow_seqeval_get_entities_example():

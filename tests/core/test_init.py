@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from mtmoe.config import load_config
+from mtmoe.core.config import load_config
 
 pytestmark = pytest.mark.slow  # curating the schema runs TFDV
 

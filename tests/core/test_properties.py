@@ -11,12 +11,13 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from hypothesis import given, settings, strategies as st
 
-from components.transform import tokenize
-from mtmoe.config import TaskConfig, TextConfig
-from mtmoe.errors import UserError
-from mtmoe.formats import BioCheck, read_jsonl, read_span_records, read_splits, write_span
-from mtmoe.metrics import bio_spans
-from mtmoe.tasks import UNLABELLED, task_type
+from mtmoe.core.config import TaskConfig, TextConfig
+from mtmoe.core.errors import UserError
+from mtmoe.core.formats import BioCheck, read_jsonl, read_span_records, read_splits, write_span
+from mtmoe.core.metrics import bio_spans
+from mtmoe.core.tasks import UNLABELLED
+from mtmoe.trainer.heads import head_of
+from mtmoe.trainer.text import tokenize
 
 TYPES = ["date", "city-name", "名前", "ζώνη"]
 TAG_VOCABULARY = ["O"] + [f"{prefix}-{kind}" for kind in TYPES for prefix in "BI"]
@@ -174,7 +175,7 @@ def test_tokenizer_gives_back_the_converted_tokens_and_tags_stay_aligned(tag_tft
     padded = split.to_tensor(default_value="", shape=[None, max_tokens])[0].numpy()
     task = TaskConfig("slots", "token_tagging", "slots")
     with _global_graph_left_clean():
-        ids = task_type(task).transform(task, tf.ragged.constant([record["slots"]]).to_sparse(),
+        ids = head_of(task).transform(task, tf.ragged.constant([record["slots"]]).to_sparse(),
                                         tag_tft, TextConfig(max_tokens=max_tokens))[0].numpy()
     kept = min(len(tokens), max_tokens)
     assert [t.decode() for t in padded] == tokens[:kept] + [""] * (max_tokens - kept)

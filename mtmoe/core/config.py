@@ -12,8 +12,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
-from mtmoe.errors import UserError
-from mtmoe.feature_names import RESERVED
+from mtmoe.core.errors import UserError
+from mtmoe.core.feature_names import RESERVED
 
 DEFAULT_CONFIG = "default.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -93,7 +93,7 @@ class TrainingConfig:
     distribution: str = "none"   # tf.distribute strategy: none | mirrored | multi_worker
 
 
-# The task types; mtmoe.tasks implements each (labels, head, loss, metrics, decoding). Named here so
+# The task types; mtmoe.core.tasks implements each (labels, head, loss, metrics, decoding). Named here so
 # that a config is checked without loading TensorFlow.
 CLASSIFICATION, MULTILABEL, TOKEN_TAGGING = "classification", "multilabel", "token_tagging"
 TASK_TYPE_NAMES = (CLASSIFICATION, MULTILABEL, TOKEN_TAGGING)
@@ -198,7 +198,7 @@ def load_config(path: Optional[str] = None) -> Config:
     """Reads a YAML config (the packaged default when `path` is None) and validates it."""
     if path is None:
         source = f"mtmoe/configs/{DEFAULT_CONFIG}"
-        folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+        folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
         text = resources.files("mtmoe.configs").joinpath(DEFAULT_CONFIG).read_text()
     else:
         folder = os.path.dirname(os.path.abspath(path))

@@ -15,8 +15,8 @@ import shutil
 import tempfile
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from mtmoe.config import TOKEN_TAGGING
-from mtmoe.errors import UserError
+from mtmoe.core.config import TOKEN_TAGGING
+from mtmoe.core.errors import UserError
 
 SPLITS = ("train", "eval", "test")
 _SPLIT_NAMES = {"train": "train", "eval": "eval", "dev": "eval", "valid": "eval", "test": "test"}

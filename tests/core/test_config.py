@@ -1,7 +1,7 @@
 import pytest
 
-from mtmoe.config import Config, load_config
-from mtmoe.errors import UserError
+from mtmoe.core.config import Config, load_config
+from mtmoe.core.errors import UserError
 
 
 def _write(tmp_path, text):

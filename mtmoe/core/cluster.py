@@ -4,7 +4,7 @@ import json
 import os
 import socket
 
-from mtmoe.errors import UserError
+from mtmoe.core.errors import UserError
 
 
 def cluster_task(chief: bool, environ=os.environ) -> tuple:

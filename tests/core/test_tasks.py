@@ -1,7 +1,7 @@
 """Per-example counting of the task types, as the Evaluator and test scoring use it."""
 import numpy as np
 
-from mtmoe.tasks import TASK_TYPES
+from mtmoe.core.tasks import TASK_TYPES
 
 TAGS = TASK_TYPES["token_tagging"]
 
@@ -22,8 +22,8 @@ def test_unlabelled_example_counts_for_nothing():
 
 
 def test_scorer_breaks_each_task_down_by_class():
-    from mtmoe.config import TaskConfig
-    from mtmoe.tasks import TaskScorer, label_key
+    from mtmoe.core.config import TaskConfig
+    from mtmoe.core.tasks import TaskScorer, label_key
 
     tasks = [TaskConfig("intent", "classification", "intent"),
              TaskConfig("signals", "multilabel", "signals"),
@@ -52,7 +52,8 @@ def test_scorer_breaks_each_task_down_by_class():
 def test_task_types_are_read_back_from_the_serving_output_names(default_tasks):
     import tensorflow as tf
 
-    from mtmoe.tasks import decode_outputs, tasks_from_output_names
+    from mtmoe.core.tasks import tasks_from_output_names
+    from mtmoe.trainer.heads import decode_outputs
 
     probabilities, class_names = {}, {}
     for task in default_tasks:
@@ -72,8 +73,8 @@ def test_tagging_decodes_the_best_well_formed_sequence_not_each_tokens_argmax():
     import numpy as np
     import tensorflow as tf
 
-    from mtmoe.config import TaskConfig
-    from mtmoe.tasks import decode_outputs
+    from mtmoe.core.config import TaskConfig
+    from mtmoe.trainer.heads import decode_outputs
 
     task = TaskConfig("slots", "token_tagging", "slots")
     names = ["O", "B-amount", "I-amount", "<unknown>"]
@@ -86,6 +87,7 @@ def test_tagging_decodes_the_best_well_formed_sequence_not_each_tokens_argmax():
 
 
 def test_every_task_type_the_config_accepts_is_implemented():
-    from mtmoe.config import TASK_TYPE_NAMES
+    from mtmoe.core.config import TASK_TYPE_NAMES
+    from mtmoe.trainer.heads import HEADS
 
-    assert sorted(TASK_TYPES) == sorted(TASK_TYPE_NAMES)
+    assert sorted(TASK_TYPES) == sorted(HEADS) == sorted(TASK_TYPE_NAMES)

@@ -1,6 +1,6 @@
 import json
 
-from mtmoe.sample import write_sample
+from mtmoe.core.sample import write_sample
 
 
 def _rows(folder, split):

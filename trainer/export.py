@@ -15,16 +15,15 @@ import os
 
 import tensorflow as tf
 
-from components.transform import tokenize
-from mtmoe.feature_names import LENGTH_BUCKET, PAD_ID, TEXT, TOKEN_IDS, TOKENS
-from mtmoe.metrics import length_bucket_names
-from mtmoe.tasks import decode_outputs, label_key, task_type
-from trainer.features import class_names, cut_to_longest, model_inputs, model_targets
+from mtmoe.core.feature_names import LENGTH_BUCKET, PAD_ID, TEXT, TOKEN_IDS, TOKENS
+from mtmoe.core.file_names import CONFIG_FILE, WARMUP_FILE
+from mtmoe.core.metrics import length_bucket_names
+from mtmoe.core.tasks import label_key
+from mtmoe.trainer.features import class_names, cut_to_longest, model_inputs, model_targets
+from mtmoe.trainer.heads import decode_outputs, head_of
+from mtmoe.trainer.text import tokenize
 
 SIGNATURES = ("serving_default", "serving_examples", "transform_features")
-CONFIG_FILE = os.path.join("assets.extra", "mtmoe_config.json")
-# TF Serving replays these requests when it loads a version, before it takes traffic.
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
 class ServingModule(tf.Module):
@@ -71,7 +70,7 @@ class ServingModule(tf.Module):
         raw = tf.io.parse_example(examples, self._raw_spec)
         transformed = self.tft_layer(raw)
         targets = model_targets(transformed, self._tasks, self._num_classes)
-        labels = {label_key(task): task_type(task).eval_label(targets[task.name],
+        labels = {label_key(task): head_of(task).eval_label(targets[task.name],
                                                               self._class_names[task.name])
                   for task in self._tasks}
         return {**labels, LENGTH_BUCKET: self._length_bucket(raw[TEXT])}

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 
-from mtmoe.errors import UserError
+from mtmoe.core.errors import UserError
 
 LOCK_FILE = "run.lock"
 EVERY = ("hour", "day", "week")

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from mtmoe.formats import read_span_records
+from mtmoe.core.formats import read_span_records
 
 @pytest.fixture
 def convert(cli):

@@ -1,0 +1,25 @@
+"""Names of the files, and of the Trainer's custom_config keys, that one stage writes and another
+reads: here, so that a reader (the report, the history, the command line, a benchmark) does not
+import the writer's code and with it TensorFlow."""
+import os
+
+# The Trainer's model_run folder.
+HISTORY_FILE = "history.json"
+GATES_FILE = "gate_statistics.json"
+TRAINING_FILE = "training.json"
+TENSORBOARD_DIR = "tensorboard"
+
+# Inside every exported SavedModel: the config it was trained with, and the requests TF Serving
+# replays when it loads a version, before it takes traffic.
+CONFIG_FILE = os.path.join("assets.extra", "mtmoe_config.json")
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+# TestScorer's output, and the data gate's: {split: [anomaly line]} it found and allowed.
+METRICS_FILE = "metrics.json"
+BREAKDOWN_FILE = "breakdown.json"
+GATE_FILE = "anomalies.json"
+
+# Trainer custom_config keys: the tuner's folder, and false for a reference training that only
+# records its history (`tune --compare`).
+TUNING_DIR_KEY = "tuning_dir"
+EXPORT_KEY = "export"

@@ -1,0 +1,251 @@
+"""The registry of task types, without TensorFlow: what every stage needs to know about a type
+besides its graph code (its primary metric, its serving outputs, how its predictions read as JSON and
+how they are counted into metrics by the Evaluator, test scoring and validation).
+
+The TensorFlow side of a type (label ids in Transform, targets, output layer, loss and Keras metrics
+in the Trainer, decoding in the serving graph) is in mtmoe.trainer.heads. Adding a task type means
+adding one class here, one there, and its name in mtmoe.core.config.TASK_TYPE_NAMES.
+
+Label conventions shared by all stages: Transform maps label strings to ids through a vocabulary with
+one reserved id for labels it never saw (the last class, named UNKNOWN_LABEL), and writes -1 where a
+label is absent. A -1 target means "unlabelled": it adds nothing to the loss or the metrics.
+"""
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from mtmoe.core import metrics
+from mtmoe.core.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING, TaskConfig
+from mtmoe.core.feature_names import OVERALL, TOKENS
+
+UNLABELLED = -1
+UNKNOWN_LABEL = "<unknown>"
+OBJECTIVE = "objective"
+
+
+def label_key(task) -> str:
+    """Transformed feature (and TFMA label key) holding a task's labels."""
+    return f"{task.name}_label"
+
+
+def label_vocabulary_name(task) -> str:
+    return f"{task.name}_labels"
+
+
+class Classification:
+    """One label per example: softmax over the label vocabulary, accuracy."""
+
+    primary_metric = "accuracy"
+    decoded_outputs = ("label", "score")
+    per_token = False  # one target per example
+
+    def prediction_json(self, task, outputs, i):
+        return {"label": _text(outputs[f"{task.name}_label"][i]),
+                "score": float(outputs[f"{task.name}_score"][i])}
+
+    def eval_output(self, task):
+        return task.name
+
+    def count(self, label, prediction) -> Optional[Dict[str, int]]:
+        label = int(np.asarray(label).reshape(-1)[0])
+        if label < 0:
+            return None
+        return {"correct": int(np.argmax(prediction) == label), "total": 1}
+
+    def exact(self, label, prediction) -> Optional[bool]:
+        counts = self.count(label, prediction)
+        return None if counts is None else bool(counts["correct"])
+
+    def score(self, counts):
+        return {"accuracy": counts.get("correct", 0) / max(counts.get("total", 0), 1),
+                "examples": counts.get("total", 0)}
+
+    breakdown_kind = "confusion"
+
+    def breakdown(self, label, prediction, class_names) -> Optional[Dict[str, Dict[str, int]]]:
+        """{gold class: {predicted class: 1}}: one cell of the confusion matrix."""
+        label = int(np.asarray(label).reshape(-1)[0])
+        if label < 0:
+            return None
+        return {class_names[label]: {class_names[int(np.argmax(prediction))]: 1}}
+
+
+class Multilabel:
+    """Any number of labels per example: one sigmoid per label, micro-F1 at 0.5."""
+
+    primary_metric = "micro_f1"
+    decoded_outputs = ("labels", "scores")
+    per_token = False
+
+    def prediction_json(self, task, outputs, i, threshold=0.5):
+        """The labels whose score reaches the threshold, best first."""
+        pairs = zip(outputs[f"{task.name}_labels"][i], outputs[f"{task.name}_scores"][i])
+        chosen = [(_text(label), float(score)) for label, score in pairs if score >= threshold]
+        return {"labels": [label for label, _ in chosen], "scores": [score for _, score in chosen]}
+
+    def eval_output(self, task):
+        return task.name
+
+    def count(self, label, prediction) -> Optional[Dict[str, int]]:
+        label = np.asarray(label)
+        if label.min() < 0:
+            return None
+        return metrics.multilabel_counts(label, prediction)
+
+    def exact(self, label, prediction) -> Optional[bool]:
+        counts = self.count(label, prediction)
+        return None if counts is None else counts["fp"] == counts["fn"] == 0
+
+    def score(self, counts):
+        scores = metrics.f1_from_counts(counts)
+        return {"micro_f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
+
+    breakdown_kind = "per_class"
+
+    def breakdown(self, label, prediction, class_names) -> Optional[Dict[str, Dict[str, int]]]:
+        """{label: {"tp", "fp", "fn"}} for each label that is gold or predicted."""
+        label = np.asarray(label)
+        if label.min() < 0:
+            return None
+        return {class_names[c]: metrics.multilabel_counts(label[c:c + 1], np.asarray(prediction)[c:c + 1])
+                for c in np.flatnonzero((label > 0.5) | (np.asarray(prediction) >= 0.5))}
+
+
+class TokenTagging:
+    """One tag per token (BIO): per-token softmax, span F1 as conlleval counts it."""
+
+    primary_metric = "span_f1"
+    decoded_outputs = ("tags", "scores")
+    per_token = True  # targets [B, L], one per token
+
+    def prediction_json(self, task, outputs, i):
+        n = sum(1 for token in outputs[TOKENS][i] if _text(token))
+        return {"tokens": [_text(t) for t in outputs[TOKENS][i][:n]],
+                "tags": [_text(t) for t in outputs[f"{task.name}_tags"][i][:n]],
+                "scores": [round(float(s), 4) for s in outputs[f"{task.name}_scores"][i][:n]]}
+
+    def eval_output(self, task):
+        return f"{task.name}_tags"
+
+    @staticmethod
+    def _labelled_tags(label, prediction):
+        """(gold, predicted) tag strings at the labelled positions (gold tag not '')."""
+        pairs = [(_text(g), _text(p)) for g, p in zip(np.asarray(label).reshape(-1),
+                                                     np.asarray(prediction).reshape(-1))]
+        labelled = [(g, p) for g, p in pairs if g]
+        return [g for g, _ in labelled], [p for _, p in labelled]
+
+    def count(self, label, prediction) -> Optional[Dict[str, int]]:
+        gold, predicted = self._labelled_tags(label, prediction)
+        return metrics.span_counts(gold, predicted) if gold else None
+
+    def exact(self, label, prediction) -> Optional[bool]:
+        """Every labelled token's tag right (the sentence-level criterion of SLU overall accuracy)."""
+        gold, predicted = self._labelled_tags(label, prediction)
+        return gold == predicted if gold else None
+
+    def score(self, counts):
+        scores = metrics.f1_from_counts(counts)
+        return {"span_f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
+
+    breakdown_kind = "per_class"
+
+    def breakdown(self, label, prediction, class_names) -> Optional[Dict[str, Dict[str, int]]]:
+        """{span type: {"tp", "fp", "fn"}}."""
+        gold, predicted = self._labelled_tags(label, prediction)
+        return metrics.span_counts_by_type(gold, predicted) if gold else None
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+TASK_TYPES = {CLASSIFICATION: Classification(), MULTILABEL: Multilabel(), TOKEN_TAGGING: TokenTagging()}
+
+
+def task_type(task):
+    return TASK_TYPES[task.type]
+
+
+def tasks_from_output_names(names) -> list:
+    """The tasks a serving signature answers for, read off its output names (`<task>_<output>`),
+    for clients that have only the signature."""
+    names = set(names)
+    tasks = []
+    for type_name, kind in TASK_TYPES.items():
+        first, *rest = kind.decoded_outputs
+        for name in sorted(n for n in names if n.endswith("_" + first)):
+            task = name[:-len(first) - 1]
+            if all(f"{task}_{output}" in names for output in rest):
+                tasks.append(TaskConfig(task, type_name, task))
+    return tasks
+
+
+def prediction_rows(texts, outputs, tasks) -> List[dict]:
+    """Decoded serving outputs (columns indexed by example) -> one JSON-ready dict per text."""
+    return [{"text": text, **{task.name: task_type(task).prediction_json(task, outputs, i)
+                              for task in tasks}}
+            for i, text in enumerate(texts)]
+
+
+def class_names_from_vocabulary(vocabulary: List[str]) -> List[str]:
+    """Output classes of a task: its label vocabulary, then the reserved unknown-label class."""
+    return list(vocabulary) + [UNKNOWN_LABEL]
+
+
+class TaskScorer:
+    """Accumulates per-task scores and overall accuracy over batches of labels and predictions.
+
+    `labels` are keyed by label_key(task), `predictions` by each type's eval_output(task): the forms
+    of the `transform_features` and `serving_examples` signatures. The Evaluator's TFMA metric counts
+    with the same `count` functions. Given each task's class names, it also accumulates each task's
+    breakdown (confusion matrix, or counts per class / span type).
+    """
+
+    def __init__(self, tasks, class_names: Optional[Dict[str, List[str]]] = None):
+        self.tasks = tasks
+        self.class_names = class_names
+        self.counts = {task.name: {} for task in tasks}
+        self.breakdowns = {task.name: {} for task in tasks}
+        self.overall = {"correct": 0, "total": 0}
+
+    def add(self, labels, predictions) -> None:
+        size = len(next(iter(labels.values())))
+        for i in range(size):
+            verdicts = []
+            for task in self.tasks:
+                kind = task_type(task)
+                label, prediction = labels[label_key(task)][i], predictions[kind.eval_output(task)][i]
+                metrics.add_counts(self.counts[task.name], kind.count(label, prediction) or {})
+                if self.class_names is not None:
+                    metrics.add_nested_counts(self.breakdowns[task.name], kind.breakdown(
+                        label, prediction, self.class_names[task.name]) or {})
+                verdicts.append(kind.exact(label, prediction))
+            verdicts = [v for v in verdicts if v is not None]
+            if verdicts:
+                self.overall["total"] += 1
+                self.overall["correct"] += all(verdicts)
+
+    def result(self) -> Dict[str, Dict[str, float]]:
+        scores = {task.name: task_type(task).score(self.counts[task.name]) for task in self.tasks}
+        scores[OVERALL] = {"accuracy": self.overall["correct"] / max(self.overall["total"], 1),
+                           "examples": self.overall["total"]}
+        return scores
+
+    def breakdown(self) -> Dict[str, Dict[str, object]]:
+        """{task: {"kind": "confusion" | "per_class", "counts": {row: {column: count}}}}."""
+        return {task.name: {"kind": task_type(task).breakdown_kind,
+                            "counts": self.breakdowns[task.name]} for task in self.tasks}
+
+
+def objective(scores: Dict[str, Dict[str, float]], tasks, weights: Optional[Dict[str, float]] = None
+              ) -> float:
+    """Weighted mean of each task's primary metric (plain mean without weights; unnamed tasks get 0).
+
+    Unlike the weighted loss, it does not depend on the loss weights, so trials that train with
+    different weights are compared on the same scale.
+    """
+    weights = weights or {task.name: 1.0 for task in tasks}
+    total = sum(weights.get(task.name, 0.0) for task in tasks)
+    return sum(weights.get(task.name, 0.0) * scores[task.name][task_type(task).primary_metric]
+               for task in tasks) / total

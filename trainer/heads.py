@@ -1,0 +1,257 @@
+"""The TensorFlow side of each task type (mtmoe.core.tasks has the rest): how Transform turns its
+labels into ids, how the Trainer turns those into targets and scores them (output layer, loss, Keras
+metrics), and how the serving graph decodes its outputs into strings.
+"""
+from typing import Dict, List
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from mtmoe.core.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING
+from mtmoe.core.tasks import UNLABELLED, label_vocabulary_name, task_type
+from mtmoe.trainer.decoding import bio_constraints, constrained_viterbi
+
+
+def _ragged_strings(raw) -> tf.RaggedTensor:
+    """A raw label feature (sparse when some examples lack it, dense [B, k] otherwise) as [B, None]."""
+    if isinstance(raw, tf.SparseTensor):
+        return tf.RaggedTensor.from_sparse(raw)
+    return tf.RaggedTensor.from_tensor(raw)
+
+
+def _label_ids(task, raw, tft, width: int) -> tf.Tensor:
+    """Label strings -> ids [B, width] (vocabulary + one reserved unknown id), -1 where absent."""
+    values = _ragged_strings(raw)
+    vocabulary = tft.vocabulary(values, vocab_filename=label_vocabulary_name(task))
+    ids = tft.apply_vocabulary(values, vocabulary, num_oov_buckets=1)
+    return ids.to_tensor(default_value=UNLABELLED, shape=[None, width])
+
+
+class _MaskedMean(keras.metrics.Metric):
+    """Mean of per-item hits over labelled items (targets >= 0)."""
+
+    def __init__(self, name="accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.hits = self.add_variable(shape=(), initializer="zeros", name="hits")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "int32")
+        mask = ops.cast(y_true >= 0, "float32")
+        correct = ops.cast(ops.equal(ops.argmax(y_pred, axis=-1), ops.maximum(y_true, 0)), "float32")
+        self.hits.assign_add(ops.sum(correct * mask))
+        self.count.assign_add(ops.sum(mask))
+
+    def result(self):
+        return self.hits / ops.maximum(self.count, 1.0)
+
+    def reset_state(self):
+        self.hits.assign(0.0)
+        self.count.assign(0.0)
+
+
+class _MicroF1(keras.metrics.Metric):
+    """Micro-averaged F1 of sigmoid scores >= 0.5 over labelled rows (targets >= 0)."""
+
+    def __init__(self, name="micro_f1", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.tp = self.add_variable(shape=(), initializer="zeros", name="tp")
+        self.fp = self.add_variable(shape=(), initializer="zeros", name="fp")
+        self.fn = self.add_variable(shape=(), initializer="zeros", name="fn")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "float32")
+        rows = ops.cast(ops.min(y_true, axis=-1, keepdims=True) >= 0, "float32")
+        predicted = ops.cast(y_pred >= 0.5, "float32") * rows
+        gold = ops.maximum(y_true, 0.0) * rows
+        self.tp.assign_add(ops.sum(predicted * gold))
+        self.fp.assign_add(ops.sum(predicted * (1 - gold)))
+        self.fn.assign_add(ops.sum((1 - predicted) * gold))
+
+    def result(self):
+        return 2 * self.tp / ops.maximum(2 * self.tp + self.fp + self.fn, 1.0)
+
+    def reset_state(self):
+        for v in (self.tp, self.fp, self.fn):
+            v.assign(0.0)
+
+
+class MaskedSparseCrossEntropy(keras.losses.Loss):
+    """Cross-entropy averaged over labelled examples only.
+
+    For [B] targets: mean over examples with a target >= 0. For [B, L] token targets: each example's
+    mean over its labelled tokens, then the mean over examples with at least one labelled token; or,
+    with `token_mean`, the mean over every labelled token of the batch (a long text weighs more).
+    With label smoothing e: `(1 - e) CE + e * mean_c(-log p_c)`.
+    """
+
+    def __init__(self, label_smoothing=0.0, token_mean=False, name="masked_sparse_cross_entropy",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+        self.token_mean = token_mean
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "int32")
+        mask = ops.cast(y_true >= 0, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        loss = keras.losses.sparse_categorical_crossentropy(ops.maximum(y_true, 0), y_pred)
+        if self.label_smoothing:
+            uniform = -ops.mean(ops.log(ops.clip(y_pred, 1e-7, 1.0)), axis=-1)
+            loss = (1 - self.label_smoothing) * loss + self.label_smoothing * uniform
+        if len(loss.shape) == 2 and self.token_mean:
+            return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
+        if len(loss.shape) == 2:
+            tokens = ops.sum(mask, axis=-1)
+            loss = ops.sum(loss * mask, axis=-1) / ops.maximum(tokens, 1.0)
+            mask = ops.cast(tokens > 0, "float32")
+        return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing,
+                "token_mean": self.token_mean}
+
+
+class MaskedBinaryCrossEntropy(keras.losses.Loss):
+    """Per-example mean binary cross-entropy, averaged over labelled rows (no -1 target).
+
+    With label smoothing e, targets become `y (1 - e) + e / 2`.
+    """
+
+    def __init__(self, label_smoothing=0.0, name="masked_binary_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        rows = ops.cast(ops.min(y_true, axis=-1) >= 0, "float32")
+        targets = ops.maximum(y_true, 0.0) * (1 - self.label_smoothing) + self.label_smoothing / 2
+        loss = keras.losses.binary_crossentropy(targets, ops.cast(y_pred, "float32"))
+        return ops.sum(loss * rows) / ops.maximum(ops.sum(rows), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+class ClassificationHead:
+    """One label per example: softmax over the label vocabulary, accuracy."""
+
+    def transform(self, task, raw, tft, text):
+        return _label_ids(task, raw, tft, width=1)[:, 0]
+
+    def targets(self, labels, num_classes):
+        return tf.cast(labels, tf.int32)
+
+    def head(self, task, sequence, pooled, num_classes):
+        x = keras.layers.Dense(pooled.shape[-1], activation="gelu", name=f"{task.name}_tower")(pooled)
+        return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=task.name)(x)
+
+    def loss(self, training):
+        return MaskedSparseCrossEntropy(training.label_smoothing)
+
+    def keras_metrics(self):
+        return [_MaskedMean(name="accuracy")]
+
+    def decode(self, task, probs, class_names, token_mask):
+        return {f"{task.name}_label": tf.gather(class_names, tf.argmax(probs, axis=-1)),
+                f"{task.name}_score": tf.reduce_max(probs, axis=-1)}
+
+    def eval_label(self, targets, class_names):
+        return targets
+
+
+class MultilabelHead:
+    """Any number of labels per example: one sigmoid per label, micro-F1 at 0.5."""
+
+    def transform(self, task, raw, tft, text):
+        return _label_ids(task, raw, tft, width=task.max_labels)
+
+    def targets(self, labels, num_classes):
+        multi_hot = tf.reduce_max(tf.one_hot(labels, num_classes), axis=1)
+        labelled = tf.reduce_any(labels >= 0, axis=1, keepdims=True)
+        return tf.where(labelled, multi_hot, float(UNLABELLED))
+
+    def head(self, task, sequence, pooled, num_classes):
+        x = keras.layers.Dense(pooled.shape[-1], activation="gelu", name=f"{task.name}_tower")(pooled)
+        return keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name=task.name)(x)
+
+    def loss(self, training):
+        return MaskedBinaryCrossEntropy(training.label_smoothing)
+
+    def keras_metrics(self):
+        return [_MicroF1(name="micro_f1")]
+
+    def decode(self, task, probs, class_names, token_mask):
+        order = tf.argsort(probs, axis=-1, direction="DESCENDING")
+        return {f"{task.name}_labels": tf.gather(class_names, order),
+                f"{task.name}_scores": tf.gather(probs, order, batch_dims=1)}
+
+    def eval_label(self, targets, class_names):
+        return targets
+
+
+class TokenTaggingHead:
+    """One tag per token (BIO): per-token softmax, decoded to a well-formed BIO sequence."""
+
+    def transform(self, task, raw, tft, text):
+        return _label_ids(task, raw, tft, width=text.max_tokens)
+
+    def targets(self, labels, num_classes):
+        return tf.cast(labels, tf.int32)
+
+    def head(self, task, sequence, pooled, num_classes):
+        x = keras.layers.Dense(sequence.shape[-1], activation="gelu", name=f"{task.name}_tower")(sequence)
+        return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=task.name)(x)
+
+    def loss(self, training):
+        return MaskedSparseCrossEntropy(training.label_smoothing,
+                                        token_mean=training.tagging_loss == "token_mean")
+
+    def keras_metrics(self):
+        return [_MaskedMean(name="token_accuracy")]
+
+    def decode(self, task, probs, class_names, token_mask):
+        """The most probable well-formed BIO sequence (never an I-x that opens a span, see
+        mtmoe.trainer.decoding), with each chosen tag's probability."""
+        allowed, start = bio_constraints(list(class_names))
+        ids = constrained_viterbi(tf.math.log(tf.maximum(tf.cast(probs, tf.float32), 1e-12)),
+                                  token_mask, allowed, start)
+        scores = tf.gather(tf.cast(probs, tf.float32), ids, batch_dims=2)
+        return {f"{task.name}_tags": tf.where(token_mask, tf.gather(class_names, ids), ""),
+                f"{task.name}_scores": tf.where(token_mask, scores, 0.0)}
+
+    def eval_label(self, targets, class_names):
+        """Gold tags as strings ('' where unlabelled), so span metrics need no vocabulary."""
+        return tf.where(targets >= 0, tf.gather(class_names, tf.maximum(targets, 0)), "")
+
+
+HEADS = {CLASSIFICATION: ClassificationHead(), MULTILABEL: MultilabelHead(),
+         TOKEN_TAGGING: TokenTaggingHead()}
+
+
+def head_of(task):
+    return HEADS[task.type]
+
+
+def decode_outputs(tasks, probabilities, class_names: Dict[str, List[str]], token_mask,
+                   pad_to=None):
+    """Model outputs -> {decoded strings and scores per task, plus each task's raw output}. With
+    `pad_to`, token-level outputs of a batch cut to its longest text are padded back to that many
+    tokens, so that their shape stays fixed; they hold '' and 0 at every padding position, so that
+    no output depends on the other texts of the batch."""
+    outputs = dict(probabilities)
+    for task in tasks:
+        decoded = head_of(task).decode(task, probabilities[task.name], class_names[task.name], token_mask)
+        if pad_to is not None and task_type(task).per_token:
+            raw = tf.where(token_mask[..., None], probabilities[task.name], 0.0)
+            decoded = {key: _pad_tokens(value, pad_to)
+                       for key, value in {task.name: raw, **decoded}.items()}
+        outputs.update(decoded)
+    return outputs
+
+
+def _pad_tokens(value, length):
+    """`value` [batch, tokens, ...] padded along its token axis to `length`."""
+    padding = [[0, 0], [0, length - tf.shape(value)[1]]] + [[0, 0]] * (len(value.shape) - 2)
+    return tf.pad(value, padding, constant_values="" if value.dtype == tf.string else 0)
