@@ -4,7 +4,6 @@ import logging
 import os
 import re
 import sys
-import time
 import traceback
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -43,14 +42,14 @@ _INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLAR
 _PROGRESS = re.compile(r"^Component (\S+) is (running|finished)\.$")
 
 
-class _ComponentTimer(logging.Handler):
-    """Turns LocalDagRunner's 'Component X is running/finished.' log lines into progress and timings."""
+class _ComponentProgress(logging.Handler):
+    """One console line per step as LocalDagRunner logs 'Component X is running/finished.', with
+    the time ML Metadata recorded for the step's execution."""
 
-    def __init__(self, echo):
+    def __init__(self, echo, paths: Paths, pipeline_name: str):
         super().__init__(level=logging.INFO)
-        self.echo = echo
-        self.started: Dict[str, float] = {}
-        self.seconds: Dict[str, float] = {}
+        self.echo, self.paths, self.pipeline_name = echo, paths, pipeline_name
+        self.running: List[str] = []
 
     def emit(self, record):
         match = _PROGRESS.match(record.getMessage())
@@ -58,10 +57,22 @@ class _ComponentTimer(logging.Handler):
             return
         node, state = match.groups()
         if state == "running":
-            self.started[node] = time.monotonic()
-        else:
-            self.seconds[node] = round(time.monotonic() - self.started.pop(node), 2)
-            self.echo(f"   {node} done in {self.seconds[node]:.1f} s")
+            self.running.append(node)
+            return
+        self.running.remove(node)
+        seconds = _latest_execution_seconds(read_only_store(self.paths), self.pipeline_name, node)
+        self.echo(f"   {node} done" + ("" if seconds is None else f" in {seconds:.1f} s"))
+
+
+def _execution_seconds(execution) -> float:
+    """From registration (inputs resolved) to publication (outputs recorded), as ML Metadata has it."""
+    return round((execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000, 2)
+
+
+def _latest_execution_seconds(store, pipeline_name: str, node: str) -> Optional[float]:
+    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node}")
+    executions = store.get_executions_by_context(context.id) if context else []
+    return _execution_seconds(max(executions, key=lambda e: e.id)) if executions else None
 
 
 def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
@@ -72,17 +83,17 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
     A full run also writes summary.json and the run report, and when it pushes, notes what the
     pushed model was trained on (`inputs`, from `unchanged.inputs_fingerprint` before the run).
     """
-    timer = _ComponentTimer(echo)
+    progress = _ComponentProgress(echo, paths, config.pipeline.name)
     # TFX's and TensorFlow's absl records, INFO included, to stderr: the run's log (mtmoe.core.console).
     log_handler = logging.StreamHandler(sys.stderr)
     log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     absl_logger = logging.getLogger("absl")
     previous = absl_logging.get_verbosity(), absl_logger.propagate
     # TensorFlow resets the absl logger's level to absl's verbosity while it saves models, so the
-    # verbosity itself must be INFO for the timer to see every component.
+    # verbosity itself must be INFO for the progress lines to see every component.
     absl_logging.set_verbosity(absl_logging.INFO)
     absl_logger.propagate = False
-    absl_logger.addHandler(timer)
+    absl_logger.addHandler(progress)
     absl_logger.addHandler(log_handler)
     try:
         data_bytes = sum(size for _, size, _ in window_files(config, paths.data_root))
@@ -98,19 +109,18 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
         raise
     except Exception as e:  # the traceback is in the log; the console gets the step and the error
         traceback.print_exc()  # into the log (the command's stderr)
-        step = next(reversed(timer.started), "the pipeline")
+        step = progress.running[-1] if progress.running else "the pipeline"
         raise StepFailed(f"{step} failed: {type(e).__name__}: {e}") from e
     finally:
-        for handler in (timer, log_handler):
+        for handler in (progress, log_handler):
             absl_logger.removeHandler(handler)
         absl_logging.set_verbosity(previous[0])
         absl_logger.propagate = previous[1]
     record = latest_run(paths, config.pipeline.name)
     trials = trial_rows(record, config, paths) if config.tuning.enabled or tuning_only else []
     if tuning_only:
-        return {"run_id": record.run_id, "components": timer.seconds, "trials": trials}
+        return {"run_id": record.run_id, "components": record.seconds, "trials": trials}
     summary = summarize(record)
-    summary["components"] = timer.seconds
     summary["trials"] = trials
     report = build_report(record.run_id, config, summary,
                           {name: record.uri(*source) for name, source in _REPORTED.items()})
@@ -161,23 +171,25 @@ def read_only_store(paths: Paths) -> metadata_store.MetadataStore:
 
 
 def _node_artifacts(store, run_context_id: int, pipeline_name: str):
-    """({node id: {artifact type name: [artifacts]}} of outputs, the same of inputs) for the
-    executions of one pipeline run."""
+    """({node id: {artifact type name: [artifacts]}} of outputs, the same of inputs, {node id:
+    execution seconds}) for the executions of one pipeline run."""
     types = {t.id: t.name for t in store.get_artifact_types()}
     outputs: Dict[str, Dict[str, list]] = {}
     inputs: Dict[str, Dict[str, list]] = {}
-    for execution in store.get_executions_by_context(run_context_id):
+    seconds: Dict[str, float] = {}
+    for execution in sorted(store.get_executions_by_context(run_context_id), key=lambda e: e.id):
         node = next((c.name.split(".", 1)[-1] for c in store.get_contexts_by_execution(execution.id)
                      if c.name.startswith(pipeline_name + ".")), None)
         if node is None:
             continue
+        seconds[node] = _execution_seconds(execution)
         events = store.get_events_by_execution_ids([execution.id])
         for found, kinds in ((outputs, _OUTPUT_EVENTS), (inputs, _INPUT_EVENTS)):
             ids = [e.artifact_id for e in events if e.type in kinds]
             for artifact in store.get_artifacts_by_id(ids):
                 found.setdefault(node, {}).setdefault(types[artifact.type_id], []).append(artifact)
         outputs.setdefault(node, {})
-    return outputs, inputs
+    return outputs, inputs, seconds
 
 
 def _property(artifact, name: str):
@@ -193,7 +205,8 @@ class RunRecord:
 
     run_id: str
     outputs: Dict[str, Dict[str, object]]
-    spans: List[int]  # of the examples Transform read (or ExampleGen ingested, if it stopped before)
+    spans: List[int]
+    seconds: Dict[str, float]  # each step's execution time, in the order the steps ran  # of the examples Transform read (or ExampleGen ingested, if it stopped before)
 
     def artifact(self, type_name: str, node: Optional[str] = None):
         found = [artifacts[type_name] for name, artifacts in self.outputs.items()
@@ -210,13 +223,14 @@ class RunRecord:
 
 
 def _record(store, run, pipeline_name: str) -> RunRecord:
-    outputs, inputs = _node_artifacts(store, run.id, pipeline_name)
+    outputs, inputs, seconds = _node_artifacts(store, run.id, pipeline_name)
     latest = {node: {type_name: found[-1] for type_name, found in by_type.items()}
               for node, by_type in outputs.items()}
     # The spans Transform read; for a run stopped before it, the span ExampleGen ingested.
     examples = (inputs.get(TRANSFORM, {}).get("Examples")
                 or outputs.get(EXAMPLE_GEN, {}).get("Examples", []))
-    return RunRecord(run.name, latest, sorted({_property(a, SPAN_PROPERTY_NAME) for a in examples}))
+    return RunRecord(run.name, latest, sorted({_property(a, SPAN_PROPERTY_NAME) for a in examples}),
+                     seconds)
 
 
 def _runs(store):
@@ -251,7 +265,7 @@ def summarize(record: RunRecord) -> dict:
         pushed = record.property("PushedModel", "pushed_destination")
     return {
         "run_id": record.run_id,
-        "components": {},
+        "components": record.seconds,
         "test_metrics": metrics,
         "blessed": record.property("ModelBlessing", "blessed") == 1,
         "pushed_model": pushed,
