@@ -12,7 +12,6 @@ from typing import Dict, List, Optional
 
 import markdown
 import tensorflow_model_analysis as tfma
-from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from mtmoe.components.data_validation import DATA_GATE, read_statistics
 
@@ -28,6 +27,7 @@ from mtmoe.pipeline.report_text import (REPORT_HTML, REPORT_JSON, headline_table
 
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
+STATISTICS_HTML = "statistics.html"
 CANDIDATE, BASELINE = "candidate", "baseline"
 
 
@@ -112,6 +112,7 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
         "history": _read_json(artifacts.get("ModelRun"), HISTORY_FILE) or {},
         "gates": summary.get("gate_statistics", {}),
         "data": _data_summary(artifacts.get("ExampleStatistics")),
+        "statistics": artifacts.get("ExampleStatistics"),  # StatisticsGen's output folder
         "anomalies": _read_json(artifacts.get(DATA_GATE), GATE_FILE) or {},
         "components": summary.get("components", {}),
         "trials": summary.get("trials", []),
@@ -140,31 +141,28 @@ def _length_slices(evaluation, tasks, boundaries) -> List[dict]:
 
 
 def _data_summary(uri: Optional[str]) -> Dict[str, dict]:
-    """Per split: examples, and per feature its presence, values per example and top values."""
-    summary = {}
-    for split, statistics in read_statistics(uri).items():
-        dataset = statistics.datasets[0]
-        features = []
-        for feature in dataset.features:
-            stats = feature.string_stats if feature.HasField("string_stats") else feature.num_stats
-            common = stats.common_stats
-            features.append({
-                "feature": ".".join(feature.path.step),
-                "type": statistics_pb2.FeatureNameStatistics.Type.Name(feature.type),
-                "present": common.num_non_missing / max(dataset.num_examples, 1),
-                "values_per_example": common.avg_num_values,
-                "unique": getattr(stats, "unique", None),
-                # Values seen more than once: a free-text feature has none worth listing.
-                "top": [value.value for value in getattr(stats, "top_values", [])[:3]
-                        if value.frequency > 1],
-            })
-        summary[split] = {"examples": dataset.num_examples,
-                          "features": sorted(features, key=lambda f: f["feature"])}
-    return summary
+    """Examples per split; the features' statistics are TFDV's view (STATISTICS_HTML)."""
+    return {split: {"examples": statistics.datasets[0].num_examples}
+            for split, statistics in read_statistics(uri).items()}
 
 
-def render_markdown(report: dict, config, plot_dir: str) -> str:
-    """The report as Markdown; draws its figures into `plot_dir` and links them relatively."""
+def _write_statistics_view(uri: Optional[str], path: str) -> bool:
+    """TFDV's Facets Overview of every feature, the train split beside the eval split."""
+    from tensorflow_data_validation.utils.display_util import get_statistics_html
+
+    statistics = read_statistics(uri)
+    if "train" not in statistics:
+        return False
+    html = get_statistics_html(statistics["train"], statistics.get("eval"), lhs_name="train",
+                               rhs_name="eval")
+    with open(path, "w") as f:
+        f.write(f"<!DOCTYPE html>\n<meta charset='utf-8'>\n<title>Data statistics</title>\n{html}\n")
+    return True
+
+
+def render_markdown(report: dict, config, plot_dir: str, statistics_view: bool = False) -> str:
+    """The report as Markdown; draws its figures into `plot_dir` and links them relatively (and
+    STATISTICS_HTML beside it, with `statistics_view`)."""
     os.makedirs(plot_dir, exist_ok=True)
     relative = os.path.basename(plot_dir)
     lines = [f"# mtmoe run {report['run_id']}", "", verdict(report), ""]
@@ -243,12 +241,11 @@ def render_markdown(report: dict, config, plot_dir: str) -> str:
             lines += [f"![{layer} gates]({relative}/{os.path.basename(path)})", ""]
 
     lines += ["## Data", ""]
-    for split, stats in report["data"].items():
-        lines += [f"### {split}: {stats['examples']} examples", ""]
-        lines += table(["feature", "type", "present", "values / example", "unique", "most frequent"],
-                       [[f["feature"], f["type"], f"{f['present']:.1%}",
-                         f"{f['values_per_example']:.2f}", f["unique"] if f["unique"] else "—",
-                         ", ".join(f"`{v}`" for v in f["top"])] for f in stats["features"]])
+    lines += table(["split", "examples"], [[split, stats["examples"]]
+                                           for split, stats in report["data"].items()])
+    if statistics_view:
+        lines += [f"Every feature's statistics, train beside eval: [{STATISTICS_HTML}]"
+                  f"({STATISTICS_HTML}) (TFDV's Facets Overview; it loads its viewer from the web).", ""]
     lines += ["### Validation anomalies", ""]
     if report["anomalies"]:
         lines += ["The span went on with these anomalies (`--allow-anomalies`):", ""]
@@ -277,9 +274,11 @@ img{{max-width:100%}}</style></head>
 
 
 def write_report(report: dict, config, folder: str) -> str:
-    """Writes report.json, report.md, report.html and plots/ into `folder`; returns the HTML path."""
+    """Writes report.json, report.md, report.html, statistics.html and plots/ into `folder`; returns
+    the HTML path."""
     os.makedirs(folder, exist_ok=True)
-    text = render_markdown(report, config, os.path.join(folder, PLOTS_DIR))
+    statistics_view = _write_statistics_view(report["statistics"], os.path.join(folder, STATISTICS_HTML))
+    text = render_markdown(report, config, os.path.join(folder, PLOTS_DIR), statistics_view)
     with open(os.path.join(folder, REPORT_MD), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(folder, REPORT_HTML), "w") as f:

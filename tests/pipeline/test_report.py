@@ -1,4 +1,5 @@
 """The run report from artifact files, without running the pipeline."""
+import base64
 import json
 import os
 import re
@@ -6,7 +7,6 @@ import re
 import pytest
 
 from mtmoe.components.test_scoring import TestMetrics
-
 from mtmoe.core.config import load_config
 from mtmoe.core.file_names import BREAKDOWN_FILE, HISTORY_FILE
 from mtmoe.pipeline.report import REPORT_MD, build_report, write_report
@@ -56,3 +56,28 @@ def test_report_from_artifacts_links_only_plots_it_wrote(tmp_path, artifacts):
     assert "NOT blessed" in text and "<table>" in open(html).read()
     report = json.load(open(os.path.join(folder, REPORT_JSON)))
     assert [row["task"] for row in report["headline"]] == [t.name for t in config.tasks]
+
+
+def test_the_data_section_counts_each_split_and_links_tfdvs_view_of_its_features(tmp_path, artifacts):
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    config, uris, _ = artifacts
+    for split, examples in (("train", 40), ("eval", 10)):
+        statistics = statistics_pb2.DatasetFeatureStatisticsList()
+        dataset = statistics.datasets.add(num_examples=examples)
+        feature = dataset.features.add(type=statistics_pb2.FeatureNameStatistics.STRING)
+        feature.path.step.append("intent")
+        feature.string_stats.top_values.add(value=f"{split}_label", frequency=examples)
+        (tmp_path / "statistics" / f"Split-{split}").mkdir(parents=True)
+        (tmp_path / "statistics" / f"Split-{split}" / "FeatureStats.pb").write_bytes(
+            statistics.SerializeToString())
+    uris["ExampleStatistics"] = str(tmp_path / "statistics")
+    summary = {"blessed": True, "pushed_model": None, "components": {}, "test_metrics": {}}
+    html = write_report(build_report("run-1", config, summary, uris), config, str(tmp_path / "report"))
+    text = open(os.path.join(os.path.dirname(html), REPORT_MD)).read()
+    assert "| train | 40 |" in text and "| eval | 10 |" in text
+    assert "[statistics.html](statistics.html)" in text
+    view = open(os.path.join(os.path.dirname(html), "statistics.html")).read()
+    shown = statistics_pb2.DatasetFeatureStatisticsList.FromString(
+        base64.b64decode(re.search(r'<facets-overview proto-input="([^"]+)"', view).group(1)))
+    assert [(d.name, d.num_examples) for d in shown.datasets] == [("train", 40), ("eval", 10)]
