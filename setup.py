@@ -38,6 +38,7 @@ setup(
         "matplotlib==3.10.9",
         "markdown",
         "pyyaml",
+        "pydantic>=2",
         "tensorflow-serving-api==2.16.1",
         "grpcio",
         "requests",

@@ -1,16 +1,21 @@
 """The one config every stage reads: tasks, text settings, model, training and pipeline options.
 
-A config is YAML (the default ships in mtmoe/configs/default.yaml). It becomes a frozen `Config`; the
-pipeline hands `Config.to_dict()` to Transform and Trainer as `custom_config`, and they rebuild it with
+A config is YAML (the default ships in mtmoe/configs/default.yaml). It becomes a frozen `Config`, a
+tree of pydantic dataclasses that checks every field (strict types, ranges, choices, and the rules
+across fields) wherever one is built, `dataclasses.replace` included; a bad field is one error line
+naming the file and the field. The pipeline hands `Config.to_dict()` to Transform and Trainer as `custom_config`, and they rebuild it with
 `Config.from_dict`, so every stage sees the same tasks in the same order.
 """
 import dataclasses
 import os
 import re
 from importlib import resources
-from typing import Any, Dict, Optional, Tuple
+from typing import Annotated, Any, Dict, Literal, Optional, Tuple
 
 import yaml
+from pydantic import (ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError,
+                      field_validator, model_validator)
+from pydantic.dataclasses import dataclass
 
 from mtmoe.core.errors import UserError
 from mtmoe.core.feature_names import RESERVED
@@ -19,154 +24,213 @@ DEFAULT_CONFIG = "default.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskConfig:
-    name: str
-    type: str
-    label_field: str
-    loss_weight: float = 1.0
-    min_value: float = 0.0
-    max_drop: float = 1.0
-    max_labels: int = 8  # multilabel: most labels one example may carry
+# Strict scalars: a YAML `yes` is no number and `5` no string; an int is accepted where a float goes.
+Int, Float, Bool, Str = StrictInt, StrictFloat, StrictBool, StrictStr
+AtLeast0 = Annotated[StrictInt, Field(ge=0)]
+AtLeast1 = Annotated[StrictInt, Field(ge=1)]
+_STRICT = ConfigDict(extra="forbid")
 
-
-@dataclasses.dataclass(frozen=True)
-class TextConfig:
-    max_tokens: int = 32
-    vocab_size: int = 20000
-    max_chars: int = 12  # characters per token for the spelling signal; 0 turns it off
-
-
-TRUNKS = ("dense", "mmoe", "deepseek_moe")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    trunk: str = "deepseek_moe"
-    embedding_dim: int = 64
-    char_dim: int = 16
-    num_blocks: int = 2
-    num_heads: int = 4
-    ff_dim: int = 128            # dense: feed-forward width; mmoe: width of each expert
-    num_experts: int = 4         # mmoe: experts shared by the task gates
-    shared_experts: int = 1      # deepseek_moe: K_s always-on experts
-    routed_experts: int = 8      # deepseek_moe: N_r fine-grained routed experts
-    top_k: int = 2
-    expert_dim: int = 32         # deepseek_moe: width of each expert
-    capacity_factor: float = 1.25
-    dense_dispatch: bool = False
-    balance_alpha: float = 0.01
-    dropout: float = 0.1
-    recurrent: bool = False      # a BiLSTM sublayer on the embeddings, before the first block
-    # Token-tagging heads read the classification tasks' predicted class probabilities at every
-    # token (the intent informs the slots); no effect without a classification task.
-    tags_see_classes: bool = False
-    # A GloVe/fastText text file whose vectors start the token embedding (words of the training
-    # vocabulary only); relative to the config file's folder; "" = random initialisation.
-    word_vectors: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    epochs: int = 5
-    batch_size: int = 32
-    learning_rate: float = 0.002
-    learning_rate_schedule: str = "constant"  # constant | cosine: down to ~0 over the run's epochs
-    weight_decay: float = 0.004
-    label_smoothing: float = 0.0
-    gradient_accumulation_steps: int = 1
-    fgm_epsilon: float = 0.0     # > 0: adversarial training on the token embeddings (FGM)
-    seed: int = 42
-    mixed_precision: str = "auto"
-    loss_weighting: str = "fixed"  # fixed: w_t = loss_weight (or the Tuner's); uncertainty: learned
-    warm_start: bool = True      # start from the latest blessed model when it is compatible
-    warm_start_epochs: int = 3   # epochs of a warm-started training (`epochs` from scratch)
-    # The weights of the epoch with the best val_objective are kept; training stops after this many
-    # epochs without a better one (0 = never stops early).
-    patience: int = 0
-    # Probability that a token seen once in training becomes the out-of-vocabulary id in a training
-    # step (its characters stay): the OOV vector learns, and unseen words lean on the characters.
-    word_dropout: float = 0.0
-    # Token tagging loss: each text's mean over its tokens, then the mean over texts
-    # (example_mean), or the mean over all tokens of the batch (token_mean).
-    tagging_loss: str = "example_mean"
-    distribution: str = "none"   # tf.distribute strategy: none | mirrored | multi_worker
-
-
-# The task types; mtmoe.core.tasks implements each (labels, head, loss, metrics, decoding). Named here so
-# that a config is checked without loading TensorFlow.
+# The task types; mtmoe.core.tasks and mtmoe.trainer.heads implement each. Named here so that a
+# config is checked without loading TensorFlow.
 CLASSIFICATION, MULTILABEL, TOKEN_TAGGING = "classification", "multilabel", "token_tagging"
 TASK_TYPE_NAMES = (CLASSIFICATION, MULTILABEL, TOKEN_TAGGING)
+TRUNKS = ("dense", "mmoe", "deepseek_moe")
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 TAGGING_LOSSES = ("example_mean", "token_mean")
 TUNING_ALGORITHMS = ("bayesian", "hyperband", "random")
-
-
-@dataclasses.dataclass(frozen=True)
-class TuningConfig:
-    enabled: bool = False                 # true: the Tuner searches before the Trainer trains
-    algorithm: str = "bayesian"           # bayesian | hyperband | random
-    max_trials: int = 8
-    epochs_per_trial: int = 3
-    budget_minutes: float = 0.0           # wall-clock limit, checked between trials; 0 = none
-    loss_weight_range: Tuple[float, ...] = (0.1, 10.0)  # each task's weight, log-uniform
-    learning_rate_range: Tuple[float, ...] = ()  # (low, high): searched log-uniform too
-    top_k_choices: Tuple[int, ...] = ()          # deepseek_moe: e.g. (1, 2, 4)
-    routed_experts_choices: Tuple[int, ...] = ()  # deepseek_moe: e.g. (4, 8, 16)
-    # {task: weight} of each task's primary validation metric in the objective; {} = plain mean.
-    objective_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
-    seed: int = 7
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluationConfig:
-    # Token counts that bound the Evaluator's length slices: (5, 10, 20) -> <=5, 6-10, 11-20, >20.
-    length_buckets: Tuple[int, ...] = (5, 10, 20)
-
-
-@dataclasses.dataclass(frozen=True)
-class SpansConfig:
-    window: int = 0  # train and evaluate on the newest N spans; 0 = every span
-
-
-@dataclasses.dataclass(frozen=True)
-class ValidationConfig:
-    # The curated schema (`mtmoe schema update` writes it); relative to the config file's folder;
-    # "" = <config file name>.schema.pbtxt beside it. Absolute once loaded.
-    schema: str = ""
-    max_label_drift: float = 0.25  # L-infinity: a label field, new span's train vs the previous span's
-    max_split_skew: float = 0.25   # L-infinity: a label field, new span's eval / test vs its train
-
-
+MIXED_PRECISION = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # The options (pipeline.beam_options) each Beam runner cannot start without.
 BEAM_RUNNER_OPTIONS = {"direct": (), "dataflow": ("project", "region", "temp_location"),
                        "flink": ("flink_master",), "spark": ("spark_master_url",)}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
+class TaskConfig:
+    name: Str
+    type: Literal[TASK_TYPE_NAMES]
+    label_field: Str
+    loss_weight: Annotated[Float, Field(ge=0)] = 1.0
+    min_value: Float = 0.0
+    max_drop: Float = 1.0
+    max_labels: AtLeast1 = 8  # multilabel: most labels one example may carry
+
+    @field_validator("name")
+    @classmethod
+    def _snake_case(cls, name):
+        if not _NAME.match(name):
+            raise ValueError(f"{name!r} must be lower_snake_case")
+        return name
+
+    @field_validator("name", "label_field")
+    @classmethod
+    def _not_reserved(cls, value):
+        if value in RESERVED:
+            raise ValueError(f"{value!r} is reserved for the input text")
+        return value
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TextConfig:
+    max_tokens: AtLeast1 = 32
+    vocab_size: AtLeast1 = 20000
+    max_chars: AtLeast0 = 12  # characters per token for the spelling signal; 0 turns it off
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ModelConfig:
+    trunk: Literal[TRUNKS] = "deepseek_moe"
+    embedding_dim: AtLeast1 = 64
+    char_dim: AtLeast1 = 16
+    num_blocks: AtLeast0 = 2
+    num_heads: AtLeast1 = 4
+    ff_dim: AtLeast1 = 128       # dense: feed-forward width; mmoe: width of each expert
+    num_experts: AtLeast1 = 4    # mmoe: experts shared by the task gates
+    shared_experts: AtLeast0 = 1  # deepseek_moe: K_s always-on experts
+    routed_experts: AtLeast1 = 8  # deepseek_moe: N_r fine-grained routed experts
+    top_k: AtLeast1 = 2
+    expert_dim: AtLeast1 = 32    # deepseek_moe: width of each expert
+    capacity_factor: Annotated[Float, Field(gt=0)] = 1.25
+    dense_dispatch: Bool = False
+    balance_alpha: Annotated[Float, Field(ge=0)] = 0.01
+    dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.1
+    recurrent: Bool = False      # a BiLSTM sublayer on the embeddings, before the first block
+    # Token-tagging heads read the classification tasks' predicted class probabilities at every
+    # token (the intent informs the slots); no effect without a classification task.
+    tags_see_classes: Bool = False
+    # A GloVe/fastText text file whose vectors start the token embedding (words of the training
+    # vocabulary only); relative to the config file's folder; "" = random initialisation.
+    word_vectors: Str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.top_k > self.routed_experts:
+            raise ValueError("top_k: must be between 1 and routed_experts")
+        if self.embedding_dim % self.num_heads:
+            raise ValueError("embedding_dim must be a multiple of num_heads")
+        return self
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TrainingConfig:
+    epochs: AtLeast1 = 5
+    batch_size: AtLeast1 = 32
+    learning_rate: Annotated[Float, Field(gt=0)] = 0.002
+    # constant | cosine: down to ~0 over the run's epochs
+    learning_rate_schedule: Literal[LEARNING_RATE_SCHEDULES] = "constant"
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.004
+    label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+    gradient_accumulation_steps: AtLeast1 = 1
+    fgm_epsilon: Annotated[Float, Field(ge=0)] = 0.0  # > 0: adversarial training on the token embeddings (FGM)
+    seed: Int = 42
+    mixed_precision: Literal[MIXED_PRECISION] = "auto"
+    # fixed: w_t = loss_weight (or the Tuner's); uncertainty: learned
+    loss_weighting: Literal[LOSS_WEIGHTINGS] = "fixed"
+    warm_start: Bool = True      # start from the latest blessed model when it is compatible
+    warm_start_epochs: AtLeast1 = 3  # epochs of a warm-started training (`epochs` from scratch)
+    # The weights of the epoch with the best val_objective are kept; training stops after this many
+    # epochs without a better one (0 = never stops early).
+    patience: AtLeast0 = 0
+    # Probability that a token seen once in training becomes the out-of-vocabulary id in a training
+    # step (its characters stay): the OOV vector learns, and unseen words lean on the characters.
+    word_dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+    # Token tagging loss: each text's mean over its tokens, then the mean over texts
+    # (example_mean), or the mean over all tokens of the batch (token_mean).
+    tagging_loss: Literal[TAGGING_LOSSES] = "example_mean"
+    distribution: Literal[DISTRIBUTIONS] = "none"  # tf.distribute strategy
+
+
+_Range = Annotated[Tuple[Annotated[Float, Field(gt=0)], ...], Field(max_length=2)]
+_Choices = Tuple[AtLeast1, ...]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TuningConfig:
+    enabled: Bool = False                 # true: the Tuner searches before the Trainer trains
+    algorithm: Literal[TUNING_ALGORITHMS] = "bayesian"
+    max_trials: AtLeast1 = 8
+    epochs_per_trial: AtLeast1 = 3
+    budget_minutes: Annotated[Float, Field(ge=0)] = 0.0  # wall-clock limit, checked between trials; 0 = none
+    loss_weight_range: _Range = (0.1, 10.0)  # each task's weight, log-uniform
+    learning_rate_range: _Range = ()         # (low, high): searched log-uniform too
+    top_k_choices: _Choices = ()             # deepseek_moe: e.g. (1, 2, 4)
+    routed_experts_choices: _Choices = ()    # deepseek_moe: e.g. (4, 8, 16)
+    # {task: weight} of each task's primary validation metric in the objective; {} = plain mean.
+    objective_weights: Dict[Str, Annotated[Float, Field(ge=0)]] = dataclasses.field(default_factory=dict)
+    seed: Int = 7
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for name in ("loss_weight_range", "learning_rate_range"):
+            values = getattr(self, name)
+            if (values or name == "loss_weight_range") and not (len(values) == 2 and values[0] < values[1]):
+                raise ValueError(f"{name}: expected [low, high] with 0 < low < high, got {list(values)}")
+        if self.objective_weights and not sum(self.objective_weights.values()) > 0:
+            raise ValueError("objective_weights: at least one weight must be > 0")
+        return self
+
+
+@dataclass(frozen=True, config=_STRICT)
+class EvaluationConfig:
+    # Token counts that bound the Evaluator's length slices: (5, 10, 20) -> <=5, 6-10, 11-20, >20.
+    length_buckets: Tuple[AtLeast1, ...] = (5, 10, 20)
+
+    @field_validator("length_buckets")
+    @classmethod
+    def _increasing(cls, buckets):
+        if list(buckets) != sorted(set(buckets)):
+            raise ValueError(f"expected increasing positive token counts, got {list(buckets)}")
+        return buckets
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SpansConfig:
+    window: AtLeast0 = 0  # train and evaluate on the newest N spans; 0 = every span
+
+
+_Distance = Annotated[Float, Field(ge=0, le=1)]  # L-infinity, between label distributions
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ValidationConfig:
+    # The curated schema (`mtmoe schema update` writes it); relative to the config file's folder;
+    # "" = <config file name>.schema.pbtxt beside it. Absolute once loaded.
+    schema: Str = ""
+    max_label_drift: _Distance = 0.25  # a label field, new span's train vs the previous span's
+    max_split_skew: _Distance = 0.25   # a label field, new span's eval / test vs its train
+
+
+@dataclass(frozen=True, config=_STRICT)
 class PipelineConfig:
-    name: str = "mtmoe"
-    beam_runner: str = "direct"   # direct | dataflow | flink | spark
-    beam_workers: int = 0         # direct: 0 = in-process for small input, else one worker per core; 1 = in-process; N workers
+    name: Str = "mtmoe"
+    beam_runner: Literal[tuple(BEAM_RUNNER_OPTIONS)] = "direct"
+    # direct: 0 = in-process for small input, else one worker per core; 1 = in-process; N workers
+    beam_workers: AtLeast0 = 0
     # The runner's own options, as --name=value: e.g. project, region, temp_location (dataflow).
-    beam_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    beam_options: Dict[Str, Any] = dataclasses.field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _runner_options(self):
+        missing = [o for o in BEAM_RUNNER_OPTIONS[self.beam_runner] if o not in self.beam_options]
+        if missing:
+            raise ValueError(f"beam_options: the {self.beam_runner} runner needs {', '.join(missing)}")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class ClusterConfig:
     """A managed training job for the Trainer of a compiled Kubeflow v2 / Vertex AI pipeline
     (`mtmoe compile --target kubeflow-v2`); `mtmoe run` trains on this machine whatever it says."""
-    project: str = ""             # Google Cloud project; "" = the Trainer runs in the pipeline's own step
-    region: str = "us-central1"
-    workers: int = 1              # machines, the chief included; > 1 needs training.distribution multi_worker
-    machine_type: str = "n1-standard-4"
+    project: Str = ""             # Google Cloud project; "" = the Trainer runs in the pipeline's own step
+    region: Str = "us-central1"
+    workers: AtLeast1 = 1         # machines, the chief included; > 1 needs training.distribution multi_worker
+    machine_type: Str = "n1-standard-4"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class Config:
-    tasks: Tuple[TaskConfig, ...]
+    tasks: Annotated[Tuple[TaskConfig, ...], Field(min_length=1)]
     text: TextConfig = TextConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
@@ -176,7 +240,27 @@ class Config:
     validation: ValidationConfig = ValidationConfig()
     pipeline: PipelineConfig = PipelineConfig()
     cluster: ClusterConfig = ClusterConfig()
-    source: str = "<dict>"
+    source: Str = "<dict>"
+
+    @model_validator(mode="after")
+    def _across_sections(self):
+        for attr in ("name", "label_field"):
+            seen = [getattr(t, attr) for t in self.tasks]
+            dupes = sorted({v for v in seen if seen.count(v) > 1})
+            if dupes:
+                raise ValueError(f"tasks: duplicate {attr} {', '.join(dupes)}")
+        tuning = self.tuning
+        if (tuning.top_k_choices or tuning.routed_experts_choices) and self.model.trunk != "deepseek_moe":
+            raise ValueError("tuning: top_k_choices / routed_experts_choices need model.trunk deepseek_moe")
+        names = {t.name for t in self.tasks}
+        unknown = sorted(set(tuning.objective_weights) - names)
+        if unknown:
+            raise ValueError(f"tuning.objective_weights: {unknown[0]!r}: expected a task name with a "
+                             f"weight >= 0; tasks: {', '.join(sorted(names))}")
+        if self.cluster.workers > 1 and self.training.distribution != "multi_worker":
+            raise ValueError(f"cluster.workers is {self.cluster.workers}: set "
+                             "training.distribution to multi_worker, or cluster.workers to 1")
+        return self
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -192,6 +276,9 @@ class Config:
         return dataclasses.replace(self, tasks=tuple(
             dataclasses.replace(t, loss_weight=float(weights.get(t.name, t.loss_weight)))
             for t in self.tasks))
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.type)}
 
 
 def load_config(path: Optional[str] = None) -> Config:
@@ -227,167 +314,33 @@ def load_config(path: Optional[str] = None) -> Config:
         model=dataclasses.replace(config.model, word_vectors=vectors))
 
 
-def _section(cls, raw: Dict[str, Any], key: str, source: str):
-    values = raw.get(key) or {}
-    if not isinstance(values, dict):
-        raise UserError(f"{source}: '{key}' must be a mapping")
-    return _build(cls, values, f"{source}: {key}")
-
-
-def _build(cls, values: Dict[str, Any], where: str):
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    kwargs = {}
-    for name, value in values.items():
-        spec = fields[name]
-        default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING \
-            else spec.default
-        expected = type(default) if default is not dataclasses.MISSING else str
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if expected is tuple and isinstance(value, list):
-            value = tuple(value)
-        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            raise UserError(f"{where}.{name}: expected {expected.__name__}, got {value!r}")
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        missing = [f for f, spec in fields.items() if f not in kwargs and spec.default is
-                   dataclasses.MISSING and spec.default_factory is dataclasses.MISSING]
-        raise UserError(f"{where}: missing field(s) {', '.join(missing)}") from e
-
-
 def _parse(raw: Dict[str, Any], source: str) -> Config:
-    raw_tasks = raw.get("tasks")
-    if not isinstance(raw_tasks, (list, tuple)) or not raw_tasks:
-        raise UserError(f"{source}: 'tasks' must be a non-empty list")
-    tasks = []
-    for i, raw_task in enumerate(raw_tasks):
-        where = f"{source}: tasks[{i}]"
-        if not isinstance(raw_task, dict):
-            raise UserError(f"{where}: each task must be a mapping")
-        task = _build(TaskConfig, raw_task, where)
-        if not _NAME.match(task.name):
-            raise UserError(f"{where}.name: {task.name!r} must be lower_snake_case")
-        if task.type not in TASK_TYPE_NAMES:
-            raise UserError(f"{where}.type: unknown task type {task.type!r}; "
-                            f"known: {', '.join(sorted(TASK_TYPE_NAMES))}")
-        if task.loss_weight < 0:
-            raise UserError(f"{where}.loss_weight: must be >= 0, got {task.loss_weight}")
-        for attr in ("name", "label_field"):
-            if getattr(task, attr) in RESERVED:
-                raise UserError(f"{where}.{attr}: {getattr(task, attr)!r} is reserved for the input text")
-        tasks.append(task)
-    for attr in ("name", "label_field"):
-        seen = [getattr(t, attr) for t in tasks]
-        dupes = sorted({v for v in seen if seen.count(v) > 1})
-        if dupes:
-            raise UserError(f"{source}: tasks: duplicate {attr} {', '.join(dupes)}")
-    unknown = sorted(set(raw) - {"tasks", "text", "model", "training", "evaluation", "tuning",
-                                  "spans", "validation", "pipeline", "cluster", "source"})
-    if unknown:
-        raise UserError(f"{source}: unknown section(s) {', '.join(unknown)}")
-    config = Config(
-        tasks=tuple(tasks),
-        text=_section(TextConfig, raw, "text", source),
-        model=_section(ModelConfig, raw, "model", source),
-        training=_section(TrainingConfig, raw, "training", source),
-        evaluation=_section(EvaluationConfig, raw, "evaluation", source),
-        tuning=_section(TuningConfig, raw, "tuning", source),
-        spans=_section(SpansConfig, raw, "spans", source),
-        validation=_section(ValidationConfig, raw, "validation", source),
-        pipeline=_section(PipelineConfig, raw, "pipeline", source),
-        cluster=_section(ClusterConfig, raw, "cluster", source),
-        source=raw.get("source", source),
-    )
-    if config.model.trunk not in TRUNKS:
-        raise UserError(f"{source}: model.trunk: unknown trunk {config.model.trunk!r}; "
-                        f"known: {', '.join(TRUNKS)}")
-    if not 1 <= config.model.top_k <= config.model.routed_experts:
-        raise UserError(f"{source}: model.top_k: must be between 1 and model.routed_experts")
-    if config.model.embedding_dim % config.model.num_heads:
-        raise UserError(f"{source}: model.embedding_dim must be a multiple of model.num_heads")
-    buckets = config.evaluation.length_buckets
-    if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in buckets) or \
-            list(buckets) != sorted(set(buckets)):
-        raise UserError(f"{source}: evaluation.length_buckets: expected increasing positive token "
-                        f"counts, got {list(buckets)}")
-    _check_tuning(config, source)
-    for field, choices in (("loss_weighting", LOSS_WEIGHTINGS),
-                           ("learning_rate_schedule", LEARNING_RATE_SCHEDULES),
-                           ("distribution", DISTRIBUTIONS), ("tagging_loss", TAGGING_LOSSES)):
-        value = getattr(config.training, field)
-        if value not in choices:
-            raise UserError(f"{source}: training.{field}: expected one of {', '.join(choices)}, "
-                            f"got {value!r}")
-    if config.cluster.workers < 1:
-        raise UserError(f"{source}: cluster.workers: must be >= 1 (the chief included)")
-    if config.cluster.workers > 1 and config.training.distribution != "multi_worker":
-        raise UserError(f"{source}: cluster.workers is {config.cluster.workers}: set "
-                        "training.distribution to multi_worker, or cluster.workers to 1")
-    if config.training.warm_start_epochs < 1:
-        raise UserError(f"{source}: training.warm_start_epochs: must be >= 1")
-    if not 0.0 <= config.training.word_dropout < 1.0:
-        raise UserError(f"{source}: training.word_dropout: a probability in [0, 1), got "
-                        f"{config.training.word_dropout}")
-    if config.training.patience < 0:
-        raise UserError(f"{source}: training.patience: must be >= 0 (0 = never stop early)")
-    if config.spans.window < 0:
-        raise UserError(f"{source}: spans.window: must be >= 0 (0 = every span)")
-    for name in ("max_label_drift", "max_split_skew"):
-        if not 0.0 <= getattr(config.validation, name) <= 1.0:
-            raise UserError(f"{source}: validation.{name}: an L-infinity distance between 0 and 1")
-    _check_beam(config.pipeline, source)
-    if config.training.mixed_precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
-        raise UserError(f"{source}: training.mixed_precision: unknown policy "
-                        f"{config.training.mixed_precision!r}")
-    return config
+    # An empty section in YAML (`model:`) reads as None: the defaults.
+    values = {key: {} if value is None and key in _SECTIONS else value for key, value in raw.items()}
+    values.setdefault("source", source)
+    try:
+        return Config(**values)
+    except ValidationError as e:
+        raise UserError(_first_error(e, source)) from None
 
 
-def _check_beam(pipeline: PipelineConfig, source: str) -> None:
-    if pipeline.beam_runner not in BEAM_RUNNER_OPTIONS:
-        raise UserError(f"{source}: pipeline.beam_runner: expected one of "
-                        f"{', '.join(BEAM_RUNNER_OPTIONS)}, got {pipeline.beam_runner!r}")
-    missing = [o for o in BEAM_RUNNER_OPTIONS[pipeline.beam_runner] if o not in pipeline.beam_options]
-    if missing:
-        raise UserError(f"{source}: pipeline.beam_options: the {pipeline.beam_runner} runner needs "
-                        f"{', '.join(missing)}")
-
-
-def _check_tuning(config: Config, source: str) -> None:
-    tuning, where = config.tuning, f"{source}: tuning"
-
-    def numbers(name, kind, count=None):
-        values = getattr(tuning, name)
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
-        if kind is int:
-            ok = ok and all(isinstance(v, int) for v in values)
-        if count is not None:
-            ok = ok and (not values or (len(values) == count and values[0] < values[1]))
-        if not ok:
-            shape = "[low, high] with 0 < low < high" if count else "positive integers"
-            raise UserError(f"{where}.{name}: expected {shape}, got {list(values)}")
-
-    if tuning.algorithm not in TUNING_ALGORITHMS:
-        raise UserError(f"{where}.algorithm: expected one of {', '.join(TUNING_ALGORITHMS)}, "
-                        f"got {tuning.algorithm!r}")
-    if tuning.max_trials < 1 or tuning.epochs_per_trial < 1 or tuning.budget_minutes < 0:
-        raise UserError(f"{where}: max_trials and epochs_per_trial must be >= 1, budget_minutes >= 0")
-    if not tuning.loss_weight_range:
-        raise UserError(f"{where}.loss_weight_range: expected [low, high] with 0 < low < high, got []")
-    numbers("loss_weight_range", float, 2)
-    numbers("learning_rate_range", float, 2)
-    numbers("top_k_choices", int)
-    numbers("routed_experts_choices", int)
-    if (tuning.top_k_choices or tuning.routed_experts_choices) and config.model.trunk != "deepseek_moe":
-        raise UserError(f"{where}: top_k_choices / routed_experts_choices need model.trunk deepseek_moe")
-    names = {t.name for t in config.tasks}
-    for task, weight in tuning.objective_weights.items():
-        if task not in names or not isinstance(weight, (int, float)) or weight < 0:
-            raise UserError(f"{where}.objective_weights: {task!r}: expected a task name with a "
-                            f"weight >= 0; tasks: {', '.join(sorted(names))}")
-    if tuning.objective_weights and not sum(tuning.objective_weights.values()) > 0:
-        raise UserError(f"{where}.objective_weights: at least one weight must be > 0")
+def _first_error(error: ValidationError, source: str) -> str:
+    """The first of pydantic's errors as one line: the file, the field's path, what is wrong."""
+    first = error.errors(include_url=False)[0]
+    loc = first["loc"]
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    kind, message = first["type"], first["msg"]
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        owner = TaskConfig if loc[0] == "tasks" else _SECTIONS.get(loc[0]) if len(loc) > 1 else Config
+        known = ", ".join(f.name for f in dataclasses.fields(owner) if f.name != "source")
+        message = f"unknown field; known: {known}"
+    elif kind in ("missing", "missing_argument"):
+        message = "missing field"
+    elif kind == "value_error":  # our rules; one across a section's fields names the field first
+        message = message.removeprefix("Value error, ")
+        field = re.match(r"^([a-z_]+): ", message)
+        if field and path:
+            path, message = f"{path}.{field.group(1)}", message[field.end():]
+    else:
+        message += f", got {first['input']!r}"
+    return f"{source}: {path}: {message}" if path else f"{source}: {message}"
