@@ -33,12 +33,17 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.vocabulary_size = vocabulary_size
         self.max_length = max_length
         self.dim = dim
-        self.tokens = keras.layers.Embedding(vocabulary_size, dim, name="tokens")
-        self.positions = keras.layers.Embedding(max_length, dim, name="positions")
+        self.tokens = keras.layers.Embedding(vocabulary_size, dim, name="tokens",
+                                             dtype=self.dtype_policy)
+        self.positions = keras.layers.Embedding(max_length, dim, name="positions",
+                                                dtype=self.dtype_policy)
 
     def call(self, ids):
         positions = ops.arange(ops.shape(ids)[-1])
         return self.tokens(ids) + self.positions(positions)[None, :, :]
+
+    def compute_output_shape(self, ids_shape):
+        return (*ids_shape, self.dim)
 
     def get_config(self):
         return {**super().get_config(), "vocabulary_size": self.vocabulary_size,
@@ -58,14 +63,18 @@ class RecurrentEncoder(keras.layers.Layer):
     def __init__(self, dim, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.dim, self.dropout = dim, dropout
-        self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6, dtype=self.dtype_policy)
         self.rnn = keras.layers.Bidirectional(
-            keras.layers.LSTM(dim // 2, return_sequences=True), merge_mode="concat")
-        self.drop = keras.layers.Dropout(dropout)
+            keras.layers.LSTM(dim // 2, return_sequences=True, dtype=self.dtype_policy),
+            merge_mode="concat", dtype=self.dtype_policy)
+        self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def call(self, x, padding_mask, training=None):
         h = self.rnn(self.norm(x), mask=padding_mask, training=training)
         return x + self.drop(h, training=training) * ops.cast(padding_mask, x.dtype)[..., None]
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return x_shape
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "dropout": self.dropout}
@@ -90,8 +99,10 @@ class CharacterEncoder(keras.layers.Layer):
         super().__init__(**kwargs)
         self.vocabulary_size, self.char_dim = vocabulary_size, char_dim
         self.dim, self.kernel_size = dim, kernel_size
-        self.embedding = keras.layers.Embedding(vocabulary_size, char_dim, name="chars")
-        self.conv = keras.layers.Conv1D(dim, kernel_size, padding="same", activation="relu")
+        self.embedding = keras.layers.Embedding(vocabulary_size, char_dim, name="chars",
+                                                dtype=self.dtype_policy)
+        self.conv = keras.layers.Conv1D(dim, kernel_size, padding="same", activation="relu",
+                                        dtype=self.dtype_policy)
 
     def call(self, char_ids):
         batch, length, chars = ops.shape(char_ids)[0], ops.shape(char_ids)[1], ops.shape(char_ids)[2]
@@ -101,6 +112,9 @@ class CharacterEncoder(keras.layers.Layer):
         x = self.embedding(ops.reshape(char_ids, (-1, chars))) * mask
         x = ops.max(self.conv(x) * mask, axis=1)  # relu >= 0, so masked positions never win
         return ops.reshape(x, (batch, length, self.dim))
+
+    def compute_output_shape(self, char_ids_shape):
+        return (*char_ids_shape[:-1], self.dim)
 
     def get_config(self):
         return {**super().get_config(), "vocabulary_size": self.vocabulary_size,
@@ -119,9 +133,10 @@ class SelfAttention(keras.layers.Layer):
     def __init__(self, dim, num_heads, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.dim, self.num_heads, self.dropout = dim, num_heads, dropout
-        self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
-        self.attention = keras.layers.MultiHeadAttention(num_heads, dim // num_heads, dropout=dropout)
-        self.drop = keras.layers.Dropout(dropout)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6, dtype=self.dtype_policy)
+        self.attention = keras.layers.MultiHeadAttention(num_heads, dim // num_heads, dropout=dropout,
+                                                         dtype=self.dtype_policy)
+        self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def call(self, x, padding_mask, training=None):
         length = ops.shape(x)[1]
@@ -129,6 +144,9 @@ class SelfAttention(keras.layers.Layer):
         h = self.norm(x)
         return x + self.drop(self.attention(h, h, attention_mask=keys, training=training),
                              training=training)
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return x_shape
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "num_heads": self.num_heads,
@@ -147,13 +165,16 @@ class FeedForward(keras.layers.Layer):
     def __init__(self, dim, hidden_dim, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.dim, self.hidden_dim, self.dropout = dim, hidden_dim, dropout
-        self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
-        self.inner = keras.layers.Dense(hidden_dim, activation="gelu")
-        self.outer = keras.layers.Dense(dim)
-        self.drop = keras.layers.Dropout(dropout)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6, dtype=self.dtype_policy)
+        self.inner = keras.layers.Dense(hidden_dim, activation="gelu", dtype=self.dtype_policy)
+        self.outer = keras.layers.Dense(dim, dtype=self.dtype_policy)
+        self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def call(self, x, padding_mask=None, training=None):
         return x + self.drop(self.outer(self.inner(self.norm(x))), training=training)
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return x_shape
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "hidden_dim": self.hidden_dim,
@@ -206,10 +227,11 @@ class MultiGateExperts(keras.layers.Layer):
         super().__init__(**kwargs)
         self.dim, self.hidden_dim, self.num_experts = dim, hidden_dim, num_experts
         self.gate_names, self.dropout = list(gate_names), dropout
-        self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
-        self.experts = _Experts(num_experts, dim, hidden_dim, name="experts")
-        self.gates = [keras.layers.Dense(num_experts, name=f"gate_{n}") for n in self.gate_names]
-        self.drop = keras.layers.Dropout(dropout)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6, dtype=self.dtype_policy)
+        self.experts = _Experts(num_experts, dim, hidden_dim, name="experts", dtype=self.dtype_policy)
+        self.gates = [keras.layers.Dense(num_experts, name=f"gate_{n}", dtype=self.dtype_policy)
+                      for n in self.gate_names]
+        self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         self.experts.build()
@@ -231,6 +253,9 @@ class MultiGateExperts(keras.layers.Layer):
             mixed = ops.sum(experts * weights[..., None], axis=2)
             outputs.append(x + self.drop(mixed, training=training))
         return outputs
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return [x_shape] * len(self.gate_names)
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "hidden_dim": self.hidden_dim,
@@ -282,13 +307,13 @@ class DeepSeekMoE(keras.layers.Layer):
         self.router_names = list(router_names)
         self.capacity_factor, self.dense_dispatch = capacity_factor, dense_dispatch
         self.balance_alpha, self.dropout = balance_alpha, dropout
-        self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6, dtype=self.dtype_policy)
         # K_s experts of width h summed equal one feed-forward of width K_s * h.
         self.shared_in = keras.layers.Dense(max(num_shared, 1) * expert_dim, activation="gelu",
-                                            name="shared_in")
-        self.shared_out = keras.layers.Dense(dim, name="shared_out")
-        self.routed = _Experts(num_routed, dim, expert_dim, name="routed")
-        self.drop = keras.layers.Dropout(dropout)
+                                            name="shared_in", dtype=self.dtype_policy)
+        self.shared_out = keras.layers.Dense(dim, name="shared_out", dtype=self.dtype_policy)
+        self.routed = _Experts(num_routed, dim, expert_dim, name="routed", dtype=self.dtype_policy)
+        self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         self.routed.build()
@@ -359,6 +384,9 @@ class DeepSeekMoE(keras.layers.Layer):
             outputs.append(x + self.drop(ffn, training=training))
         return outputs
 
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return [x_shape] * len(self.router_names)
+
     def gate_probabilities(self, x):
         """{router name: [B, L, N_r] affinities s} of the normalized input."""
         h = self.norm(x)
@@ -385,3 +413,6 @@ class MaskedMeanPooling(keras.layers.Layer):
     def call(self, x, mask):
         weights = ops.cast(mask, x.dtype)[:, :, None]
         return ops.sum(x * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+
+    def compute_output_shape(self, x_shape, mask_shape=None):
+        return (x_shape[0], x_shape[-1])

@@ -191,3 +191,42 @@ def test_every_public_layer_is_registered_and_rebuilds_from_its_config():
     for name in ("TokenAndPositionEmbedding", "RecurrentEncoder", "CharacterEncoder", "SelfAttention",
                  "FeedForward", "MultiGateExperts", "MaskedMeanPooling"):
         assert keras.saving.get_registered_object(f"mtmoe>{name}") is getattr(layers, name), name
+
+
+def _every_layer():
+    """(layer, call arguments) for each public layer, as their docstring examples build them."""
+    from mtmoe.trainer import layers
+
+    x, mask = ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool")
+    return [(layers.TokenAndPositionEmbedding(100, 16, 8), (ops.ones((2, 5), dtype="int32"),)),
+            (layers.RecurrentEncoder(16), (x, mask)),
+            (layers.CharacterEncoder(50, 8, 16), (ops.ones((2, 5, 12), dtype="int32"),)),
+            (layers.SelfAttention(16, 2), (x, mask)),
+            (layers.FeedForward(16, 32), (x, mask)),
+            (layers.MultiGateExperts(16, 32, 4, ["a", "b"]), (x, mask)),
+            (layers.DeepSeekMoE(16, 8, 1, 8, 2, ["a", "b"]), (x, mask)),
+            (layers.MaskedMeanPooling(), (x, mask))]
+
+
+def test_every_layer_computes_its_output_shape_without_running():
+    for layer, args in _every_layer():
+        outputs = layer(*args)
+        shapes = layer.compute_output_shape(*[tuple(a.shape) for a in args])
+        actual = [tuple(o.shape) for o in outputs] if isinstance(outputs, list) else tuple(outputs.shape)
+        assert (list(map(tuple, shapes)) if isinstance(shapes, list) else tuple(shapes)) == actual, layer
+
+
+def test_a_layers_dtype_policy_reaches_its_sublayers():
+    """A layer built under mixed precision computes in float16 all through, its weights float32,
+    whatever the global policy says."""
+    import keras
+
+    for layer, args in _every_layer():
+        config = layer.get_config()
+        config["dtype"] = "mixed_float16"
+        mixed = type(layer).from_config(config)
+        mixed(*args)
+        for sublayer in mixed._flatten_layers(include_self=False):
+            assert sublayer.dtype_policy.name == "mixed_float16", (type(layer).__name__, sublayer.name)
+        assert {w.dtype for w in mixed.weights} <= {"float32"}
+    assert keras.config.dtype_policy().name == "float32"
