@@ -134,6 +134,13 @@ class MaskedBinaryCrossEntropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
+def _output_layer(task, features, num_classes: int, activation: str):
+    """A task's tower (one GELU layer as wide as its input) and its float32 output layer, named
+    after the task (the model's output name)."""
+    x = keras.layers.Dense(features.shape[-1], activation="gelu", name=f"{task.name}_tower")(features)
+    return keras.layers.Dense(num_classes, activation=activation, dtype="float32", name=task.name)(x)
+
+
 class ClassificationHead:
     """One label per example: softmax over the label vocabulary, accuracy."""
 
@@ -144,8 +151,7 @@ class ClassificationHead:
         return tf.cast(labels, tf.int32)
 
     def head(self, task, sequence, pooled, num_classes):
-        x = keras.layers.Dense(pooled.shape[-1], activation="gelu", name=f"{task.name}_tower")(pooled)
-        return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=task.name)(x)
+        return _output_layer(task, pooled, num_classes, "softmax")
 
     def loss(self, training):
         return MaskedSparseCrossEntropy(training.label_smoothing)
@@ -173,8 +179,7 @@ class MultilabelHead:
         return tf.where(labelled, multi_hot, float(UNLABELLED))
 
     def head(self, task, sequence, pooled, num_classes):
-        x = keras.layers.Dense(pooled.shape[-1], activation="gelu", name=f"{task.name}_tower")(pooled)
-        return keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name=task.name)(x)
+        return _output_layer(task, pooled, num_classes, "sigmoid")
 
     def loss(self, training):
         return MaskedBinaryCrossEntropy(training.label_smoothing)
@@ -201,8 +206,7 @@ class TokenTaggingHead:
         return tf.cast(labels, tf.int32)
 
     def head(self, task, sequence, pooled, num_classes):
-        x = keras.layers.Dense(sequence.shape[-1], activation="gelu", name=f"{task.name}_tower")(sequence)
-        return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=task.name)(x)
+        return _output_layer(task, sequence, num_classes, "softmax")
 
     def loss(self, training):
         return MaskedSparseCrossEntropy(training.label_smoothing,

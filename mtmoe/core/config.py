@@ -116,7 +116,7 @@ class ModelConfig:
 class TrainingConfig:
     epochs: AtLeast1 = 5
     batch_size: AtLeast1 = 32
-    learning_rate: Annotated[Float, Field(gt=0)] = 0.002
+    learning_rate: Annotated[Float, Field(ge=0)] = 0.002
     # constant | cosine: down to ~0 over the run's epochs
     learning_rate_schedule: Literal[LEARNING_RATE_SCHEDULES] = "constant"
     weight_decay: Annotated[Float, Field(ge=0)] = 0.004
@@ -289,7 +289,7 @@ def load_config(path: Optional[str] = None) -> Config:
         text = resources.files("mtmoe.configs").joinpath(DEFAULT_CONFIG).read_text()
     else:
         folder = os.path.dirname(os.path.abspath(path))
-        source = path
+        source = str(path)
         if not os.path.isfile(path):
             raise UserError(f"{path}: config file not found")
         with open(path, encoding="utf-8") as f:

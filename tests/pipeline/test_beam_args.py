@@ -76,6 +76,6 @@ def test_a_runner_without_its_required_options_is_refused_naming_them(tmp_path, 
 
 
 def test_an_unknown_runner_is_refused(tmp_path):
-    with pytest.raises(UserError, match="pipeline.beam_runner: expected one of direct, dataflow, "
-                                        "flink, spark, got 'local'"):
+    with pytest.raises(UserError, match="pipeline.beam_runner: Input should be 'direct', 'dataflow', "
+                                        "'flink' or 'spark', got 'local'"):
         _config(tmp_path, beam_runner="local")
