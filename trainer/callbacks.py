@@ -13,7 +13,7 @@ import tensorflow as tf
 from mtmoe.core.console import progress
 from mtmoe.core.feature_names import PAD_ID, TOKEN_IDS
 from mtmoe.core.tasks import OBJECTIVE, TaskScorer, label_key, objective
-from mtmoe.trainer.heads import decode_outputs, head_of
+from mtmoe.trainer.heads import crf_scores, decode_outputs, head_of
 from mtmoe.trainer.introspection import GateProbe
 
 
@@ -35,7 +35,8 @@ class ValidationScores(keras.callbacks.Callback):
         """(labels, predictions) of one batch as the Evaluator compares them."""
         probabilities = self.model(inputs, training=False)
         token_mask = tf.not_equal(inputs[TOKEN_IDS], PAD_ID)
-        predictions = decode_outputs(self.tasks, probabilities, self.class_names, token_mask)
+        predictions = decode_outputs(self.tasks, probabilities, self.class_names, token_mask,
+                                     crf=crf_scores(self.model, self.tasks))
         labels = {label_key(t): head_of(t).eval_label(targets[t.name], self.class_names[t.name])
                   for t in self.tasks}
         return labels, predictions

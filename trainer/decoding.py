@@ -54,11 +54,14 @@ def bio_constraints(tags: List[str]) -> Tuple[np.ndarray, np.ndarray]:
     return allowed, start
 
 
-def constrained_viterbi(log_probs, mask, allowed: np.ndarray, start: np.ndarray) -> tf.Tensor:
+def constrained_viterbi(log_probs, mask, allowed: np.ndarray, start: np.ndarray,
+                        transitions=None, start_scores=None) -> tf.Tensor:
     """The best-scoring tag sequence of each row among those that `allowed` and `start` permit.
 
-    A sequence's score is the sum of its tags' log-probabilities over the row's real tokens.
-    Works eagerly and in a `tf.function` with unknown batch size and length (zero included).
+    A sequence's score is the sum of its tags' log-probabilities over the row's real tokens, plus,
+    with a linear-chain CRF's learned scores, `start_scores[first tag]` and `transitions[i, j]` for
+    each tag j after a tag i. Works eagerly and in a `tf.function` with unknown batch size and
+    length (zero included).
 
     Args:
         log_probs: float [B, L, T], each token's log-probability of each tag (any float dtype;
@@ -66,12 +69,16 @@ def constrained_viterbi(log_probs, mask, allowed: np.ndarray, start: np.ndarray)
         mask: bool [B, L], true at real tokens; they are a prefix of each row.
         allowed: bool [T, T], true when tag j may follow tag i (see `bio_constraints`).
         start: bool [T], true when tag j may open a sequence.
+        transitions, start_scores: float [T, T] and [T], a CRF's learned scores (none: 0).
 
     Returns:
         int32 [B, L]: the tag of each real token, 0 at padded positions.
     """
     transition = tf.constant(np.where(allowed, 0.0, FORBIDDEN), tf.float32)  # [T, T]
     opening = tf.constant(np.where(start, 0.0, FORBIDDEN), tf.float32)  # [T]
+    if transitions is not None:
+        transition += tf.cast(transitions, tf.float32)
+        opening += tf.cast(start_scores, tf.float32)
     num_tags = len(start)
     scores = tf.transpose(tf.cast(log_probs, tf.float32), [1, 0, 2])  # time-major [L, B, T]
     real = tf.transpose(tf.cast(mask, tf.bool))  # [L, B]
@@ -104,3 +111,49 @@ def constrained_viterbi(log_probs, mask, allowed: np.ndarray, start: np.ndarray)
     tags = tf.scan(lambda tag, pointer: tf.gather(pointer, tag, batch_dims=1), following,
                    initializer=last_tag, reverse=True)  # [L + 1, B]
     return tf.where(tf.cast(mask, tf.bool), tf.transpose(tags[:length]), 0)
+
+
+def crf_log_likelihood(log_probs, tags, mask, transitions, start_scores) -> tf.Tensor:
+    """log p(tags | x) of each row under a linear-chain CRF whose per-token scores are `log_probs`:
+    `score(y) = start_scores[y_0] + sum_t log_probs[t, y_t] + sum_t transitions[y_(t-1), y_t]`
+    over the real tokens, normalised over every tag sequence (forward algorithm). With zero
+    transitions and start scores it is the sum of the tokens' log-probabilities.
+
+    Args:
+        log_probs: float [B, L, T]; tags: int [B, L] (any value at padding);
+        mask: bool [B, L], true at real tokens, a prefix of each row;
+        transitions: float [T, T]; start_scores: float [T].
+
+    Returns:
+        float32 [B]; 0 for a row without real tokens.
+    """
+    log_probs = tf.cast(log_probs, tf.float32)
+    transitions, start_scores = tf.cast(transitions, tf.float32), tf.cast(start_scores, tf.float32)
+    real = tf.cast(mask, tf.bool)
+    tags = tf.where(real, tf.cast(tags, tf.int32), 0)
+    weights = tf.cast(real, tf.float32)
+    emitted = tf.reduce_sum(tf.gather(log_probs, tags, batch_dims=2) * weights, axis=1)
+    pairs = tf.stack([tags[:, :-1], tags[:, 1:]], axis=-1)  # [B, L - 1, 2]
+    moved = tf.reduce_sum(tf.gather_nd(transitions, pairs) * weights[:, 1:], axis=1)
+    opened = tf.reduce_sum(tf.gather(start_scores, tags[:, :1]) * weights[:, :1], axis=1)  # [B]
+    gold = emitted + moved + opened
+
+    num_tags = tf.shape(log_probs)[2]
+    steps = tf.transpose(log_probs, [1, 0, 2])  # time-major [L, B, T]
+    step_real = tf.transpose(real)  # [L, B]
+    batch_size = tf.shape(step_real)[1]
+    # One padded step more, so that the scan never runs over zero steps (see constrained_viterbi).
+    steps = tf.concat([steps, tf.zeros([1, batch_size, num_tags])], axis=0)
+    step_real = tf.concat([step_real, tf.zeros([1, batch_size], tf.bool)], axis=0)
+
+    def forward(alpha, step):
+        """log of the summed scores of every path ending in each tag at this token."""
+        position, token_scores, is_real = step
+        reached = tf.where(position == 0, start_scores[None, :],
+                           tf.reduce_logsumexp(alpha[:, :, None] + transitions, axis=1))
+        return tf.where(is_real[:, None], reached + token_scores, alpha)
+
+    alphas = tf.scan(forward, (tf.range(tf.shape(steps)[0]), steps, step_real),
+                     initializer=tf.zeros([batch_size, num_tags]))
+    log_partition = tf.reduce_logsumexp(alphas[-1], axis=1)
+    return tf.where(tf.reduce_any(real, axis=1), gold - log_partition, 0.0)

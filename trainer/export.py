@@ -20,7 +20,7 @@ from mtmoe.core.file_names import CONFIG_FILE, WARMUP_FILE
 from mtmoe.core.metrics import length_bucket_names
 from mtmoe.core.tasks import label_key
 from mtmoe.trainer.features import class_names, cut_to_longest, model_inputs, model_targets
-from mtmoe.trainer.heads import decode_outputs, head_of
+from mtmoe.trainer.heads import crf_scores, decode_outputs, head_of
 from mtmoe.trainer.text import tokenize
 
 SIGNATURES = ("serving_default", "serving_examples", "transform_features")
@@ -47,7 +47,8 @@ class ServingModule(tf.Module):
         probabilities = self.model(inputs, training=False)
         token_mask = tf.not_equal(inputs[TOKEN_IDS], PAD_ID)
         outputs = decode_outputs(self._tasks, probabilities, self._class_names, token_mask,
-                                 pad_to=tf.shape(transformed[TOKEN_IDS])[1])
+                                 pad_to=tf.shape(transformed[TOKEN_IDS])[1],
+                                 crf=crf_scores(self.model, self._tasks))
         raw = {task.name: outputs.pop(task.name) for task in self._tasks}
         return {TOKENS: transformed[TOKENS], **outputs}, raw
 

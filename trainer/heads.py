@@ -2,7 +2,7 @@
 labels into ids, how the Trainer turns those into targets and scores them (output layer, loss, Keras
 metrics), and how the serving graph decodes its outputs into strings.
 """
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import keras
 import tensorflow as tf
@@ -10,7 +10,8 @@ from keras import ops
 
 from mtmoe.core.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING
 from mtmoe.core.tasks import UNLABELLED, label_vocabulary_name, task_type
-from mtmoe.trainer.decoding import bio_constraints, constrained_viterbi
+from mtmoe.trainer.decoding import bio_constraints, constrained_viterbi, crf_log_likelihood
+from mtmoe.trainer.layers import PACKAGE
 
 
 def _ragged_strings(raw) -> tf.RaggedTensor:
@@ -134,11 +135,60 @@ class MaskedBinaryCrossEntropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-def _output_layer(task, features, num_classes: int, activation: str):
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CRFTagOutput(keras.layers.Dense):
+    """A token-tagging output layer (per-token softmax over the tags) that also holds a linear-chain
+    CRF's learned scores: `transitions[i, j]` for tag j right after tag i, `start_scores[j]` for tag
+    j opening a text (both start at 0). The CRF loss (CRFLoss) and the Viterbi decoder read them."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.transitions = self.add_weight(shape=(self.units, self.units), initializer="zeros",
+                                           name="transitions")
+        self.start_scores = self.add_weight(shape=(self.units,), initializer="zeros",
+                                            name="start_scores")
+
+
+def crf_scores(model, tasks) -> Dict[str, tuple]:
+    """{task: (transitions, start_scores)} for the tasks the model tags with a CRF."""
+    layers = {task.name: model.get_layer(task.name) for task in tasks}
+    return {name: (layer.transitions, layer.start_scores) for name, layer in layers.items()
+            if isinstance(layer, CRFTagOutput)}
+
+
+class CRFLoss(keras.losses.Loss):
+    """The negative log-likelihood of each labelled text's tag sequence under the linear-chain CRF
+    of `layer` (CRFTagOutput) over the output's log-probabilities, divided by the text's tokens
+    (the scale of the per-token cross-entropy), averaged over labelled texts."""
+
+    def __init__(self, layer, name="crf_negative_log_likelihood", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.layer = layer
+
+    def call(self, y_true, y_pred):
+        y_true = tf.cast(y_true, tf.int32)
+        mask = y_true >= 0
+        log_probs = tf.math.log(tf.maximum(tf.cast(y_pred, tf.float32), 1e-12))
+        likelihood = crf_log_likelihood(log_probs, y_true, mask, self.layer.transitions,
+                                        self.layer.start_scores)
+        tokens = tf.reduce_sum(tf.cast(mask, tf.float32), axis=1)
+        labelled = tf.cast(tokens > 0, tf.float32)
+        per_token = -likelihood / tf.maximum(tokens, 1.0)
+        return tf.reduce_sum(per_token * labelled) / tf.maximum(tf.reduce_sum(labelled), 1.0)
+
+
+def task_loss(task, training, model):
+    """The loss a task trains with: the CRF's when the model has one for it, else its head's."""
+    if task.name in crf_scores(model, [task]):
+        return CRFLoss(model.get_layer(task.name))
+    return head_of(task).loss(training)
+
+
+def _output_layer(task, features, num_classes: int, activation: str, layer=keras.layers.Dense):
     """A task's tower (one GELU layer as wide as its input) and its float32 output layer, named
     after the task (the model's output name)."""
     x = keras.layers.Dense(features.shape[-1], activation="gelu", name=f"{task.name}_tower")(features)
-    return keras.layers.Dense(num_classes, activation=activation, dtype="float32", name=task.name)(x)
+    return layer(num_classes, activation=activation, dtype="float32", name=task.name)(x)
 
 
 class ClassificationHead:
@@ -150,7 +200,7 @@ class ClassificationHead:
     def targets(self, labels, num_classes):
         return tf.cast(labels, tf.int32)
 
-    def head(self, task, sequence, pooled, num_classes):
+    def head(self, task, sequence, pooled, num_classes, model_config):
         return _output_layer(task, pooled, num_classes, "softmax")
 
     def loss(self, training):
@@ -159,7 +209,7 @@ class ClassificationHead:
     def keras_metrics(self):
         return [_MaskedMean(name="accuracy")]
 
-    def decode(self, task, probs, class_names, token_mask):
+    def decode(self, task, probs, class_names, token_mask, crf=None):
         return {f"{task.name}_label": tf.gather(class_names, tf.argmax(probs, axis=-1)),
                 f"{task.name}_score": tf.reduce_max(probs, axis=-1)}
 
@@ -178,7 +228,7 @@ class MultilabelHead:
         labelled = tf.reduce_any(labels >= 0, axis=1, keepdims=True)
         return tf.where(labelled, multi_hot, float(UNLABELLED))
 
-    def head(self, task, sequence, pooled, num_classes):
+    def head(self, task, sequence, pooled, num_classes, model_config):
         return _output_layer(task, pooled, num_classes, "sigmoid")
 
     def loss(self, training):
@@ -187,7 +237,7 @@ class MultilabelHead:
     def keras_metrics(self):
         return [_MicroF1(name="micro_f1")]
 
-    def decode(self, task, probs, class_names, token_mask):
+    def decode(self, task, probs, class_names, token_mask, crf=None):
         order = tf.argsort(probs, axis=-1, direction="DESCENDING")
         return {f"{task.name}_labels": tf.gather(class_names, order),
                 f"{task.name}_scores": tf.gather(probs, order, batch_dims=1)}
@@ -205,8 +255,9 @@ class TokenTaggingHead:
     def targets(self, labels, num_classes):
         return tf.cast(labels, tf.int32)
 
-    def head(self, task, sequence, pooled, num_classes):
-        return _output_layer(task, sequence, num_classes, "softmax")
+    def head(self, task, sequence, pooled, num_classes, model_config):
+        return _output_layer(task, sequence, num_classes, "softmax",
+                             CRFTagOutput if model_config.crf else keras.layers.Dense)
 
     def loss(self, training):
         return MaskedSparseCrossEntropy(training.label_smoothing,
@@ -215,12 +266,13 @@ class TokenTaggingHead:
     def keras_metrics(self):
         return [_MaskedMean(name="token_accuracy")]
 
-    def decode(self, task, probs, class_names, token_mask):
+    def decode(self, task, probs, class_names, token_mask, crf=None):
         """The most probable well-formed BIO sequence (never an I-x that opens a span, see
-        mtmoe.trainer.decoding), with each chosen tag's probability."""
+        mtmoe.trainer.decoding), scored with the CRF's transitions when `crf` gives them, with
+        each chosen tag's probability."""
         allowed, start = bio_constraints(list(class_names))
         ids = constrained_viterbi(tf.math.log(tf.maximum(tf.cast(probs, tf.float32), 1e-12)),
-                                  token_mask, allowed, start)
+                                  token_mask, allowed, start, *(crf or ()))
         scores = tf.gather(tf.cast(probs, tf.float32), ids, batch_dims=2)
         return {f"{task.name}_tags": tf.where(token_mask, tf.gather(class_names, ids), ""),
                 f"{task.name}_scores": tf.where(token_mask, scores, 0.0)}
@@ -239,14 +291,16 @@ def head_of(task):
 
 
 def decode_outputs(tasks, probabilities, class_names: Dict[str, List[str]], token_mask,
-                   pad_to=None):
+                   pad_to=None, crf: Optional[Dict[str, tuple]] = None):
     """Model outputs -> {decoded strings and scores per task, plus each task's raw output}. With
     `pad_to`, token-level outputs of a batch cut to its longest text are padded back to that many
     tokens, so that their shape stays fixed; they hold '' and 0 at every padding position, so that
-    no output depends on the other texts of the batch."""
+    no output depends on the other texts of the batch. `crf`: each CRF-tagged task's scores
+    (crf_scores)."""
     outputs = dict(probabilities)
     for task in tasks:
-        decoded = head_of(task).decode(task, probabilities[task.name], class_names[task.name], token_mask)
+        decoded = head_of(task).decode(task, probabilities[task.name], class_names[task.name],
+                                       token_mask, (crf or {}).get(task.name))
         if pad_to is not None and task_type(task).per_token:
             raw = tf.where(token_mask[..., None], probabilities[task.name], 0.0)
             decoded = {key: _pad_tokens(value, pad_to)

@@ -17,7 +17,7 @@ from keras import ops
 from mtmoe.core.config import CLASSIFICATION
 from mtmoe.core.feature_names import CHAR_IDS, PAD_ID, TOKEN_IDS
 from mtmoe.core.tasks import task_type
-from mtmoe.trainer.heads import head_of
+from mtmoe.trainer.heads import head_of, task_loss
 from mtmoe.trainer.layers import (CharacterEncoder, DeepSeekMoE, FeedForward, MaskedMeanPooling,
                                   MultiGateExperts, RecurrentEncoder, SelfAttention,
                                   TokenAndPositionEmbedding)
@@ -56,9 +56,9 @@ class MultiTaskModel(keras.Model):
             return loss
         # Compiled with unit task weights, `loss` holds sum_t L_t (+ the balance losses).
         for i, name in enumerate(self.uncertainty_tasks):
-            task_loss = ops.cast(self.loss[name](y[name], y_pred[name]), "float32")
+            loss_t = ops.cast(self.loss[name](y[name], y_pred[name]), "float32")
             s = ops.cast(self.log_variances[i], "float32")
-            loss = loss + (ops.exp(-s) - 1.0) * task_loss + 0.5 * s
+            loss = loss + (ops.exp(-s) - 1.0) * loss_t + 0.5 * s
         return loss
 
     def learned_loss_weights(self) -> Dict[str, float]:
@@ -190,7 +190,7 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
         if m.tags_see_classes and task_type(task).per_token:
             sequence = with_class_context(sequence, [outputs[t.name] for t in config.tasks
                                                      if t.type == CLASSIFICATION])
-        outputs[task.name] = head_of(task).head(task, sequence, pooled, num_classes[task.name])
+        outputs[task.name] = head_of(task).head(task, sequence, pooled, num_classes[task.name], m)
     outputs = {task.name: outputs[task.name] for task in config.tasks}
     uncertain = config.training.loss_weighting == "uncertainty"
     return MultiTaskModel(inputs=inputs, outputs=outputs, name="mtmoe",
@@ -219,7 +219,6 @@ def loss_weights(config) -> Dict[str, float]:
 def compile_model(model: keras.Model, config) -> keras.Model:
     """L = sum_t w_t L_t (+ the MoE balance losses), each L_t averaged over task t's labelled examples."""
     t = config.training
-    heads = {task.name: head_of(task) for task in config.tasks}
     optimizer = ReplicaMeanAdamW(
         learning_rate=t.learning_rate, weight_decay=t.weight_decay,
         gradient_accumulation_steps=t.gradient_accumulation_steps
@@ -227,9 +226,9 @@ def compile_model(model: keras.Model, config) -> keras.Model:
     optimizer.exclude_from_weight_decay(var_names=[LOG_VARIANCE])  # decay would pull w_t to 1
     model.compile(
         optimizer=optimizer,
-        loss={name: head.loss(t) for name, head in heads.items()},
+        loss={task.name: task_loss(task, t, model) for task in config.tasks},
         loss_weights=loss_weights(config),
-        metrics={name: head.keras_metrics() for name, head in heads.items()},
+        metrics={task.name: head_of(task).keras_metrics() for task in config.tasks},
     )
     return model
 

@@ -9,9 +9,11 @@ for the words, characters and labels both runs know; new ones keep their fresh i
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from mtmoe.trainer.heads import crf_scores
 
 
 WARM_START_DIR = "warm_start"
@@ -39,17 +41,21 @@ def embedding_rows(vocabulary: List[str]) -> List[str]:
 
 
 def indexed_weights(model, config) -> Dict[str, tuple]:
-    """{variable path: (vocabulary name, axis)} of the weights whose entries follow a vocabulary:
-    `tokens` and `chars` (embedding rows), and each task's output classes (its output layer)."""
+    """{variable path: (vocabulary name, axes)} of the weights whose entries follow a vocabulary:
+    `tokens` and `chars` (embedding rows), each task's output classes (its output layer), and a
+    CRF's tags (both axes of its transitions)."""
     from mtmoe.trainer.model import CHARACTERS, EMBEDDING
 
-    indexed = {model.get_layer(EMBEDDING).tokens.embeddings.path: (TOKENS, 0)}
+    indexed = {model.get_layer(EMBEDDING).tokens.embeddings.path: (TOKENS, (0,))}
     if config.text.max_chars:
-        indexed[model.get_layer(CHARACTERS).embedding.embeddings.path] = (CHARS, 0)
+        indexed[model.get_layer(CHARACTERS).embedding.embeddings.path] = (CHARS, (0,))
     for task in config.tasks:
         output = model.get_layer(task.name)
-        indexed[output.kernel.path] = (task.name, -1)
-        indexed[output.bias.path] = (task.name, -1)
+        indexed[output.kernel.path] = (task.name, (-1,))
+        indexed[output.bias.path] = (task.name, (-1,))
+    for task, (transitions, start_scores) in crf_scores(model, config.tasks).items():
+        indexed[transitions.path] = (task, (0, 1))
+        indexed[start_scores.path] = (task, (0,))
     return indexed
 
 
@@ -92,8 +98,8 @@ def restore(model, config, vocabularies: Dict[str, List[str]], base_model_dir: O
     for variable, array in zip(model.weights, arrays):
         target = np.asarray(variable.numpy())
         if variable.path in indexed:
-            name, axis = indexed[variable.path]
-            array, kept = _remap(array, target, state["vocabularies"][name], vocabularies[name], axis)
+            name, axes = indexed[variable.path]
+            array, kept = _remap(array, target, state["vocabularies"][name], vocabularies[name], axes)
             carried[name] = [kept, len(vocabularies[name])]
         if array.shape != target.shape:
             return {**record, "reason": f"weight {variable.path} has shape {array.shape}, "
@@ -116,13 +122,18 @@ def _differences(before: dict, now: dict, prefix: str = "") -> List[str]:
 
 
 def _remap(stored: np.ndarray, fresh: np.ndarray, old_keys: List[str], new_keys: List[str],
-           axis: int):
-    """`fresh` with the entries along `axis` that `old_keys` also names taken from `stored`."""
+           axes: Tuple[int, ...]):
+    """`fresh` with the entries along `axes` (each indexed by the same vocabulary) that `old_keys`
+    also names taken from `stored`."""
     old_index = {key: i for i, key in enumerate(old_keys)}
     pairs = [(new, old_index[key]) for new, key in enumerate(new_keys) if key in old_index]
     result = np.array(fresh, copy=True)
     if pairs:
         new_positions, old_positions = (list(p) for p in zip(*pairs))
-        moved = np.moveaxis(result, axis, 0)  # a view: writing it writes `result`
-        moved[new_positions] = np.moveaxis(stored, axis, 0)[old_positions]
+        axes = {axis % result.ndim for axis in axes}
+
+        def index(positions, shape):
+            return np.ix_(*[positions if a in axes else np.arange(n) for a, n in enumerate(shape)])
+
+        result[index(new_positions, result.shape)] = stored[index(old_positions, stored.shape)]
     return result, len(pairs)

@@ -99,6 +99,9 @@ class ModelConfig:
     # Token-tagging heads read the classification tasks' predicted class probabilities at every
     # token (the intent informs the slots); no effect without a classification task.
     tags_see_classes: Bool = False
+    # Token tagging with a linear-chain CRF: learned tag-to-tag scores, trained on each text's
+    # sequence likelihood and used by the Viterbi decoder (still BIO-constrained).
+    crf: Bool = False
     # A GloVe/fastText text file whose vectors start the token embedding (words of the training
     # vocabulary only); relative to the config file's folder; "" = random initialisation.
     word_vectors: Str = ""

@@ -181,3 +181,22 @@ def test_tagging_heads_can_read_the_predicted_classes_and_configs_without_classe
                                                         if t.type == "token_tagging"))
     model = build_model(tags_only, VOCABULARY, {"slots": CLASSES["slots"]})
     assert list(model(inputs)) == ["slots"]
+
+
+def test_a_crf_model_trains_its_tag_transitions_with_the_sequence_likelihood():
+    from mtmoe.trainer.heads import CRFLoss, crf_scores
+
+    config = _config("dense", blocks=1, learning_rate=0.05)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, crf=True))
+    model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
+    scores = crf_scores(model, config.tasks)
+    assert list(scores) == ["slots"]  # the token-tagging task only
+    assert isinstance(model.loss["slots"], CRFLoss)
+    inputs, targets = _batch(config)
+    before = [np.array(v) for v in scores["slots"]]
+    assert not any(b.any() for b in before)  # both start at 0
+    first = model.train_on_batch(inputs, targets, return_dict=True)["slots_loss"]
+    for _ in range(5):
+        last = model.train_on_batch(inputs, targets, return_dict=True)["slots_loss"]
+    assert all(np.abs(np.array(v)).max() > 1e-3 for v in scores["slots"])
+    assert last < first

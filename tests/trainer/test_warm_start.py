@@ -102,3 +102,13 @@ def test_without_a_blessed_model_or_its_weights_it_says_why(config, base, tmp_pa
     assert warm_start.restore(model, config, old, None)["reason"] == "no blessed model yet"
     record = warm_start.restore(model, config, old, str(tmp_path))
     assert record["warm_started"] is False and "kept no weights" in record["reason"]
+
+
+def test_a_crfs_transitions_follow_the_tag_vocabulary_on_both_axes():
+    from mtmoe.trainer.warm_start import _remap
+
+    stored = np.arange(9.0).reshape(3, 3)  # tags a, b, c
+    fresh = -np.ones((3, 3))                # tags c, a, d
+    result, kept = _remap(stored, fresh, ["a", "b", "c"], ["c", "a", "d"], (0, 1))
+    assert kept == 2
+    np.testing.assert_array_equal(result, [[8, 6, -1], [2, 0, -1], [-1, -1, -1]])

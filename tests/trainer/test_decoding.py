@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mtmoe.serving.compat import unsupported_ops
-from mtmoe.trainer.decoding import bio_constraints, constrained_viterbi
+from mtmoe.trainer.decoding import bio_constraints, constrained_viterbi, crf_log_likelihood
 
 TAGS = ["O", "B-object_location_type", "I-object_location_type", "B-timeRange", "I-timeRange",
         "<unknown>"]
@@ -166,3 +166,65 @@ def test_saved_model_round_trip_loads_in_stock_serving(tmp_path):
         log_probs=tf.constant(log_probs), mask=tf.constant(mask))["tags"].numpy(), expected)
     np.testing.assert_array_equal(loaded.decode(log_probs, mask)["tags"].numpy(), expected)
     assert unsupported_ops(str(tmp_path)) == []
+
+
+def _crf_score(row_log_probs, sequence, transitions, start_scores):
+    """A tag sequence's CRF score, written apart from the module."""
+    if not sequence:
+        return 0.0
+    total = float(start_scores[sequence[0]])
+    for position, tag in enumerate(sequence):
+        total += float(row_log_probs[position, tag])
+        if position:
+            total += float(transitions[sequence[position - 1], tag])
+    return total
+
+
+@settings(max_examples=30, deadline=None)
+@given(padded_batches(len(SMALL_TAGS), max_length=4), st.data())
+def test_crf_viterbi_equals_brute_force_search_with_the_learned_scores(batch, data):
+    log_probs, lengths = batch
+    transitions = data.draw(logit_arrays((len(SMALL_TAGS), len(SMALL_TAGS)), bound=3.0))
+    start_scores = data.draw(logit_arrays((len(SMALL_TAGS),), bound=3.0))
+    allowed, start = bio_constraints(SMALL_TAGS)
+    decoded = constrained_viterbi(log_probs, _mask(lengths, log_probs.shape[1]), allowed, start,
+                                  transitions, start_scores).numpy()
+    for row_log_probs, row, length in zip(log_probs, decoded, lengths):
+        candidates = sorted(
+            ((_crf_score(row_log_probs, sequence, transitions, start_scores), sequence)
+             for sequence in itertools.product(range(len(SMALL_TAGS)), repeat=length)
+             if _well_formed([SMALL_TAGS[i] for i in sequence])), reverse=True)
+        found = tuple(row[:length])
+        assert _well_formed([SMALL_TAGS[i] for i in found])
+        assert _crf_score(row_log_probs, found, transitions, start_scores) == pytest.approx(
+            candidates[0][0], abs=1e-3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(padded_batches(3, max_length=4), st.data())
+def test_crf_log_likelihood_normalises_over_every_tag_sequence(batch, data):
+    """log p(y) = score(y) - log sum over all 3^length sequences of exp(score), by enumeration."""
+    log_probs, lengths = batch
+    transitions = data.draw(logit_arrays((3, 3), bound=3.0))
+    start_scores = data.draw(logit_arrays((3,), bound=3.0))
+    tags = data.draw(arrays(np.int32, log_probs.shape[:2], elements=st.integers(0, 2)))
+    likelihood = crf_log_likelihood(log_probs, tags, _mask(lengths, log_probs.shape[1]),
+                                    transitions, start_scores).numpy()
+    for row_log_probs, row_tags, length, found in zip(log_probs, tags, lengths, likelihood):
+        if length == 0:
+            assert found == 0.0
+            continue
+        scores = [_crf_score(row_log_probs, sequence, transitions, start_scores)
+                  for sequence in itertools.product(range(3), repeat=length)]
+        gold = _crf_score(row_log_probs, tuple(row_tags[:length]), transitions, start_scores)
+        assert found == pytest.approx(gold - np.logaddexp.reduce(scores), abs=1e-3)
+
+
+def test_a_crf_without_learned_scores_is_the_sum_of_the_tokens_log_probabilities():
+    log_probs = _log_softmax(np.random.default_rng(0).normal(size=(2, 4, 3)).astype(np.float32))
+    tags = np.array([[0, 2, 1, 0], [1, 1, 0, 0]])
+    mask = _mask([4, 2], 4)
+    found = crf_log_likelihood(log_probs, tags, mask, np.zeros((3, 3)), np.zeros(3)).numpy()
+    expected = [np.take_along_axis(log_probs[i], tags[i][:, None], 1)[:n].sum() for i, n in
+                enumerate([4, 2])]
+    np.testing.assert_allclose(found, expected, atol=1e-5)
