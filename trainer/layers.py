@@ -233,8 +233,13 @@ class MultiGateExperts(keras.layers.Layer):
                       for n in self.gate_names]
         self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
-    def build(self, input_shape=None):
+    def build(self, input_shape):
+        # Every sublayer here, in the order a call uses them: with compute_output_shape defined, a
+        # functional model never traces `call`, so nothing else would build them.
         self.experts.build()
+        self.norm.build(input_shape)
+        for gate in self.gates:
+            gate.build(input_shape)
 
     def gate_probabilities(self, x):
         """{gate name: [B, L, E] softmax gate weights} of the normalized input."""
@@ -315,11 +320,16 @@ class DeepSeekMoE(keras.layers.Layer):
         self.routed = _Experts(num_routed, dim, expert_dim, name="routed", dtype=self.dtype_policy)
         self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
-    def build(self, input_shape=None):
+    def build(self, input_shape):
         self.routed.build()
         self.centroids = {n: self.add_weight(shape=(self.dim, self.num_routed), name=f"centroids_{n}",
                                              initializer="glorot_uniform")
                           for n in self.router_names}
+        # The sublayers too (see MultiGateExperts.build), in the order a call uses them.
+        self.norm.build(input_shape)
+        if self.num_shared:
+            self.shared_in.build(input_shape)
+            self.shared_out.build((*input_shape[:-1], self.shared_in.units))
 
     def capacity(self, num_tokens: int) -> int:
         return int(math.ceil(num_tokens * self.top_k / self.num_routed * self.capacity_factor))

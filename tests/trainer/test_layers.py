@@ -230,3 +230,16 @@ def test_a_layers_dtype_policy_reaches_its_sublayers():
             assert sublayer.dtype_policy.name == "mixed_float16", (type(layer).__name__, sublayer.name)
         assert {w.dtype for w in mixed.weights} <= {"float32"}
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_a_functional_model_builds_every_weight_before_its_first_call():
+    """Warm start loads weights into a model that has not run yet: a symbolic call must create
+    every weight (with compute_output_shape defined, Keras does not trace `call` to find them)."""
+    import keras
+
+    for layer, args in _every_layer():
+        symbolic = [keras.Input(tuple(a.shape)[1:], dtype=a.dtype) for a in args]
+        layer(*symbolic)
+        created = len(layer.weights)
+        layer(*args)
+        assert len(layer.weights) == created, type(layer).__name__
