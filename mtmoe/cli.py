@@ -13,6 +13,7 @@ import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
 from mtmoe.core.config import CLASSIFICATION, TOKEN_TAGGING
 from mtmoe.core.console import say
 from mtmoe.core.errors import StepFailed, UserError
+from mtmoe.core.file_names import SERVED_MODEL_NAME
 
 DEFAULT_WORK_DIR = "mtmoe_work"
 ALLOW_ANOMALIES_HELP = ("go on when the new span fails data validation (schema anomalies, label drift "
@@ -456,13 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
                                          f"(default: {DEFAULT_WORK_DIR}/serving_model)")
     predict.add_argument("--server", help="ask a model server instead: http://host:port (REST) "
                                           "or grpc://host:port")
-    predict.add_argument("--model-name", default="mtmoe", help="the server's model name")
+    predict.add_argument("--model-name", default=SERVED_MODEL_NAME, help="the server's model name")
     predict.add_argument("texts", nargs="+", metavar="TEXT")
     predict.set_defaults(handler=_predict)
 
     serve = commands.add_parser("serve", help="a local endpoint with TF Serving's REST and gRPC API")
     serve.add_argument("--serving-dir", default=os.path.join(DEFAULT_WORK_DIR, "serving_model"))
-    serve.add_argument("--model-name", default="mtmoe")
+    serve.add_argument("--model-name", default=SERVED_MODEL_NAME)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8501, help="REST port")
     serve.add_argument("--grpc-port", type=int, default=8500)

@@ -16,14 +16,14 @@ from tfx import v1 as tfx
 from mtmoe.components.data_validation import DATA_GATE
 from mtmoe.components.test_scoring import TestMetrics
 from mtmoe.core.errors import StepFailed, UserError
-from mtmoe.core.file_names import GATES_FILE, HISTORY_FILE, METRICS_FILE, TENSORBOARD_DIR, TRAINING_FILE
+from mtmoe.core.file_names import (GATES_FILE, HISTORY_FILE, METRICS_FILE, SERVED_MODEL_NAME,
+                                    TENSORBOARD_DIR, TRAINING_FILE)
 from mtmoe.pipeline.facts import gather_run_facts
 from mtmoe.pipeline.paths import Paths
 from mtmoe.pipeline.pipeline import create_ingest_pipeline, create_pipeline
 from mtmoe.pipeline.report import build_report, write_report
 from mtmoe.pipeline.spans import SPAN_PROPERTY_NAME
 from mtmoe.pipeline.unchanged import record_pushed, window_files, window_spans
-from mtmoe.serving.client import DEFAULT_MODEL
 from mtmoe.serving.deploy import write_deployment_files
 from mtmoe.trainer.tuning import reference_configs, reference_row, trial_table
 
@@ -126,7 +126,7 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
                           {name: record.uri(*source) for name, source in _REPORTED.items()})
     summary["failures"] = report["failures"]
     summary["report"] = write_report(report, config, paths.report_dir(record.run_id))
-    summary["serving_config"] = write_deployment_files(paths.serving_config_dir, DEFAULT_MODEL)
+    summary["serving_config"] = write_deployment_files(paths.serving_config_dir, SERVED_MODEL_NAME)
     with open(os.path.join(paths.work_dir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=1)
     if inputs is not None and summary["pushed_model"]:

@@ -10,9 +10,9 @@ import requests
 
 from mtmoe.core.errors import UserError
 from mtmoe.core.feature_names import TEXT
+from mtmoe.core.file_names import SERVED_MODEL_NAME
 from mtmoe.core.tasks import prediction_rows, tasks_from_output_names
 
-DEFAULT_MODEL = "mtmoe"
 
 
 class ServingError(UserError):
@@ -22,7 +22,7 @@ class ServingError(UserError):
 class RestClient:
     """TF Serving's REST API: `/v1/models/<name>[:predict|/metadata]`."""
 
-    def __init__(self, url: str, model_name: str = DEFAULT_MODEL, timeout: float = 30.0):
+    def __init__(self, url: str, model_name: str = SERVED_MODEL_NAME, timeout: float = 30.0):
         self.base = f"{url.rstrip('/')}/v1/models/{model_name}"
         self.timeout = timeout
 
@@ -61,7 +61,7 @@ class RestClient:
 class GrpcClient:
     """TF Serving's gRPC PredictionService, through tensorflow-serving-api's stubs."""
 
-    def __init__(self, target: str, model_name: str = DEFAULT_MODEL, timeout: float = 30.0):
+    def __init__(self, target: str, model_name: str = SERVED_MODEL_NAME, timeout: float = 30.0):
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
         self.target = target
@@ -94,7 +94,7 @@ class GrpcClient:
         self._channel.close()
 
 
-def client_for(url: str, model_name: str = DEFAULT_MODEL):
+def client_for(url: str, model_name: str = SERVED_MODEL_NAME):
     """`grpc://host:port` -> GrpcClient; `http(s)://...` -> RestClient."""
     if url.startswith("grpc://"):
         return GrpcClient(url[len("grpc://"):], model_name)

@@ -19,6 +19,10 @@ METRICS_FILE = "metrics.json"
 BREAKDOWN_FILE = "breakdown.json"
 GATE_FILE = "anomalies.json"
 
+# The name TF Serving serves the model under (`/v1/models/<name>`), in the deployment files the
+# pipeline writes and as the clients' and the local server's default.
+SERVED_MODEL_NAME = "mtmoe"
+
 # Trainer custom_config keys: the tuner's folder, and false for a reference training that only
 # records its history (`tune --compare`).
 TUNING_DIR_KEY = "tuning_dir"
