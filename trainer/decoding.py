@@ -146,11 +146,18 @@ def crf_log_likelihood(log_probs, tags, mask, transitions, start_scores) -> tf.T
     steps = tf.concat([steps, tf.zeros([1, batch_size, num_tags])], axis=0)
     step_real = tf.concat([step_real, tf.zeros([1, batch_size], tf.bool)], axis=0)
 
+    # logsumexp_i(alpha_i + transitions_ij) as one matrix product in exp space, each factor shifted
+    # by its maximum: the scan's step is then a matmul, not a [B, T, T] reduction.
+    transitions_max = tf.reduce_max(transitions)
+    exp_transitions = tf.exp(transitions - transitions_max)
+
     def forward(alpha, step):
         """log of the summed scores of every path ending in each tag at this token."""
         position, token_scores, is_real = step
+        top = tf.reduce_max(alpha, axis=1, keepdims=True)
+        summed = tf.matmul(tf.exp(alpha - top), exp_transitions)
         reached = tf.where(position == 0, start_scores[None, :],
-                           tf.reduce_logsumexp(alpha[:, :, None] + transitions, axis=1))
+                           tf.math.log(summed + 1e-30) + top + transitions_max)
         return tf.where(is_real[:, None], reached + token_scores, alpha)
 
     alphas = tf.scan(forward, (tf.range(tf.shape(steps)[0]), steps, step_real),
