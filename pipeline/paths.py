@@ -77,8 +77,11 @@ def _module_file(name: str, root: str):
     parts = name.split(".")
     if parts[0] != "mtmoe":
         return None
-    folder = _layer_folder(".".join(parts[:2])) if len(parts) > 1 else None
-    base = os.path.join(root, folder, *parts[2:]) if folder else os.path.join(root, *parts)
+    subpackage = _package_folder(".".join(parts[:2])) if len(parts) > 1 else None
+    if subpackage is not None:  # mtmoe.<subpackage>...: in that package's folder
+        base = os.path.join(root, subpackage, *parts[2:])
+    else:  # mtmoe itself, or a module directly in it
+        base = os.path.join(root, _package_folder("mtmoe"), *parts[1:])
     for path in (base + ".py", os.path.join(base, "__init__.py")):
         if os.path.isfile(path):
             return path
@@ -86,14 +89,13 @@ def _module_file(name: str, root: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _layer_folder(package: str) -> Optional[str]:
-    """The folder of a subpackage of mtmoe, relative to the project root, where setup.py maps it to
-    a top-level folder of its own (`mtmoe.trainer` lives in trainer/); None for the others."""
+def _package_folder(package: str) -> Optional[str]:
+    """The folder of a package of ours relative to the project root, as the import system finds it
+    (setup.py maps `mtmoe.trainer` to trainer/); None when `package` is no package."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    folder = os.path.relpath(list(spec.submodule_search_locations)[0], _ROOT)
-    return None if folder == os.path.join(*package.split(".")) else folder
+    return os.path.relpath(list(spec.submodule_search_locations)[0], _ROOT)
 
 
 def _imported_files(modules, root: str) -> set:

@@ -9,9 +9,9 @@ import tensorflow as tf
 from keras import ops
 
 from mtmoe.core.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING
+from mtmoe.core.file_names import KERAS_PACKAGE
 from mtmoe.core.tasks import UNLABELLED, label_vocabulary_name, task_type
 from mtmoe.trainer.decoding import bio_constraints, constrained_viterbi, crf_log_likelihood
-from mtmoe.trainer.layers import PACKAGE
 
 
 def _ragged_strings(raw) -> tf.RaggedTensor:
@@ -135,7 +135,7 @@ class MaskedBinaryCrossEntropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class CRFTagOutput(keras.layers.Dense):
     """A token-tagging output layer (per-token softmax over the tags) that also holds a linear-chain
     CRF's learned scores: `transitions[i, j]` for tag j right after tag i, `start_scores[j]` for tag

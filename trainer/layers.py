@@ -9,11 +9,11 @@ import math
 
 import keras
 from keras import ops
+from mtmoe.core.file_names import KERAS_PACKAGE
 
-PACKAGE = "mtmoe"  # registered as "mtmoe>ClassName": a saved Keras model finds its layers
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class TokenAndPositionEmbedding(keras.layers.Layer):
     """`E_tok[ids] + E_pos[0..L)`: learned token and absolute-position embeddings.
 
@@ -50,7 +50,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 "max_length": self.max_length, "dim": self.dim}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class RecurrentEncoder(keras.layers.Layer):
     """`x + Dropout(BiLSTM(LN(x)))`, padding masked: an order-aware sublayer (two LSTMs of width
     dim / 2, one per direction, concatenated back to `dim`).
@@ -80,7 +80,7 @@ class RecurrentEncoder(keras.layers.Layer):
         return {**super().get_config(), "dim": self.dim, "dropout": self.dropout}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class CharacterEncoder(keras.layers.Layer):
     """`max_c relu(Conv1D(E_char[chars]))` per token: a spelling signal for words the vocabulary lacks.
 
@@ -121,7 +121,7 @@ class CharacterEncoder(keras.layers.Layer):
                 "char_dim": self.char_dim, "dim": self.dim, "kernel_size": self.kernel_size}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class SelfAttention(keras.layers.Layer):
     """`x + Dropout(MHA(LN(x)))` with padding keys masked (pre-norm Transformer sublayer).
 
@@ -153,7 +153,7 @@ class SelfAttention(keras.layers.Layer):
                 "dropout": self.dropout}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class FeedForward(keras.layers.Layer):
     """`x + Dropout(W2 gelu(W1 LN(x)))`: the dense trunk's feed-forward sublayer.
 
@@ -210,7 +210,7 @@ class _Experts(keras.layers.Layer):
                 "hidden_dim": self.hidden_dim}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class MultiGateExperts(keras.layers.Layer):
     """MMoE (Ma et al. 2018): `x + sum_e softmax(G_t LN(x))_e expert_e(LN(x))`, one gate G_t per task.
 
@@ -268,7 +268,7 @@ class MultiGateExperts(keras.layers.Layer):
                 "dropout": self.dropout}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class DeepSeekMoE(keras.layers.Layer):
     """DeepSeekMoE feed-forward: `x + sum_j shared_j(h) + sum_i g_i routed_i(h)`, `h = LN(x)`.
 
@@ -411,7 +411,7 @@ class DeepSeekMoE(keras.layers.Layer):
                 "dropout": self.dropout}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class MaskedMeanPooling(keras.layers.Layer):
     """`sum_t m_t x_t / sum_t m_t`: the mean of the non-padding positions.
 

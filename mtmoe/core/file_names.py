@@ -23,6 +23,10 @@ GATE_FILE = "anomalies.json"
 # pipeline writes and as the clients' and the local server's default.
 SERVED_MODEL_NAME = "mtmoe"
 
+# The package our Keras layers and losses are registered under ("mtmoe>ClassName"), by which a
+# saved Keras model finds them.
+KERAS_PACKAGE = "mtmoe"
+
 # Trainer custom_config keys: the tuner's folder, and false for a reference training that only
 # records its history (`tune --compare`).
 TUNING_DIR_KEY = "tuning_dir"
