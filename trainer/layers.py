@@ -9,8 +9,8 @@ import math
 
 import keras
 from keras import ops
-from mtmoe.core.file_names import KERAS_PACKAGE
 
+from mtmoe.core.file_names import KERAS_PACKAGE
 
 
 @keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
