@@ -1,6 +1,7 @@
 """The TensorFlow side of each task type (mtmoe.core.tasks has the rest): how Transform turns its
 labels into ids, how the Trainer turns those into targets and scores them (output layer, loss, Keras
-metrics), and how the serving graph decodes its outputs into strings.
+metrics), and how the serving graph decodes its outputs into strings. With `model.crf`, token
+tagging's output layer also holds a linear-chain CRF's scores, which its loss and decoder read.
 """
 from typing import Dict, List, Optional
 
