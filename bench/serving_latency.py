@@ -1,6 +1,6 @@
 """Serving latency of a pushed model: in process (the SavedModel's `serving_default`) and through the
 local endpoint (`mtmoe serve`, REST and gRPC), p50 / p99 per request at batch 1 and 32, and
-throughput; then under load: 1, 8 and 32 concurrent clients sending one text per request.
+throughput; where batch 1 spends its time in process (per signature); then under load: 1, 8 and 32 concurrent clients sending one text per request.
 
     python bench/serving_latency.py --model mtmoe_work/serving_model [--requests 200]
                                     [--load-requests 800]
@@ -77,6 +77,27 @@ def under_load(call, texts, clients: int, total: int):
             "requests_per_s": round(len(seconds) / wall, 1)}
 
 
+def batch_one_breakdown(model_dir, texts, requests_count):
+    """p50 of one text through each signature of the SavedModel, beside a tf.function that only
+    returns its input: what the model and the decoder cost at batch 1 is serving_default minus
+    transform_features (tokenizer and TFT layer), minus the call itself."""
+    loaded = tf.saved_model.load(model_dir)
+    examples = [tf.train.Example(features=tf.train.Features(feature={"text": tf.train.Feature(
+        bytes_list=tf.train.BytesList(value=[t.encode()]))})).SerializeToString() for t in texts]
+    identity = tf.function(lambda text: text, input_signature=[tf.TensorSpec([None], tf.string)])
+    calls = {
+        "serving_default (raw text, everything)": (
+            lambda i: loaded.signatures["serving_default"](text=tf.constant([texts[i]]))),
+        "transform_features (tokenizer, TFT layer)": (
+            lambda i: loaded.signatures["transform_features"](examples=tf.constant([examples[i]]))),
+        "a tf.function returning its input (the call)": (
+            lambda i: identity(tf.constant([texts[i]]))),
+    }
+    indices = [[i % len(texts)] for i in range(requests_count)]
+    return [{"signature": name, **timed(lambda batch, call=call: call(batch[0]), indices)}
+            for name, call in calls.items()]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,6 +143,7 @@ def main():
     paths = {"in-process": predictor.outputs, "REST (mtmoe serve)": rest,
              "gRPC (mtmoe serve)": grpc_client.predict_outputs}
     rows, load = [], []
+    breakdown = batch_one_breakdown(model_dir, texts, args.requests)
     try:
         for size in (1, 32):
             batches = [[texts[(i * size + j) % len(texts)] for j in range(size)]
@@ -142,13 +164,16 @@ def main():
     for row in rows:
         print(f"| {row['path']} | {row['batch']} | {row['p50_ms']} | {row['p99_ms']} | "
               f"{row['texts_per_s']} |")
+    print("\nbatch 1, in process, per signature:\n| signature | p50 ms | p99 ms |\n|---|---|---|")
+    for row in breakdown:
+        print(f"| {row['signature']} | {row['p50_ms']} | {row['p99_ms']} |")
     print("\nunder load, one text per request:\n| path | clients | p50 ms | p99 ms | requests/s |"
           "\n|---|---|---|---|---|")
     for row in load:
         print(f"| {row['path']} | {row['clients']} | {row['p50_ms']} | {row['p99_ms']} | "
               f"{row['requests_per_s']} |")
     write_result("serving_latency", model=model_dir, tensorflow=tf.__version__,
-                 requests_per_row=args.requests, results=rows,
+                 requests_per_row=args.requests, results=rows, batch_one_breakdown=breakdown,
                  load_requests_per_row=args.load_requests, under_load=load)
 
 
