@@ -54,6 +54,18 @@ def bio_constraints(tags: List[str]) -> Tuple[np.ndarray, np.ndarray]:
     return allowed, start
 
 
+def _time_major_steps(scores, mask):
+    """(scores [L + 1, B, T] float32, real [L + 1, B], batch size): the scans' inputs, one step per
+    token, plus one padded step at the end so that a scan never runs over zero steps (a TensorList
+    of no elements cannot be stacked while the batch size is unknown)."""
+    scores = tf.transpose(tf.cast(scores, tf.float32), [1, 0, 2])
+    real = tf.transpose(tf.cast(mask, tf.bool))
+    batch_size = tf.shape(real)[1]
+    scores = tf.concat([scores, tf.zeros([1, batch_size, tf.shape(scores)[2]])], axis=0)
+    real = tf.concat([real, tf.zeros([1, batch_size], tf.bool)], axis=0)
+    return scores, real, batch_size
+
+
 def constrained_viterbi(log_probs, mask, allowed: np.ndarray, start: np.ndarray,
                         transitions=None, start_scores=None) -> tf.Tensor:
     """The best-scoring tag sequence of each row among those that `allowed` and `start` permit.
@@ -80,13 +92,8 @@ def constrained_viterbi(log_probs, mask, allowed: np.ndarray, start: np.ndarray,
         transition += tf.cast(transitions, tf.float32)
         opening += tf.cast(start_scores, tf.float32)
     num_tags = len(start)
-    scores = tf.transpose(tf.cast(log_probs, tf.float32), [1, 0, 2])  # time-major [L, B, T]
-    real = tf.transpose(tf.cast(mask, tf.bool))  # [L, B]
-    length, batch_size = tf.shape(real)[0], tf.shape(real)[1]
-    # One more padded step at the end, so that the scans never run over zero steps: a TensorList
-    # of no elements cannot be stacked while the batch size is unknown.
-    scores = tf.concat([scores, tf.zeros([1, batch_size, num_tags])], axis=0)
-    real = tf.concat([real, tf.zeros([1, batch_size], tf.bool)], axis=0)
+    length = tf.shape(mask)[1]
+    scores, real, batch_size = _time_major_steps(log_probs, mask)
     stay = tf.broadcast_to(tf.range(num_tags), [batch_size, num_tags])  # back-pointers to itself
 
     def forward(carry, step):
@@ -138,13 +145,8 @@ def crf_log_likelihood(log_probs, tags, mask, transitions, start_scores) -> tf.T
     opened = tf.reduce_sum(tf.gather(start_scores, tags[:, :1]) * weights[:, :1], axis=1)  # [B]
     gold = emitted + moved + opened
 
+    steps, step_real, batch_size = _time_major_steps(log_probs, real)
     num_tags = tf.shape(log_probs)[2]
-    steps = tf.transpose(log_probs, [1, 0, 2])  # time-major [L, B, T]
-    step_real = tf.transpose(real)  # [L, B]
-    batch_size = tf.shape(step_real)[1]
-    # One padded step more, so that the scan never runs over zero steps (see constrained_viterbi).
-    steps = tf.concat([steps, tf.zeros([1, batch_size, num_tags])], axis=0)
-    step_real = tf.concat([step_real, tf.zeros([1, batch_size], tf.bool)], axis=0)
 
     # logsumexp_i(alpha_i + transitions_ij) as one matrix product in exp space, each factor shifted
     # by its maximum: the scan's step is then a matmul, not a [B, T, T] reduction.
