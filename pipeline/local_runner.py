@@ -20,7 +20,7 @@ from mtmoe.core.file_names import (GATES_FILE, HISTORY_FILE, METRICS_FILE, SERVE
                                     TENSORBOARD_DIR, TRAINING_FILE)
 from mtmoe.pipeline.facts import gather_run_facts
 from mtmoe.pipeline.paths import Paths
-from mtmoe.pipeline.pipeline import create_ingest_pipeline, create_pipeline
+from mtmoe.pipeline.pipeline import create_ingest_pipeline, create_pipeline, sqlite_metadata
 from mtmoe.pipeline.report import build_report, write_report
 from mtmoe.pipeline.spans import SPAN_PROPERTY_NAME
 from mtmoe.pipeline.unchanged import record_pushed, window_files, window_spans
@@ -164,10 +164,7 @@ def spans_to_ingest(config, paths: Paths) -> List[int]:
 
 
 def read_only_store(paths: Paths) -> metadata_store.MetadataStore:
-    connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = paths.metadata
-    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(connection)
+    return metadata_store.MetadataStore(sqlite_metadata(paths.metadata, read_only=True))
 
 
 def _node_artifacts(store, run_context_id: int, pipeline_name: str):
@@ -205,8 +202,8 @@ class RunRecord:
 
     run_id: str
     outputs: Dict[str, Dict[str, object]]
-    spans: List[int]
-    seconds: Dict[str, float]  # each step's execution time, in the order the steps ran  # of the examples Transform read (or ExampleGen ingested, if it stopped before)
+    spans: List[int]  # of the examples Transform read (or ExampleGen ingested, if it stopped before)
+    seconds: Dict[str, float]  # each step's execution time, in the order the steps ran
 
     def artifact(self, type_name: str, node: Optional[str] = None):
         found = [artifacts[type_name] for name, artifacts in self.outputs.items()

@@ -245,14 +245,15 @@ def _pipeline(config: Config, paths: Paths, components, local_metadata: bool = T
         pipeline_name=config.pipeline.name,
         pipeline_root=paths.pipeline_root,
         components=components,
-        metadata_connection_config=_sqlite_metadata(paths.metadata) if local_metadata else None,
+        metadata_connection_config=sqlite_metadata(paths.metadata) if local_metadata else None,
         enable_cache=True,
         beam_pipeline_args=beam_args(config, data_bytes))
 
 
-def _sqlite_metadata(path: str) -> metadata_store_pb2.ConnectionConfig:
-    """TFX's sqlite_metadata_connection_config without its makedirs: the runner's gather_run_facts
-    has made the work dir by the time a runner opens the store."""
-    return metadata_store_pb2.ConnectionConfig(sqlite=metadata_store_pb2.SqliteMetadataSourceConfig(
-        filename_uri=path,
-        connection_mode=metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE))
+def sqlite_metadata(path: str, read_only: bool = False) -> metadata_store_pb2.ConnectionConfig:
+    """The connection to an SQLite ML Metadata store: TFX's sqlite_metadata_connection_config
+    without its makedirs (the runner's gather_run_facts has made the work dir by the time a runner
+    opens the store), or read-only for what reads a run back."""
+    modes = metadata_store_pb2.SqliteMetadataSourceConfig
+    return metadata_store_pb2.ConnectionConfig(sqlite=modes(
+        filename_uri=path, connection_mode=modes.READONLY if read_only else modes.READWRITE_OPENCREATE))

@@ -3,8 +3,9 @@
 A config is YAML (the default ships in mtmoe/configs/default.yaml). It becomes a frozen `Config`, a
 tree of pydantic dataclasses that checks every field (strict types, ranges, choices, and the rules
 across fields) wherever one is built, `dataclasses.replace` included; a bad field is one error line
-naming the file and the field. The pipeline hands `Config.to_dict()` to Transform and Trainer as `custom_config`, and they rebuild it with
-`Config.from_dict`, so every stage sees the same tasks in the same order.
+naming the file and the field. The pipeline hands `Config.to_dict()` to Transform and Trainer as
+`custom_config`, and they rebuild it with `Config.from_dict`, so every stage sees the same tasks in
+the same order.
 """
 import dataclasses
 import os
