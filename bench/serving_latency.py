@@ -24,7 +24,9 @@ import requests
 import tensorflow as tf
 
 from machine import write_result
+from mtmoe.core.feature_names import TEXT
 from mtmoe.core.file_names import WARMUP_FILE
+from mtmoe.core.formats import to_tf_example
 from mtmoe.serving.client import GrpcClient
 from mtmoe.serving.predict import Predictor, resolve_model_dir
 
@@ -81,9 +83,10 @@ def batch_one_breakdown(model_dir, texts, requests_count):
     """p50 of one text through each signature of the SavedModel, beside a tf.function that only
     returns its input: what the model and the decoder cost at batch 1 is serving_default minus
     transform_features (tokenizer and TFT layer), minus the call itself."""
+    import tensorflow_text  # noqa: F401  registers the tokenizer ops the SavedModel uses
+
     loaded = tf.saved_model.load(model_dir)
-    examples = [tf.train.Example(features=tf.train.Features(feature={"text": tf.train.Feature(
-        bytes_list=tf.train.BytesList(value=[t.encode()]))})).SerializeToString() for t in texts]
+    examples = [to_tf_example({TEXT: text}) for text in texts]
     identity = tf.function(lambda text: text, input_signature=[tf.TensorSpec([None], tf.string)])
     calls = {
         "serving_default (raw text, everything)": (
