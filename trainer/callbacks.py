@@ -1,7 +1,7 @@
 """The Trainer's and Tuner's callbacks: validation scores that Keras metrics cannot compute in-graph
 (span F1, overall accuracy, the tuning objective), learned loss weights, the learning-rate decay,
-epoch times, console progress, and the experts' load for TensorBoard. The learning-rate decay is
-Keras' own scheduler (`cosine_decay`)."""
+epoch times, console progress, and the experts' load for TensorBoard. The learning-rate decay and
+the weights' moving average are Keras' own (`cosine_decay`, `SwapEMAWeights`)."""
 import copy
 import math
 import os
@@ -95,9 +95,25 @@ def cosine_decay(epochs: int) -> keras.callbacks.LearningRateScheduler:
     return keras.callbacks.LearningRateScheduler(rate)
 
 
+def epoch_callbacks(config, epochs: int, evaluation, class_names) -> list:
+    """The callbacks every fit runs (each tuning trial and the Trainer), in the order they must run:
+    with `training.ema_momentum`, Keras swaps the weights' moving average into the model at each
+    epoch's end, before the callbacks after it time, score, keep or export the model."""
+    averaged = ([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
+                if config.training.ema_momentum else [])
+    callbacks = averaged + [EpochSeconds(), ValidationScores(
+        evaluation, config.tasks, class_names, config.tuning.objective_weights)]
+    if config.training.learning_rate_schedule == "cosine":
+        callbacks.append(cosine_decay(epochs))
+    if config.training.loss_weighting == "uncertainty":
+        callbacks.append(LearnedLossWeights())
+    return callbacks
+
+
 class EpochSeconds(keras.callbacks.Callback):
     """Logs `epoch_seconds`: the wall time of each epoch's training steps, without its validation.
-    Goes first among the callbacks, so that it times the steps alone."""
+    Goes first among the callbacks (after the moving average's swap), so that it times the steps
+    alone."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.seconds = time.perf_counter(), None

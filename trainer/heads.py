@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras import ops
 
 from mtmoe.core.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING
+from mtmoe.core.feature_names import PAD_ID
 from mtmoe.core.file_names import KERAS_PACKAGE
 from mtmoe.core.tasks import UNLABELLED, label_vocabulary_name, task_type
 from mtmoe.trainer.decoding import bio_constraints, constrained_viterbi, crf_log_likelihood
@@ -185,11 +186,32 @@ def task_loss(task, training, model):
     return head_of(task).loss(training)
 
 
-def _output_layer(task, features, num_classes: int, activation: str, layer=keras.layers.Dense):
+def _output_layer(task, features, num_classes: int, activation: str, layer=keras.layers.Dense,
+                  name=None):
     """A task's tower (one GELU layer as wide as its input) and its float32 output layer, named
-    after the task (the model's output name)."""
-    x = keras.layers.Dense(features.shape[-1], activation="gelu", name=f"{task.name}_tower")(features)
-    return layer(num_classes, activation=activation, dtype="float32", name=task.name)(x)
+    after the task (the model's output name) unless `name` says otherwise."""
+    name = name or task.name
+    x = keras.layers.Dense(features.shape[-1], activation="gelu", name=f"{name}_tower")(features)
+    return layer(num_classes, activation=activation, dtype="float32", name=name)(x)
+
+
+def token_level_output_name(task_name: str) -> str:
+    """The training-only output holding a classification task's prediction at every token."""
+    return f"{task_name}_per_token"
+
+
+def token_level_classes(task, sequence, num_classes: int):
+    """[B, L, d] -> [B, L, C]: the class probabilities at every token (model.token_level_classes)."""
+    return _output_layer(task, sequence, num_classes, "softmax",
+                         name=token_level_output_name(task.name))
+
+
+def token_level_loss(token_ids, labels, probabilities, label_smoothing=0.0):
+    """Cross-entropy of each token's prediction against its text's label, averaged over the text's
+    tokens, then over labelled texts (an unlabelled text, -1, and padding count for nothing)."""
+    token_labels = tf.where(tf.not_equal(token_ids, PAD_ID),
+                            tf.cast(labels, tf.int32)[:, None], -1)
+    return MaskedSparseCrossEntropy(label_smoothing)(token_labels, probabilities)
 
 
 class ClassificationHead:
@@ -293,12 +315,13 @@ def head_of(task):
 
 def decode_outputs(tasks, probabilities, class_names: Dict[str, List[str]], token_mask,
                    pad_to=None, crf: Optional[Dict[str, tuple]] = None):
-    """Model outputs -> {decoded strings and scores per task, plus each task's raw output}. With
+    """The tasks' model outputs -> {decoded strings and scores per task, plus each task's raw
+    output} (a model's training-only outputs are left out). With
     `pad_to`, token-level outputs of a batch cut to its longest text are padded back to that many
     tokens, so that their shape stays fixed; they hold '' and 0 at every padding position, so that
     no output depends on the other texts of the batch. `crf`: each CRF-tagged task's scores
     (crf_scores)."""
-    outputs = dict(probabilities)
+    outputs = {task.name: probabilities[task.name] for task in tasks}
     for task in tasks:
         decoded = head_of(task).decode(task, probabilities[task.name], class_names[task.name],
                                        token_mask, (crf or {}).get(task.name))

@@ -52,32 +52,46 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class RecurrentEncoder(keras.layers.Layer):
-    """`x + Dropout(BiLSTM(LN(x)))`, padding masked: an order-aware sublayer (two LSTMs of width
-    dim / 2, one per direction, concatenated back to `dim`).
+    """`x + Dropout(BiLSTM(LN(x)))`, padding masked: an order-aware sublayer (two LSTMs of `units`,
+    one per direction, default dim / 2; concatenated, and projected back to `dim` when wider).
 
     Example:
         >>> tuple(RecurrentEncoder(16)(ops.zeros((2, 5, 16)), ops.ones((2, 5), dtype="bool")).shape)
         (2, 5, 16)
+        >>> tuple(RecurrentEncoder(16, units=32)(ops.zeros((2, 5, 16)),
+        ...                                      ops.ones((2, 5), dtype="bool")).shape)
+        (2, 5, 16)
     """
 
-    def __init__(self, dim, dropout=0.0, **kwargs):
+    def __init__(self, dim, dropout=0.0, units=None, **kwargs):
         super().__init__(**kwargs)
-        self.dim, self.dropout = dim, dropout
+        self.dim, self.dropout, self.units = dim, dropout, units or dim // 2
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, dtype=self.dtype_policy)
         self.rnn = keras.layers.Bidirectional(
-            keras.layers.LSTM(dim // 2, return_sequences=True, dtype=self.dtype_policy),
+            keras.layers.LSTM(self.units, return_sequences=True, dtype=self.dtype_policy),
             merge_mode="concat", dtype=self.dtype_policy)
+        self.projection = (keras.layers.Dense(dim, dtype=self.dtype_policy)
+                           if 2 * self.units != dim else None)
         self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+
+    def build(self, x_shape, padding_mask_shape=None):
+        self.norm.build(x_shape)
+        self.rnn.build(x_shape)
+        if self.projection is not None:
+            self.projection.build(tuple(x_shape[:-1]) + (2 * self.units,))
 
     def call(self, x, padding_mask, training=None):
         h = self.rnn(self.norm(x), mask=padding_mask, training=training)
+        if self.projection is not None:
+            h = self.projection(h)
         return x + self.drop(h, training=training) * ops.cast(padding_mask, x.dtype)[..., None]
 
     def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return x_shape
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "dropout": self.dropout}
+        return {**super().get_config(), "dim": self.dim, "dropout": self.dropout,
+                "units": self.units}
 
 
 @keras.saving.register_keras_serializable(package=KERAS_PACKAGE)

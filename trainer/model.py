@@ -17,7 +17,8 @@ from keras import ops
 from mtmoe.core.config import CLASSIFICATION
 from mtmoe.core.feature_names import CHAR_IDS, PAD_ID, TOKEN_IDS
 from mtmoe.core.tasks import task_type
-from mtmoe.trainer.heads import head_of, task_loss
+from mtmoe.trainer.heads import (head_of, task_loss, token_level_classes, token_level_loss,
+                                 token_level_output_name)
 from mtmoe.trainer.layers import (CharacterEncoder, DeepSeekMoE, FeedForward, MaskedMeanPooling,
                                   MultiGateExperts, RecurrentEncoder, SelfAttention,
                                   TokenAndPositionEmbedding)
@@ -30,7 +31,7 @@ RECURRENT = "recurrent"
 
 
 class MultiTaskModel(keras.Model):
-    """The functional model, with two optional training behaviours.
+    """The functional model, with three optional training behaviours.
 
     Uncertainty weighting (`uncertainty_tasks`; Kendall et al., CVPR 2018): one learned log-variance
     s_t per task, and the loss `sum_t exp(-s_t) L_t + s_t / 2` (the classification form
@@ -40,19 +41,47 @@ class MultiTaskModel(keras.Model):
     `r = eps * g / ||g||_2`, g the loss gradient on it; the gradients at the perturbed point are
     added to the clean ones, and the table moves back before the update. FGM steps use TensorFlow
     (the pipeline's backend).
+
+    Token-level classes (`token_level_tasks`, model.token_level_classes): a classification task's
+    `<task>_per_token` output is trained on the text's label at every token (heads.token_level_loss,
+    weighted like the task); it has no compiled loss or metric and is not served.
     """
 
-    def __init__(self, *args, fgm_epsilon=0.0, uncertainty_tasks=(), **kwargs):
+    def __init__(self, *args, fgm_epsilon=0.0, uncertainty_tasks=(), token_level_tasks=None,
+                 label_smoothing=0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.fgm_epsilon = fgm_epsilon
         self.uncertainty_tasks = list(uncertainty_tasks)
         if self.uncertainty_tasks:
             self.log_variances = self.add_weight(shape=(len(self.uncertainty_tasks),),
                                                  initializer="zeros", name=LOG_VARIANCE)
+        # {task: w_t} of the classification tasks also predicted at every token: their
+        # `<task>_per_token` outputs are trained here, and left out of compiled losses and metrics.
+        self.token_level_tasks = dict(token_level_tasks or {})
+        self.label_smoothing = label_smoothing
+
+    def _task_outputs(self, y_pred):
+        """The outputs with a compiled loss: the tasks' (not the training-only per-token ones)."""
+        if not self.token_level_tasks or y_pred is None:
+            return y_pred
+        extra = {token_level_output_name(name) for name in self.token_level_tasks}
+        return {name: value for name, value in y_pred.items() if name not in extra}
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # Keras pairs targets and outputs by position among the model's output names: each
+        # per-token output gets its task's targets, and no metric.
+        if self.token_level_tasks:
+            y = {**y, **{token_level_output_name(name): y[name] for name in self.token_level_tasks}}
+        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
-        if not self.uncertainty_tasks or loss is None:
+        loss = super().compute_loss(x, y, self._task_outputs(y_pred), sample_weight, training)
+        if loss is None:
+            return loss
+        for name, weight in self.token_level_tasks.items():
+            loss = loss + weight * token_level_loss(
+                x[TOKEN_IDS], y[name], y_pred[token_level_output_name(name)], self.label_smoothing)
+        if not self.uncertainty_tasks:
             return loss
         # Compiled with unit task weights, `loss` holds sum_t L_t (+ the balance losses).
         for i, name in enumerate(self.uncertainty_tasks):
@@ -169,7 +198,8 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
                                  name=CHARACTERS)(inputs[CHAR_IDS])
     x = keras.layers.Dropout(m.dropout)(x)
     if m.recurrent:  # word order read token by token: what B-/I- tags depend on
-        x = RecurrentEncoder(m.embedding_dim, m.dropout, name=RECURRENT)(x, padding_mask)
+        x = RecurrentEncoder(m.embedding_dim, m.dropout, m.recurrent_units, name=RECURRENT)(
+            x, padding_mask)
     sequences = None
     for block in range(m.num_blocks):
         x = SelfAttention(m.embedding_dim, m.num_heads, m.dropout, name=f"attention_{block}")(
@@ -182,32 +212,41 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
     sequences = sequences or {name: x for name in task_names}
     final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
     pooling = MaskedMeanPooling(name="pooling")
-    outputs = {}
+    outputs, per_token = {}, {}
     # Sentence-level tasks first, so that token-tagging heads can read their predictions.
     for task in sorted(config.tasks, key=lambda t: task_type(t).per_token):
         sequence = final_norm(sequences[task.name])
         pooled = pooling(sequence, padding_mask)
+        if m.token_level_classes and task.type == CLASSIFICATION:
+            per_token[task.name] = token_level_classes(task, sequence, num_classes[task.name])
         if m.tags_see_classes and task_type(task).per_token:
-            sequence = with_class_context(sequence, [outputs[t.name] for t in config.tasks
+            sequence = with_class_context(sequence, [per_token.get(t.name, outputs[t.name])
+                                                     for t in config.tasks
                                                      if t.type == CLASSIFICATION])
         outputs[task.name] = head_of(task).head(task, sequence, pooled, num_classes[task.name], m)
     outputs = {task.name: outputs[task.name] for task in config.tasks}
     uncertain = config.training.loss_weighting == "uncertainty"
-    return MultiTaskModel(inputs=inputs, outputs=outputs, name="mtmoe",
-                          fgm_epsilon=config.training.fgm_epsilon,
-                          uncertainty_tasks=task_names if uncertain else ())
+    return MultiTaskModel(
+        inputs=inputs, outputs={**outputs, **{token_level_output_name(t.name): per_token[t.name]
+                                              for t in config.tasks if t.name in per_token}},
+        name="mtmoe", fgm_epsilon=config.training.fgm_epsilon,
+        uncertainty_tasks=task_names if uncertain else (),
+        token_level_tasks={task.name: loss_weights(config)[task.name]
+                           for task in config.tasks if task.name in per_token},
+        label_smoothing=config.training.label_smoothing)
 
 
 def with_class_context(sequence, class_probabilities: list):
-    """[B, L, d] -> [B, L, d + sum C]: every token also reads each sentence-level task's predicted
-    class probabilities (Stack-Propagation feeds the predicted intent to its slot decoder). The
-    gradient stops there: the tagging loss does not pull the classifiers."""
+    """[B, L, d] -> [B, L, d + sum C]: every token also reads each classification task's predicted
+    class probabilities, the text's [B, C] or its own token's [B, L, C] (Stack-Propagation feeds
+    each token's predicted intent to its slot decoder). The gradient stops there: the tagging loss
+    does not pull the classifiers."""
     if not class_probabilities:
         return sequence
-    context = ops.stop_gradient(ops.concatenate(class_probabilities, axis=-1))
     every_token = ops.ones_like(sequence[:, :, :1])  # [B, L, 1]
-    return ops.concatenate([sequence, every_token * ops.cast(context, sequence.dtype)[:, None, :]],
-                           axis=-1)
+    context = [ops.stop_gradient(ops.cast(p, sequence.dtype)) for p in class_probabilities]
+    context = [p if len(p.shape) == 3 else every_token * p[:, None, :] for p in context]
+    return ops.concatenate([sequence] + context, axis=-1)
 
 
 def loss_weights(config) -> Dict[str, float]:
@@ -222,7 +261,8 @@ def compile_model(model: keras.Model, config) -> keras.Model:
     optimizer = ReplicaMeanAdamW(
         learning_rate=t.learning_rate, weight_decay=t.weight_decay,
         gradient_accumulation_steps=t.gradient_accumulation_steps
-        if t.gradient_accumulation_steps > 1 else None)
+        if t.gradient_accumulation_steps > 1 else None,
+        use_ema=t.ema_momentum > 0, ema_momentum=t.ema_momentum or 0.99)
     optimizer.exclude_from_weight_decay(var_names=[LOG_VARIANCE])  # decay would pull w_t to 1
     model.compile(
         optimizer=optimizer,

@@ -21,8 +21,7 @@ from mtmoe.core.feature_names import TOKENS
 from mtmoe.core.file_names import HISTORY_FILE, GATES_FILE, TRAINING_FILE, TENSORBOARD_DIR, TUNING_DIR_KEY, EXPORT_KEY
 from mtmoe.core.tasks import OBJECTIVE
 from mtmoe.trainer import warm_start, word_vectors
-from mtmoe.trainer.callbacks import (EpochProgress, EpochSeconds, ExpertLoad, LearnedLossWeights,
-                                     TrialProgress, ValidationScores, cosine_decay)
+from mtmoe.trainer.callbacks import EpochProgress, ExpertLoad, TrialProgress, epoch_callbacks
 from mtmoe.trainer.distribution import distribution_strategy, output_folders, shard_by_example
 from mtmoe.trainer.export import export_serving_model
 from mtmoe.trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
@@ -118,14 +117,7 @@ class _Inputs:
         return compile_model(model, config)
 
     def callbacks(self, config, epochs: int):
-        callbacks = [EpochSeconds(), ValidationScores(self.evaluation, config.tasks,
-                                                      self.class_names,
-                                                      config.tuning.objective_weights)]
-        if config.training.learning_rate_schedule == "cosine":
-            callbacks.append(cosine_decay(epochs))
-        if config.training.loss_weighting == "uncertainty":
-            callbacks.append(LearnedLossWeights())
-        return callbacks
+        return epoch_callbacks(config, epochs, self.evaluation, self.class_names)
 
 
 def tensorboard_callbacks(log_dir: str, probe: GateProbe, evaluation) -> list:

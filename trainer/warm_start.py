@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from mtmoe.trainer.heads import crf_scores
+from mtmoe.trainer.heads import crf_scores, token_level_output_name
 
 
 WARM_START_DIR = "warm_start"
@@ -42,17 +42,20 @@ def embedding_rows(vocabulary: List[str]) -> List[str]:
 
 def indexed_weights(model, config) -> Dict[str, tuple]:
     """{variable path: (vocabulary name, axes)} of the weights whose entries follow a vocabulary:
-    `tokens` and `chars` (embedding rows), each task's output classes (its output layer), and a
-    CRF's tags (both axes of its transitions)."""
+    `tokens` and `chars` (embedding rows), each task's output classes (its output layer, and its
+    per-token output layer with model.token_level_classes), and a CRF's tags (both axes of its
+    transitions)."""
     from mtmoe.trainer.model import CHARACTERS, EMBEDDING
 
     indexed = {model.get_layer(EMBEDDING).tokens.embeddings.path: (TOKENS, (0,))}
     if config.text.max_chars:
         indexed[model.get_layer(CHARACTERS).embedding.embeddings.path] = (CHARS, (0,))
-    for task in config.tasks:
-        output = model.get_layer(task.name)
-        indexed[output.kernel.path] = (task.name, (-1,))
-        indexed[output.bias.path] = (task.name, (-1,))
+    outputs = [(task.name, task.name) for task in config.tasks]
+    outputs += [(token_level_output_name(name), name) for name in model.token_level_tasks]
+    for layer_name, task_name in outputs:
+        output = model.get_layer(layer_name)
+        indexed[output.kernel.path] = (task_name, (-1,))
+        indexed[output.bias.path] = (task_name, (-1,))
     for task, (transitions, start_scores) in crf_scores(model, config.tasks).items():
         indexed[transitions.path] = (task, (0, 1))
         indexed[start_scores.path] = (task, (0,))
@@ -85,7 +88,11 @@ def restore(model, config, vocabularies: Dict[str, List[str]], base_model_dir: O
         return {**record, "reason": f"{folder}: the blessed model kept no weights to start from"}
     with open(os.path.join(folder, STATE_FILE)) as f:
         state = json.load(f)
-    changed = _differences(state["architecture"], architecture(config))
+    # A model option added since the base model was trained did not exist then: it had its default.
+    before = state["architecture"]
+    before = {**before, "model": {**architecture(dataclasses.replace(
+        config, model=type(config.model)()))["model"], **before["model"]}}
+    changed = _differences(before, architecture(config))
     if changed:
         return {**record, "reason": "changed since the blessed model: " + ", ".join(changed)}
     with np.load(os.path.join(folder, WEIGHTS_FILE)) as stored:

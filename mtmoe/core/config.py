@@ -97,9 +97,17 @@ class ModelConfig:
     balance_alpha: Annotated[Float, Field(ge=0)] = 0.01
     dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.1
     recurrent: Bool = False      # a BiLSTM sublayer on the embeddings, before the first block
+    # Units of each of the BiLSTM's two LSTMs; 0 = embedding_dim / 2 (their concatenation is the
+    # model width). Wider ones are projected back to embedding_dim.
+    recurrent_units: AtLeast0 = 0
     # Token-tagging heads read the classification tasks' predicted class probabilities at every
     # token (the intent informs the slots); no effect without a classification task.
     tags_see_classes: Bool = False
+    # Classification tasks are also predicted at every token, trained with the text's label at
+    # each token (Stack-Propagation's token-level intent); with tags_see_classes, each token's
+    # tagging reads its own token's prediction instead of the text's. Training only: the served
+    # outputs are unchanged.
+    token_level_classes: Bool = False
     # Token tagging with a linear-chain CRF: learned tag-to-tag scores, trained on each text's
     # sequence likelihood and used by the Viterbi decoder (still BIO-constrained).
     crf: Bool = False
@@ -127,6 +135,9 @@ class TrainingConfig:
     label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = 0.0
     gradient_accumulation_steps: AtLeast1 = 1
     fgm_epsilon: Annotated[Float, Field(ge=0)] = 0.0  # > 0: adversarial training on the token embeddings (FGM)
+    # > 0: validation, the kept epoch and the export use an exponential moving average of the
+    # weights (Polyak averaging) with this momentum per step; 0 = the weights as trained.
+    ema_momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.0
     seed: Int = 42
     mixed_precision: Literal[MIXED_PRECISION] = "auto"
     # fixed: w_t = loss_weight (or the Tuner's); uncertainty: learned

@@ -148,6 +148,7 @@ def test_character_encoder_gives_a_word_the_same_vector_whatever_pads_it():
     MultiGateExperts(DIM, 6, 3, ["a", "b"], dropout=0.1),
     CharacterEncoder(10, 4, 6, kernel_size=2),
     RecurrentEncoder(DIM, dropout=0.1),
+    RecurrentEncoder(DIM, units=DIM),
 ])
 def test_get_config_round_trips(layer):
     clone = type(layer).from_config(layer.get_config())
@@ -159,8 +160,9 @@ def test_capacity_formula():
     assert keras.__version__.startswith("3.")
 
 
-def test_recurrent_encoder_ignores_padding_and_keeps_it_residual_only():
-    layer = RecurrentEncoder(DIM)
+@pytest.mark.parametrize("units", [None, DIM])
+def test_recurrent_encoder_ignores_padding_and_keeps_it_residual_only(units):
+    layer = RecurrentEncoder(DIM, units=units)
     x, mask = _inputs()
     out = ops.convert_to_numpy(layer(x, mask))
     np.testing.assert_allclose(out[0, 3:], x[0, 3:])  # padding: the residual alone
@@ -168,6 +170,9 @@ def test_recurrent_encoder_ignores_padding_and_keeps_it_residual_only():
     changed[0, 3:] += 5.0  # padding inputs must not reach real tokens, in either direction
     np.testing.assert_allclose(ops.convert_to_numpy(layer(changed, mask))[0, :3], out[0, :3], atol=1e-5)
     assert not np.allclose(out[0, :3], x[0, :3])
+    # Two LSTMs of `units` (default: half the width), projected back to the width when wider.
+    assert layer.rnn.forward_layer.units == (units or DIM // 2)
+    assert (layer.projection is not None) == (units is not None)
 
 
 def test_the_layers_docstring_examples_run_and_print_what_they_say():

@@ -200,3 +200,65 @@ def test_a_crf_model_trains_its_tag_transitions_with_the_sequence_likelihood():
         last = model.train_on_batch(inputs, targets, return_dict=True)["slots_loss"]
     assert all(np.abs(np.array(v)).max() > 1e-3 for v in scores["slots"])
     assert last < first
+
+
+def _token_level(config):
+    return dataclasses.replace(config, model=dataclasses.replace(
+        config.model, tags_see_classes=True, token_level_classes=True))
+
+
+def test_token_level_classes_feed_each_token_its_own_prediction():
+    config = _token_level(_config("dense", blocks=1))
+    model = build_model(config, VOCABULARY, CLASSES)
+    inputs, _ = _batch(config)
+    outputs = model(inputs)
+    length = config.text.max_tokens
+    assert outputs["intent_per_token"].shape == (6, length, CLASSES["intent"])
+    assert outputs["sentiment_per_token"].shape == (6, length, CLASSES["sentiment"])
+    assert "signals_per_token" not in outputs and "slots_per_token" not in outputs
+    # The slots read the per-token predictions; the text's intent does not depend on them.
+    layer = model.get_layer("intent_per_token")
+    layer.kernel.assign(np.random.default_rng(0).normal(0, 1, layer.kernel.shape))
+    moved = model(inputs)
+    np.testing.assert_allclose(moved["intent"], outputs["intent"])
+    assert np.abs(np.array(moved["slots"]) - np.array(outputs["slots"])).max() > 1e-4
+
+
+def test_the_token_level_loss_is_each_texts_mean_over_its_tokens_then_over_labelled_texts():
+    from mtmoe.trainer.heads import token_level_loss
+
+    rng = np.random.default_rng(0)
+    ids = np.array([[3, 4, 0, 0], [5, 6, 7, 0], [8, 0, 0, 0]], "int32")
+    labels = np.array([1, -1, 2])
+    probs = rng.dirichlet(np.ones(3), (3, 4)).astype("float32")
+    expected = np.mean([-np.log(probs[0, :2, 1]).mean(), -np.log(probs[2, :1, 2]).mean()])
+    np.testing.assert_allclose(float(token_level_loss(ids, labels, probs)), expected, rtol=1e-5)
+
+
+def test_token_level_classes_add_their_loss_and_stay_out_of_the_served_outputs():
+    from mtmoe.trainer.heads import decode_outputs, token_level_loss
+
+    config = _token_level(_config("dense", blocks=1))
+    model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
+    inputs, targets = _batch(config)
+    y_pred = model(inputs)
+    with_tokens = float(model.compute_loss(inputs, targets, y_pred))
+    served = {t.name: y_pred[t.name] for t in config.tasks}
+    without = float(keras.Model.compute_loss(model, inputs, targets, served))  # the compiled losses
+    compiled = sum(t.loss_weight * float(model.loss[t.name](targets[t.name], served[t.name]))
+                   for t in config.tasks)
+    np.testing.assert_allclose(without, compiled, rtol=1e-5)  # each task's loss on its own output
+    weights = model.token_level_tasks
+    assert set(weights) == {"intent", "sentiment"}
+    added = sum(w * float(token_level_loss(inputs["token_ids"], targets[name],
+                                           y_pred[f"{name}_per_token"]))
+                for name, w in weights.items())
+    assert added > 0
+    np.testing.assert_allclose(with_tokens - without, added, rtol=1e-4)
+    history = model.fit(inputs, targets, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert not any(name.endswith("per_token") for name in history.history)
+    names = {t.name: [f"c{i}" for i in range(CLASSES[t.name])] for t in config.tasks}
+    decoded = decode_outputs(config.tasks, model(inputs), names, inputs["token_ids"] != 0)
+    assert not any(name.endswith("per_token") for name in decoded)
+    assert "intent_label" in decoded and "slots_tags" in decoded

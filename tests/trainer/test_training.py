@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mtmoe.core.config import load_config
-from mtmoe.trainer.callbacks import ValidationScores
+from mtmoe.trainer.callbacks import ValidationScores, epoch_callbacks
 from mtmoe.trainer.model import build_model, compile_model
 from mtmoe.trainer.module import best_epoch_callback, kept_epoch
 
@@ -89,6 +89,44 @@ def test_training_stops_after_patience_epochs_without_a_better_one():
                               if objective[i] <= max(objective[:i]))
     assert len(objective) == first_without_gain + 1 <= SABOTAGED + 1
     assert "stopped after 1 without a better one" in kept_epoch(best, history)["reason"]
+
+
+class _StepWeights(keras.callbacks.Callback):
+    """The trainable weights after every training step, and at each epoch's end (as scored)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps, self.epoch_ends = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append([w.numpy() for w in self.model.trainable_weights])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_ends.append([w.numpy() for w in self.model.trainable_weights])
+
+
+def test_with_ema_momentum_the_moving_average_is_scored_and_kept():
+    config = _config(ema_momentum=0.8)
+    keras.utils.set_random_seed(1)
+    model = compile_model(build_model(config, VOCABULARY, {k: len(v) for k, v in NAMES.items()}),
+                          config)
+    data, recorded, best = _data(config), _StepWeights(), best_epoch_callback(config, 2)
+    model.fit(data, epochs=2, verbose=0,
+              callbacks=epoch_callbacks(config, 2, data, NAMES) + [recorded, best])
+    average, averages = None, []
+    for weights in recorded.steps:  # Keras' first step starts the average at the weights
+        average = weights if average is None else [0.8 * a + 0.2 * w
+                                                   for a, w in zip(average, weights)]
+        averages.append(average)
+    steps_per_epoch = len(recorded.steps) // 2
+    for epoch, scored in enumerate(recorded.epoch_ends):
+        last_step = (epoch + 1) * steps_per_epoch - 1
+        for actual, expected in zip(scored, averages[last_step]):
+            np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+        raw = recorded.steps[last_step]
+        assert not all(np.allclose(actual, weights) for actual, weights in zip(scored, raw))
+    for kept, scored in zip(model.trainable_weights, recorded.epoch_ends[best.best_epoch]):
+        np.testing.assert_array_equal(kept.numpy(), scored)
 
 
 def _scalars(folder) -> dict:

@@ -1,5 +1,6 @@
 """Warm start: weights carry over by vocabulary entry, and only into a model of the same shape."""
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -87,6 +88,26 @@ def test_a_changed_architecture_trains_from_scratch(config, base):
     assert all(np.array_equal(value, fresh[path]) for path, value in _by_path(model).items())
 
 
+def test_a_model_option_added_since_the_base_model_counts_as_its_default(config, base, tmp_path):
+    import json
+    import shutil
+
+    folder, _, old = base
+    copy = str(tmp_path / "older_base")
+    shutil.copytree(folder, copy)
+    state_file = os.path.join(copy, warm_start.WARM_START_DIR, warm_start.STATE_FILE)
+    with open(state_file) as f:
+        state = json.load(f)
+    del state["architecture"]["model"]["token_level_classes"]  # saved before the option existed
+    with open(state_file, "w") as f:
+        json.dump(state, f)
+    assert warm_start.restore(_model(config, old, seed=3), config, old, copy)["warm_started"]
+    on = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                               token_level_classes=True))
+    record = warm_start.restore(_model(on, old, seed=3), on, old, copy)
+    assert record["reason"] == "changed since the blessed model: model.token_level_classes False -> True"
+
+
 def test_a_changed_task_list_trains_from_scratch(config, base):
     folder, _, old = base
     fewer = dataclasses.replace(config, tasks=config.tasks[:2])
@@ -112,3 +133,15 @@ def test_a_crfs_transitions_follow_the_tag_vocabulary_on_both_axes():
     result, kept = _remap(stored, fresh, ["a", "b", "c"], ["c", "a", "d"], (0, 1))
     assert kept == 2
     np.testing.assert_array_equal(result, [[8, 6, -1], [2, 0, -1], [-1, -1, -1]])
+
+
+def test_per_token_class_outputs_follow_their_tasks_vocabulary():
+    config = load_config()
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                   token_level_classes=True))
+    model = _model(config, _vocabularies(config, ["card"], ["a", "b"]), seed=1)
+    indexed = warm_start.indexed_weights(model, config)
+    per_token = {path: vocabulary for path, (vocabulary, _) in indexed.items() if "per_token" in path}
+    classifications = sorted(t.name for t in config.tasks if t.type == "classification")
+    assert sorted(per_token.values()) == sorted(2 * classifications)  # a kernel and a bias each
+    assert all(path.startswith(per_token[path] + "_per_token/") for path in per_token)
