@@ -362,10 +362,11 @@ class DeepSeekMoE(keras.layers.Layer):
         p = ops.sum(scores * valid[:, None], axis=0) / tokens
         return self.balance_alpha * ops.sum(f * p)
 
-    def _dispatch_dense(self, h, gates, experts, valid):
+    def _combine_dense(self, every_expert, gates, experts, valid):
+        """[N, N_r, d] outputs of every expert -> [N, d]: each token's top-k, gate-weighted."""
         weights = ops.sum(ops.one_hot(experts, self.num_routed) * gates[..., None], axis=1)
-        weights = ops.cast(weights * valid[:, None], h.dtype)
-        return ops.sum(self.routed.all_experts(h) * weights[..., None], axis=1)
+        weights = ops.cast(weights * valid[:, None], every_expert.dtype)
+        return ops.sum(every_expert * weights[..., None], axis=1)
 
     def _dispatch_capacity(self, h, gates, experts, valid):
         n = ops.shape(h)[0]
@@ -397,14 +398,17 @@ class DeepSeekMoE(keras.layers.Layer):
         valid = ops.cast(ops.reshape(padding_mask, (-1,)), "float32")
         common = self.shared_out(self.shared_in(h)) if self.num_shared else ops.zeros_like(h)
         # Buffers only while training: at inference every token gets its top-k experts, so a
-        # text's prediction never depends on the other texts in its batch.
-        dispatch = self._dispatch_capacity if training and not self.dense_dispatch \
-            else self._dispatch_dense
+        # text's prediction never depends on the other texts in its batch. Every expert then runs
+        # once on every token, and each router weighs the same outputs.
+        buffered = training and not self.dense_dispatch
+        every_expert = None if buffered else self.routed.all_experts(h)
         outputs = []
         for router in self.router_names:
             scores, gates, experts = self.route(h, router)
             self.add_loss(self.balance_loss(scores, experts, valid))
-            ffn = ops.reshape(common + dispatch(h, gates, experts, valid), (batch, length, self.dim))
+            routed = (self._dispatch_capacity(h, gates, experts, valid) if buffered
+                      else self._combine_dense(every_expert, gates, experts, valid))
+            ffn = ops.reshape(common + routed, (batch, length, self.dim))
             outputs.append(x + self.drop(ffn, training=training))
         return outputs
 

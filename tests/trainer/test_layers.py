@@ -101,6 +101,27 @@ def test_at_inference_no_token_loses_an_expert_to_a_full_buffer():
     np.testing.assert_allclose(crowded[-1], alone[0], rtol=1e-5, atol=1e-5)
 
 
+def test_at_inference_every_expert_runs_once_and_each_router_weighs_its_top_k():
+    layer = _moe(router_names=["a", "b", "c"])
+    x, mask = _inputs()
+    layer(x, mask)
+    every_expert, calls = layer.routed.all_experts, []
+    layer.routed.all_experts = lambda h: calls.append(h) or every_expert(h)
+    outputs = [ops.convert_to_numpy(out).reshape(-1, DIM) for out in layer(x, mask)]
+    assert len(calls) == 1  # not once per router
+    h = layer.norm(ops.reshape(x, (-1, DIM)))
+    experts_out = ops.convert_to_numpy(every_expert(h))  # [N, N_r, d]
+    common = ops.convert_to_numpy(layer.shared_out(layer.shared_in(h)))
+    valid = mask.reshape(-1)
+    for name, out in zip(["a", "b", "c"], outputs):
+        _, gates, chosen = (ops.convert_to_numpy(v) for v in layer.route(h, name))
+        weights = np.zeros((len(valid), EXPERTS), "float32")
+        np.put_along_axis(weights, chosen, gates, axis=1)
+        routed = np.einsum("ne,ned->nd", weights * valid[:, None], experts_out)
+        np.testing.assert_allclose(out, x.reshape(-1, DIM) + common + routed, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(outputs[0], outputs[1])
+
+
 def test_routed_compute_follows_top_k_not_the_number_of_experts():
     few, many = _moe(num_routed=4), _moe(num_routed=32)
     tokens = 1024
