@@ -1,6 +1,7 @@
 """Serving latency of a pushed model: in process (the SavedModel's `serving_default`) and through the
 local endpoint (`mtmoe serve`, REST and gRPC), p50 / p99 per request at batch 1 and 32, and
-throughput; where batch 1 spends its time in process (per signature); then under load: 1, 8 and 32 concurrent clients sending one text per request.
+throughput; where batch 1 spends its time in process (per signature); then under load: 1, 8 and
+32 concurrent clients sending one text per request.
 
     python bench/serving_latency.py --model mtmoe_work/serving_model [--requests 200]
                                     [--load-requests 800]

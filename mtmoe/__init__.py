@@ -5,7 +5,7 @@ import os
 # to 1 when unset, so it must be decided before TensorFlow is first imported.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow's oneDNN kernels cost more to set up than they save on our small tensors: one text through
-# serving_default took 4.1-4.5 ms with them and 2.7-2.9 ms without, and a training epoch the same
-# time (README Results). TF Serving reads the same variable (see README, Serving).
+# TensorFlow's oneDNN kernels cost more to set up than they save on our small tensors: one text
+# through serving_default took 3.9-4.7 ms with them and 2.65-2.73 ms without, a training epoch the
+# same time (README Results, serving). TF Serving reads the same variable (README, Serving).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

@@ -226,13 +226,13 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
         outputs[task.name] = head_of(task).head(task, sequence, pooled, num_classes[task.name], m)
     outputs = {task.name: outputs[task.name] for task in config.tasks}
     uncertain = config.training.loss_weighting == "uncertainty"
+    weights = loss_weights(config)
     return MultiTaskModel(
         inputs=inputs, outputs={**outputs, **{token_level_output_name(t.name): per_token[t.name]
                                               for t in config.tasks if t.name in per_token}},
         name="mtmoe", fgm_epsilon=config.training.fgm_epsilon,
         uncertainty_tasks=task_names if uncertain else (),
-        token_level_tasks={task.name: loss_weights(config)[task.name]
-                           for task in config.tasks if task.name in per_token},
+        token_level_tasks={t.name: weights[t.name] for t in config.tasks if t.name in per_token},
         label_smoothing=config.training.label_smoothing)
 
 

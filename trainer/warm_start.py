@@ -27,12 +27,16 @@ TOKENS, CHARS = "tokens", "chars"
 def architecture(config) -> dict:
     """What must match for weights to carry over: the model (its initialisation aside), the text
     shape and the tasks."""
-    model = dataclasses.asdict(config.model)
-    del model["word_vectors"]  # where the embedding started; trained weights replace it
-    return {"model": model,
+    return {"model": _model_architecture(config.model),
             "max_tokens": config.text.max_tokens, "max_chars": config.text.max_chars,
             "loss_weighting": config.training.loss_weighting,
             "tasks": [[task.name, task.type] for task in config.tasks]}
+
+
+def _model_architecture(model_config) -> dict:
+    model = dataclasses.asdict(model_config)
+    del model["word_vectors"]  # where the embedding started; trained weights replace it
+    return model
 
 
 def embedding_rows(vocabulary: List[str]) -> List[str]:
@@ -90,8 +94,7 @@ def restore(model, config, vocabularies: Dict[str, List[str]], base_model_dir: O
         state = json.load(f)
     # A model option added since the base model was trained did not exist then: it had its default.
     before = state["architecture"]
-    before = {**before, "model": {**architecture(dataclasses.replace(
-        config, model=type(config.model)()))["model"], **before["model"]}}
+    before["model"] = {**_model_architecture(type(config.model)()), **before["model"]}
     changed = _differences(before, architecture(config))
     if changed:
         return {**record, "reason": "changed since the blessed model: " + ", ".join(changed)}
