@@ -75,6 +75,11 @@ def constrained_viterbi(log_probs, mask, allowed: np.ndarray, start: np.ndarray,
     each tag j after a tag i. Works eagerly and in a `tf.function` with unknown batch size and
     length (zero included).
 
+    Without learned scores, a row whose per-token best tags are well-formed has them as its best
+    well-formed sequence, so the token-by-token search (a loop over the tokens, most of a short
+    text's decoding time) runs only when some row of the batch needs it; either way each row gets
+    the same tags.
+
     Args:
         log_probs: float [B, L, T], each token's log-probability of each tag (any float dtype;
             the decoding runs in float32).
@@ -86,6 +91,26 @@ def constrained_viterbi(log_probs, mask, allowed: np.ndarray, start: np.ndarray,
     Returns:
         int32 [B, L]: the tag of each real token, 0 at padded positions.
     """
+    if transitions is not None:
+        return _viterbi(log_probs, mask, allowed, start, transitions, start_scores)
+    mask = tf.cast(mask, tf.bool)
+    best = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+    return tf.cond(_all_well_formed(best, mask, allowed, start),
+                   lambda: tf.where(mask, best, 0),
+                   lambda: _viterbi(log_probs, mask, allowed, start))
+
+
+def _all_well_formed(tags, mask, allowed: np.ndarray, start: np.ndarray) -> tf.Tensor:
+    """Scalar bool: every row's real tags [B, L] open and follow each other as permitted."""
+    opens = tf.gather(tf.constant(start), tags[:, :1])
+    follows = tf.gather_nd(tf.constant(allowed), tf.stack([tags[:, :-1], tags[:, 1:]], axis=-1))
+    return tf.reduce_all(tf.logical_or(tf.concat([opens, follows], axis=1),
+                                       tf.logical_not(mask)))
+
+
+def _viterbi(log_probs, mask, allowed: np.ndarray, start: np.ndarray, transitions=None,
+             start_scores=None) -> tf.Tensor:
+    """`constrained_viterbi` by a search over the tokens, for any scores."""
     transition = tf.constant(np.where(allowed, 0.0, FORBIDDEN), tf.float32)  # [T, T]
     opening = tf.constant(np.where(start, 0.0, FORBIDDEN), tf.float32)  # [T]
     if transitions is not None:

@@ -1,6 +1,7 @@
 """BIO-constrained Viterbi decoding: never ill-formed, the best well-formed sequence (checked
-against a brute-force search), blind to padding, the argmax when that is well-formed, and exportable
-to a SavedModel that the stock TF Serving image loads."""
+against a brute-force search), blind to padding, the argmax when that is well-formed (alone or
+beside rows that need the search), and exportable to a SavedModel that the stock TF Serving image
+loads."""
 import itertools
 
 import numpy as np
@@ -135,6 +136,22 @@ def test_well_formed_argmax_is_kept(decode, data, length):
     logits[np.arange(length), expected] = logits.max(-1) + 1  # the argmax is the well-formed one
     decoded = decode(_log_softmax(logits)[None], np.ones((1, length), bool)).numpy()[0]
     np.testing.assert_array_equal(decoded, expected)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data(), st.integers(1, 12))
+def test_a_row_decodes_alike_whether_or_not_its_batch_needs_the_search(decode, data, length):
+    """A row whose argmax is well-formed takes the shortcut alone; beside a row whose argmax opens
+    with an I-x, the whole batch is searched token by token. Its tags are the same either way."""
+    logits = data.draw(logit_arrays((2, length, len(TAGS))))
+    logits[0, np.arange(length), data.draw(well_formed_tags(length))] = logits[0].max(-1) + 1
+    logits[1, 0, TAGS.index("I-timeRange")] = logits[1, 0].max() + 1
+    log_probs, mask = _log_softmax(logits), np.ones((2, length), bool)
+    alone = decode(log_probs[:1], mask[:1]).numpy()[0]
+    together = decode(log_probs, mask).numpy()
+    np.testing.assert_array_equal(together[0], alone)
+    assert _well_formed([TAGS[i] for i in together[1]])
+    assert TAGS[together[1][0]] != "I-timeRange"
 
 
 @pytest.mark.parametrize("shape", [(2, 0), (0, 3), (0, 0)])
