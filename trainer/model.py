@@ -1,6 +1,7 @@
 """The multi-task Keras 3 model: shared embeddings and trunk, one named float32 head per task.
 
-    token ids, char ids -> embeddings [-> BiLSTM (model.recurrent)] -> N x (SelfAttention, feed-forward)
+    token ids, char ids -> embeddings [-> model.recurrent_layers x BiLSTM]
+        -> N x (SelfAttention, feed-forward)
         -> per-task sequence
         -> per-task head (pooled for sentence tasks, per token for tagging)
 
@@ -181,6 +182,11 @@ def feed_forward(config, block: int, task_names: List[str]) -> keras.layers.Laye
     return FeedForward(m.embedding_dim, m.ff_dim, m.dropout, name=name)
 
 
+def recurrent_layer_name(index: int) -> str:
+    """`recurrent`, `recurrent_2`, ...: the first keeps the name models saved before stacking had."""
+    return RECURRENT if index == 0 else f"{RECURRENT}_{index + 1}"
+
+
 def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str, int]
                 ) -> keras.Model:
     """{token_ids [B, L], char_ids [B, L, C]} -> {task name: float32 output} for every task;
@@ -198,8 +204,9 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
                                  name=CHARACTERS)(inputs[CHAR_IDS])
     x = keras.layers.Dropout(m.dropout)(x)
     if m.recurrent:  # word order read token by token: what B-/I- tags depend on
-        x = RecurrentEncoder(m.embedding_dim, m.dropout, m.recurrent_units, name=RECURRENT)(
-            x, padding_mask)
+        for layer in range(m.recurrent_layers):
+            x = RecurrentEncoder(m.embedding_dim, m.dropout, m.recurrent_units,
+                                 name=recurrent_layer_name(layer))(x, padding_mask)
     sequences = None
     for block in range(m.num_blocks):
         x = SelfAttention(m.embedding_dim, m.num_heads, m.dropout, name=f"attention_{block}")(

@@ -100,6 +100,9 @@ class ModelConfig:
     # Units of each of the BiLSTM's two LSTMs; 0 = embedding_dim / 2 (their concatenation is the
     # model width). Wider ones are projected back to embedding_dim.
     recurrent_units: AtLeast0 = 0
+    # Stacked BiLSTM sublayers when `recurrent` (each residual, reading the one before): deeper
+    # tagging encoders help sequence labelling beyond one dataset (Reimers & Gurevych 2017).
+    recurrent_layers: AtLeast1 = 1
     # Token-tagging heads read the classification tasks' predicted class probabilities at every
     # token (the intent informs the slots); no effect without a classification task.
     tags_see_classes: Bool = False

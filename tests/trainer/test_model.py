@@ -8,6 +8,7 @@ import pytest
 from mtmoe.core.config import TRUNKS, load_config
 from mtmoe.trainer.callbacks import cosine_decay
 from mtmoe.trainer.introspection import gate_statistics
+from mtmoe.trainer.layers import RecurrentEncoder
 from mtmoe.trainer.model import build_model, compile_model
 
 VOCABULARY = {"token_ids": 40, "char_ids": 20}
@@ -118,6 +119,20 @@ def test_recurrent_option_adds_one_bilstm_and_keeps_the_outputs():
     outputs = model(inputs)
     assert outputs["slots"].shape == (6, config.text.max_tokens, CLASSES["slots"])
     assert outputs["intent"].shape == (6, CLASSES["intent"])
+
+
+def test_recurrent_layers_stack_bilstms_each_on_the_outputs():
+    config = _config("dense", blocks=1)
+    config = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, recurrent=True, recurrent_layers=2, dropout=0.0))
+    model = build_model(config, VOCABULARY, CLASSES)
+    assert [layer.name for layer in model.layers if isinstance(layer, RecurrentEncoder)] == [
+        "recurrent", "recurrent_2"]
+    inputs, _ = _batch(config)
+    before = model(inputs)["slots"].numpy()
+    second = model.get_layer("recurrent_2")
+    second.set_weights([w + 0.1 for w in second.get_weights()])
+    assert not np.allclose(model(inputs)["slots"].numpy(), before, atol=1e-4)
 
 
 @pytest.mark.slow
