@@ -122,6 +122,21 @@ def test_at_inference_every_expert_runs_once_and_each_router_weighs_its_top_k():
     assert not np.allclose(outputs[0], outputs[1])
 
 
+def test_all_experts_gives_each_expert_on_each_input():
+    layer = _moe()
+    experts = layer.routed
+    for weight in experts.weights:  # non-zero biases, so that a swapped bias shows
+        weight.assign(np.random.default_rng(1).normal(size=weight.shape).astype("float32"))
+    h = _inputs()[0].reshape(-1, DIM)
+    w1, b1, w2, b2 = (ops.convert_to_numpy(w) for w in (experts.w1, experts.b1, experts.w2,
+                                                           experts.b2))
+    out = ops.convert_to_numpy(experts.all_experts(h))
+    assert out.shape == (len(h), EXPERTS, DIM)
+    for e in range(EXPERTS):
+        hidden = ops.convert_to_numpy(keras.activations.gelu(h @ w1[e] + b1[e]))
+        np.testing.assert_allclose(out[:, e], hidden @ w2[e] + b2[e], rtol=1e-5, atol=1e-5)
+
+
 def test_routed_compute_follows_top_k_not_the_number_of_experts():
     few, many = _moe(num_routed=4), _moe(num_routed=32)
     tokens = 1024
