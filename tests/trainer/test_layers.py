@@ -124,9 +124,9 @@ def test_at_inference_every_expert_runs_once_and_each_router_weighs_its_top_k():
 
 def test_all_experts_gives_each_expert_on_each_input():
     layer = _moe()
-    experts = layer.routed
+    experts, rng = layer.routed, np.random.default_rng(1)
     for weight in experts.weights:  # non-zero biases, so that a swapped bias shows
-        weight.assign(np.random.default_rng(1).normal(size=weight.shape).astype("float32"))
+        weight.assign(rng.normal(size=weight.shape).astype("float32"))
     h = _inputs()[0].reshape(-1, DIM)
     w1, b1, w2, b2 = (ops.convert_to_numpy(w) for w in (experts.w1, experts.b1, experts.w2,
                                                            experts.b2))
