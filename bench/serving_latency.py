@@ -12,11 +12,14 @@ batches concurrent requests as its batching.config says. Writes bench/results/se
 with the machine, the versions and the command.
 """
 import argparse
+import http.client
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
@@ -102,6 +105,27 @@ def batch_one_breakdown(model_dir, texts, requests_count):
             for name, call in calls.items()]
 
 
+def rest_predict(url):
+    """One predict call through Python's own HTTP client, a new connection each time (the local
+    server closes every connection): lean like a load generator, so the row is mostly the server's
+    time. The `requests` library's client costs more per call; its row at batch 1 shows how much."""
+    address = urllib.parse.urlsplit(url)
+
+    def call(batch):
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+        try:
+            connection.request("POST", address.path + ":predict", json.dumps({"instances": batch}),
+                               {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            body = response.read()
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
+        return json.loads(body)
+    return call
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,23 +163,21 @@ def main():
     process, url, grpc_target = start_server(os.path.dirname(model_dir))
     grpc_client = GrpcClient(grpc_target)
 
-    def rest(batch):
-        # One connection per thread: a requests.Session is not thread-safe.
-        with requests.post(url + ":predict", json={"instances": batch}, timeout=60) as response:
-            response.raise_for_status()
-
+    rest = rest_predict(url)
     paths = {"in-process": predictor.outputs, "REST (mtmoe serve)": rest,
              "gRPC (mtmoe serve)": grpc_client.predict_outputs}
     rows, load = [], []
     breakdown = batch_one_breakdown(model_dir, texts, args.requests)
     try:
+        batches_of_one = [[texts[i % len(texts)]] for i in range(args.requests)]
         for size in (1, 32):
             batches = [[texts[(i * size + j) % len(texts)] for j in range(size)]
                        for i in range(args.requests)]
             rows.append({"path": "in-process", "batch": size, **timed(predictor.outputs, batches)})
-            rows.append({"path": "REST (mtmoe serve)", "batch": size, **timed(
-                lambda batch: session.post(url + ":predict", json={"instances": batch},
-                                           timeout=60).raise_for_status(), batches)})
+            rows.append({"path": "REST (mtmoe serve)", "batch": size, **timed(rest, batches)})
+        rows.append({"path": "REST (mtmoe serve), requests library client", "batch": 1, **timed(
+            lambda batch: session.post(url + ":predict", json={"instances": batch},
+                                       timeout=60).raise_for_status(), batches_of_one)})
         for path, call in paths.items():
             for clients in (1, 8, 32):
                 load.append({"path": path, "clients": clients,

@@ -10,7 +10,8 @@ gRPC: tensorflow.serving.PredictionService/Predict, from tensorflow-serving-api'
 
 Concurrent requests are batched server-side as TF Serving's `batching.config` says (`Batcher`): a
 request waits up to `batch_timeout_micros` for others to fill a batch of up to `max_batch_size`
-texts. The model's answer to a text does not depend on its batch, so batching changes only speed.
+texts; with 0 (the default) it runs at once, and requests that arrive while every batch thread is
+busy share the next batch. The model's answer to a text does not depend on its batch, so batching changes only speed.
 
 The highest integer version in the serving folder is served; a poll loads a newer one when it
 appears, and the old one keeps serving until the new one has loaded. SIGTERM (or Ctrl-C) stops
@@ -233,8 +234,8 @@ class Batcher:
     def _run(batch: List[_Pending]):
         first = batch[0]
         try:
-            tensors = {name: tf.concat([p.tensors[name] for p in batch], axis=0)
-                       for name in first.tensors}
+            tensors = first.tensors if len(batch) == 1 else {
+                name: tf.concat([p.tensors[name] for p in batch], axis=0) for name in first.tensors}
             outputs = run_signature(first.loaded, first.signature, tensors)
             start = 0
             for pending in batch:

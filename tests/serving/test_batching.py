@@ -1,6 +1,7 @@
 """Server-side batching and the REST app's error answers, in process with a stand-in model."""
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -96,6 +97,40 @@ def test_a_failing_batch_fails_each_of_its_requests(batcher):
     shared = len(loaded.model.batches) == 1
     assert isinstance(results[0], tf.errors.InvalidArgumentError)
     assert isinstance(results[1], tf.errors.InvalidArgumentError) == shared
+
+
+def test_without_a_wait_requests_queued_behind_a_busy_thread_share_the_next_batch():
+    """batch_timeout_micros 0 (the default) still batches: what arrives while the batch thread is
+    busy runs together once it is free."""
+    batcher = Batcher(batching_parameters(max_batch_size=8, num_batch_threads=1))
+    loaded, running, release = _Loaded(), threading.Event(), threading.Event()
+    echo = loaded.model.signatures["serving_default"]
+
+    def slow_first_batch(text):
+        if not running.is_set():
+            running.set()
+            release.wait(timeout=30)
+        return echo(text)
+
+    loaded.model.signatures["serving_default"] = slow_first_batch
+    try:
+        first = threading.Thread(target=batcher.run,
+                                 args=(loaded, "serving_default", {"text": tf.constant(["first"])}))
+        first.start()
+        assert running.wait(timeout=30)
+        queued = [(loaded, "serving_default", [f"text {i}"]) for i in range(4)]
+        waiting = threading.Thread(target=_concurrently, args=(batcher, queued))
+        waiting.start()
+        while batcher.queue.qsize() < len(queued):
+            time.sleep(0.01)
+        release.set()
+        waiting.join(timeout=60)
+        first.join(timeout=60)
+    finally:
+        release.set()
+        batcher.stop()
+    (_, first_batch), (_, next_batch) = loaded.model.batches
+    assert first_batch == ["first"] and sorted(next_batch) == [f"text {i}" for i in range(4)]
 
 
 class _BrokenWatcher:
