@@ -121,7 +121,8 @@ def test_without_a_wait_requests_queued_behind_a_busy_thread_share_the_next_batc
         queued = [(loaded, "serving_default", [f"text {i}"]) for i in range(4)]
         waiting = threading.Thread(target=_concurrently, args=(batcher, queued))
         waiting.start()
-        while batcher.queue.qsize() < len(queued):
+        deadline = time.monotonic() + 30
+        while batcher.queue.qsize() < len(queued) and time.monotonic() < deadline:
             time.sleep(0.01)
         release.set()
         waiting.join(timeout=60)
