@@ -11,7 +11,8 @@ gRPC: tensorflow.serving.PredictionService/Predict, from tensorflow-serving-api'
 Concurrent requests are batched server-side as TF Serving's `batching.config` says (`Batcher`): a
 request waits up to `batch_timeout_micros` for others to fill a batch of up to `max_batch_size`
 texts; with 0 (the default) it runs at once, and requests that arrive while every batch thread is
-busy share the next batch. The model's answer to a text does not depend on its batch, so batching changes only speed.
+busy share the next batch. The model's answer to a text does not depend on its batch, so batching
+changes only speed.
 
 The highest integer version in the serving folder is served; a poll loads a newer one when it
 appears, and the old one keeps serving until the new one has loaded. SIGTERM (or Ctrl-C) stops
