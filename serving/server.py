@@ -35,13 +35,14 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  registers the tokenizer ops the graph uses
 from google.protobuf import json_format, text_format
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 from werkzeug.serving import make_server
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 from werkzeug.wsgi import ClosingIterator
 
 from mtmoe.core.errors import UserError
+from mtmoe.core.file_names import WARMUP_FILE
 from mtmoe.serving.deploy import BatchingParameters, batching_parameters
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -58,6 +59,11 @@ class RequestError(ValueError):
 
 
 class LoadedVersion:
+    """A loaded version, warmed up: like TF Serving, it replays the SavedModel's warmup requests
+    (`assets.extra/tf_serving_warmup_requests`) before serving, so that its first request does not
+    pay for building the graph (measured: about 550 ms, against 3 ms warm). A warmup request that
+    fails fails the load."""
+
     def __init__(self, path: str, version: int):
         self.version = version
         self.model = tf.saved_model.load(path)
@@ -65,6 +71,19 @@ class LoadedVersion:
             meta_graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0]
         self.signature_defs = {name: meta_graph.signature_def[name]
                                for name in self.model.signatures}
+        self.warmup_requests = self._warm_up(os.path.join(path, WARMUP_FILE))
+
+    def _warm_up(self, path: str) -> int:
+        if not os.path.exists(path):
+            return 0
+        count = 0
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+            signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            run_signature(self, signature, {name: tf.constant(tf.make_ndarray(proto))
+                                            for name, proto in request.inputs.items()})
+            count += 1
+        return count
 
 
 class VersionWatcher:
@@ -91,13 +110,17 @@ class VersionWatcher:
         versions = self._versions()
         if not versions or (self._current and versions[-1] <= self._current.version):
             return
+        path = os.path.join(self.serving_dir, str(versions[-1]))
         try:
-            loaded = LoadedVersion(os.path.join(self.serving_dir, str(versions[-1])), versions[-1])
+            loaded = LoadedVersion(path, versions[-1])
         except Exception as e:  # a version still being copied, or a broken one: keep serving
+            if self._current is None:  # nothing to keep serving
+                raise UserError(f"{path}: the version did not load: {e}") from e
             log.warning("version %s did not load (%s); still serving the previous one", versions[-1], e)
             return
         self._current = loaded
-        log.warning("serving version %s", loaded.version)
+        log.warning("serving version %s (%d warmup requests replayed)", loaded.version,
+                    loaded.warmup_requests)
 
     def _poll(self):
         while not self._stop.wait(self.poll_seconds):

@@ -12,11 +12,16 @@ import time
 import numpy as np
 import pytest
 import requests
+import tensorflow as tf
 from google.protobuf import text_format
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
+from mtmoe.core.errors import UserError
+from mtmoe.core.file_names import WARMUP_FILE
 from mtmoe.serving.client import GrpcClient, RestClient
 from mtmoe.serving.deploy import batching_parameters
 from mtmoe.serving.predict import Predictor
+from mtmoe.serving.server import VersionWatcher
 
 pytestmark = pytest.mark.slow
 
@@ -136,10 +141,11 @@ def test_sigterm_answers_the_requests_in_flight_then_exits(tiny_export, tmp_path
     time.sleep(1)  # the request is waiting in the batcher
     process.send_signal(signal.SIGTERM)
     asking.join(timeout=60)
-    assert process.wait(timeout=60) == 0
+    returncode = process.wait(timeout=60)
+    output = process.stdout.read()
+    assert returncode == 0, output[-3000:]
     assert answered["response"].status_code == 200
     assert answered["response"].json()["predictions"][0]["tokens"][:3] == ["check", "my", "balance"]
-    output = process.stdout.read()
     assert "batches of up to 32 texts, waiting up to 3000000 us" in output
     assert "stopping: answering the requests in flight" in output
     with pytest.raises(requests.ConnectionError):
@@ -162,6 +168,33 @@ def test_predict_command_asks_the_server(server, cli):
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == TEXTS[:2]
     result = cli("predict", "--server", f"grpc://{server['grpc']}", TEXTS[0])
     assert result.returncode == 0 and json.loads(result.stdout)["slots"]["tokens"][0] == "transfer"
+
+
+def _write_failing_warmup(version_dir):
+    """A warmup request for a signature the model lacks, as a broken export would hold."""
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name="missing"))
+    request.inputs["text"].CopyFrom(tf.make_tensor_proto(["hello"]))
+    with tf.io.TFRecordWriter(str(version_dir / WARMUP_FILE)) as writer:
+        writer.write(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+            request=request)).SerializeToString())
+
+
+def test_a_version_replays_its_warmup_requests_and_one_that_fails_them_is_not_served(
+        tiny_export, tmp_path):
+    serving_dir = _serving_copy(tiny_export, tmp_path)
+    records = sum(1 for _ in tf.data.TFRecordDataset(f"{tiny_export['version']}/{WARMUP_FILE}"))
+    watcher = VersionWatcher(str(serving_dir), poll_seconds=3600)
+    try:
+        assert watcher.current().warmup_requests == records > 0
+        shutil.copytree(serving_dir / "1", serving_dir / "2")
+        _write_failing_warmup(serving_dir / "2")
+        watcher.refresh()
+        assert watcher.current().version == 1
+    finally:
+        watcher.stop()
+    shutil.rmtree(serving_dir / "1")
+    with pytest.raises(UserError, match=r"2: the version did not load: .*missing"):
+        VersionWatcher(str(serving_dir))
 
 
 def test_a_new_version_is_served_without_a_restart(server):
