@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker
+.PHONY: run test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors
 
 venv: $(PROJECT_STAMP)
 
@@ -72,3 +72,8 @@ bench-snips: $(PROJECT_STAMP)
 
 bench-multitask: $(PROJECT_STAMP)
 	$(BIN)/python bench/multitask.py --data $(DATA) $(ARGS)
+
+# Span errors by entity type and kind on the dev split, for the models bench-snips pushed (seeds).
+bench-slot-errors: $(PROJECT_STAMP)
+	$(BIN)/python bench/slot_errors.py --split $(DATA)/dev \
+	    --model $(or $(MODEL),$(wildcard bench/work/snips/pipeline-work/serving_model/*))
