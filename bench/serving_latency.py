@@ -1,7 +1,9 @@
 """Serving latency of a pushed model: in process (the SavedModel's `serving_default`) and through the
 local endpoint (`mtmoe serve`, REST and gRPC), p50 / p99 per request at batch 1 and 32, and
 throughput; the server's first request once it answers; where batch 1 spends its time in process
-(per signature); then under load: 1, 8 and 32 concurrent clients sending one text per request.
+(per signature); then under load: 1, 8 and 32 concurrent clients sending one text per request,
+in process (each client calling the model; and through the server's batching code, no HTTP), over
+REST and over gRPC.
 
     python bench/serving_latency.py --model mtmoe_work/serving_model [--requests 200]
                                     [--load-requests 800]
@@ -33,6 +35,7 @@ from mtmoe.core.file_names import WARMUP_FILE
 from mtmoe.core.formats import to_tf_example
 from mtmoe.serving.client import GrpcClient
 from mtmoe.serving.predict import Predictor, resolve_model_dir
+from mtmoe.serving.server import DEFAULT_SIGNATURE, Batcher, LoadedVersion, request_tensors
 
 
 def warmup_texts(model_dir):
@@ -126,6 +129,18 @@ def rest_predict(url):
     return call
 
 
+def batched_predict(model_dir):
+    """One predict call through the local server's Batcher (default batching parameters), in this
+    process: server-side batching without HTTP, so its load rows show what batching alone gives."""
+    loaded = LoadedVersion(model_dir, version=int(os.path.basename(model_dir)))
+    batcher = Batcher()
+
+    def call(batch):
+        return batcher.run(loaded, DEFAULT_SIGNATURE,
+                           request_tensors(loaded, DEFAULT_SIGNATURE, {TEXT: batch}))
+    return call
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -170,8 +185,9 @@ def main():
     rest(texts[:1])
     first_request_ms = round(1000 * (time.perf_counter() - started), 2)
     print(f"  first REST request after the server started: {first_request_ms} ms", flush=True)
-    paths = {"in-process": predictor.outputs, "REST (mtmoe serve)": rest,
-             "gRPC (mtmoe serve)": grpc_client.predict_outputs}
+    paths = {"in-process": predictor.outputs,
+             "in-process, batched (the server's Batcher)": batched_predict(model_dir),
+             "REST (mtmoe serve)": rest, "gRPC (mtmoe serve)": grpc_client.predict_outputs}
     rows, load = [], []
     breakdown = batch_one_breakdown(model_dir, texts, args.requests)
     try:
