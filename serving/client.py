@@ -20,15 +20,19 @@ class ServingError(UserError):
 
 
 class RestClient:
-    """TF Serving's REST API: `/v1/models/<name>[:predict|/metadata]`."""
+    """TF Serving's REST API: `/v1/models/<name>[:predict|/metadata]`. One session for all calls:
+    TF Serving keeps connections alive, and a session per call costs 0.2-0.5 ms even where the
+    server closes them (`mtmoe serve`)."""
 
     def __init__(self, url: str, model_name: str = SERVED_MODEL_NAME, timeout: float = 30.0):
         self.base = f"{url.rstrip('/')}/v1/models/{model_name}"
         self.timeout = timeout
+        self._session = requests.Session()
 
     def _call(self, method: str, path: str = "", **kwargs) -> dict:
         try:
-            response = requests.request(method, self.base + path, timeout=self.timeout, **kwargs)
+            response = self._session.request(method, self.base + path, timeout=self.timeout,
+                                             **kwargs)
         except requests.RequestException as e:
             raise ServingError(f"{self.base}: {e}") from None
         try:
@@ -56,6 +60,9 @@ class RestClient:
     def predict(self, texts: Sequence[str], columnar: bool = False) -> List[dict]:
         outputs = self.predict_outputs(texts, columnar)
         return prediction_rows(texts, outputs, tasks_from_output_names(outputs))
+
+    def close(self):
+        self._session.close()
 
 
 class GrpcClient:

@@ -1,0 +1,38 @@
+"""The REST client against a stand-in server that keeps connections alive, as TF Serving does."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from mtmoe.serving.client import RestClient
+
+
+class _KeepAliveStatus(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # connections stay open between requests
+    peers = []
+
+    def do_GET(self):
+        self.peers.append(self.client_address)
+        body = json.dumps({"model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_rest_client_reuses_its_connection():
+    peers = _KeepAliveStatus.peers = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveStatus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = RestClient(f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        for _ in range(3):
+            assert client.status()["model_version_status"][0]["state"] == "AVAILABLE"
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert len(peers) == 3 and len(set(peers)) == 1  # one client port: one connection
