@@ -42,7 +42,7 @@ setup(
         "tensorflow-serving-api==2.16.1",
         "grpcio",
         "requests",
-        "werkzeug",
+        "tornado>=6.3",
     ],
     entry_points={"console_scripts": ["mtmoe = mtmoe.cli:main"]},
 )

@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -109,20 +110,22 @@ def batch_one_breakdown(model_dir, texts, requests_count):
 
 
 def rest_predict(url):
-    """One predict call through Python's own HTTP client, a new connection each time (the local
-    server closes every connection): lean like a load generator, so the row is mostly the server's
-    time. The `requests` library's client costs more per call; its row at batch 1 shows how much."""
+    """One predict call through Python's own HTTP client on a connection kept open per calling
+    thread, as load generators do (it reconnects when a server closes it): lean, so the row is
+    mostly the server's time. The `requests` library's client costs more per call; its row at
+    batch 1 shows how much."""
     address = urllib.parse.urlsplit(url)
+    local = threading.local()
 
     def call(batch):
-        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
-        try:
-            connection.request("POST", address.path + ":predict", json.dumps({"instances": batch}),
-                               {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            body = response.read()
-        finally:
-            connection.close()
+        if not hasattr(local, "connection"):
+            local.connection = http.client.HTTPConnection(address.hostname, address.port,
+                                                          timeout=60)
+        local.connection.request("POST", address.path + ":predict",
+                                 json.dumps({"instances": batch}),
+                                 {"Content-Type": "application/json"})
+        response = local.connection.getresponse()
+        body = response.read()
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
         return json.loads(body)

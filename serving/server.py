@@ -1,11 +1,12 @@
 """A local endpoint that answers like TF Serving, for development and tests; production is TF Serving.
 
-REST (werkzeug), the paths and JSON shapes of TF Serving's REST API:
+REST (tornado: HTTP/1.1, connections kept alive), the paths and JSON shapes of TF Serving's REST API:
   GET  /v1/models/<name>[/versions/<v>]            model status
   GET  /v1/models/<name>[/versions/<v>]/metadata   signature definitions
   POST /v1/models/<name>[/versions/<v>]:predict    {"instances": [...]} (row) or {"inputs": ...}
 Every error is JSON, {"error": "..."}: a bad request 400, an unknown model or version 404, a body
-over the byte limit 413, an unexpected failure 500 (its traceback goes to the log).
+over the byte limit 413, a request during shutdown 503, an unexpected failure 500 (its traceback
+goes to the log).
 gRPC: tensorflow.serving.PredictionService/Predict, from tensorflow-serving-api's service definition.
 
 Concurrent requests are batched server-side as TF Serving's `batching.config` says (`Batcher`): a
@@ -16,8 +17,9 @@ changes only speed.
 
 The highest integer version in the serving folder is served; a poll loads a newer one when it
 appears, and the old one keeps serving until the new one has loaded. SIGTERM (or Ctrl-C) stops
-taking requests and answers those in flight before exiting.
+taking connections and answers the requests in flight before exiting.
 """
+import asyncio
 import json
 import logging
 import os
@@ -36,10 +38,8 @@ import tensorflow_text  # noqa: F401  registers the tokenizer ops the graph uses
 from google.protobuf import json_format, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
-from werkzeug.serving import make_server
-from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.wrappers import Request, Response
-from werkzeug.wsgi import ClosingIterator
+import tornado.httpserver
+import tornado.web
 
 from mtmoe.core.errors import UserError
 from mtmoe.core.file_names import WARMUP_FILE
@@ -49,6 +49,8 @@ DEFAULT_SIGNATURE = "serving_default"
 MAX_REQUEST_BYTES = 4 << 20   # gRPC's default message limit, for REST bodies too
 MAX_INSTANCES = 1024          # texts per request
 SHUTDOWN_GRACE_SECONDS = 30   # how long requests in flight may take to finish on SIGTERM
+REQUEST_THREADS = 32          # REST and gRPC requests answered at once (each waits in the Batcher)
+MAX_DRAINED_BYTES = 1 << 30   # a larger body is cut off with tornado's bare 400, not read for a 413
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
                    r"(?P<verb>:predict|/metadata)?$")
 log = logging.getLogger(__name__)
@@ -331,28 +333,23 @@ def parse_predict_request(request: dict, names) -> Tuple[Dict[str, list], bool]:
 
 
 class RestApp:
-    """The WSGI application of the REST API. Counts the requests in flight, so that a shutdown can
-    wait for them."""
+    """The REST API apart from HTTP: `respond(method, path, body)` gives the status and the JSON
+    body. Counts the requests in flight (the HTTP handler opens and closes each), so that a
+    shutdown can wait for them."""
 
     def __init__(self, watcher: VersionWatcher, model_name: str, batcher: Batcher,
                  max_request_bytes: int = MAX_REQUEST_BYTES, max_instances: int = MAX_INSTANCES):
         self.watcher, self.model_name, self.batcher = watcher, model_name, batcher
         self.max_request_bytes, self.max_instances = max_request_bytes, max_instances
+        self.stopping = False  # set on shutdown: new requests get 503
         self._in_flight = 0
         self._idle = threading.Condition()
 
-    def __call__(self, environ, start_response):
+    def request_started(self):
         with self._idle:
             self._in_flight += 1
-        try:
-            response = self.respond(Request(environ))
-        except Exception:  # a bug of ours, still answered in JSON; the traceback goes to the log
-            log.exception("unexpected error answering %s", environ.get("PATH_INFO"))
-            response = self._json({"error": "internal error; see the server log"}, 500)
-        # Counted out once the body is written (the iterable closed), not when it is returned.
-        return ClosingIterator(response(environ, start_response), [self._done])
 
-    def _done(self):
+    def request_done(self):
         with self._idle:
             self._in_flight -= 1
             self._idle.notify_all()
@@ -362,34 +359,37 @@ class RestApp:
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
-    @staticmethod
-    def _json(value, status=200):
-        return Response(json.dumps(value), status=status, mimetype="application/json")
+    def respond(self, method: str, path: str, body: bytes) -> Tuple[int, bytes]:
+        """(HTTP status, JSON body) of one request whose body is within the byte limit."""
+        try:
+            status, value = self._route(method, path, body)
+        except Exception:  # a bug of ours, still answered in JSON; the traceback goes to the log
+            log.exception("unexpected error answering %s %s", method, path)
+            status, value = 500, {"error": "internal error; see the server log"}
+        return status, json.dumps(value).encode()
 
-    def respond(self, request: Request) -> Response:
-        match = _PATH.match(request.path)
+    def too_large(self) -> Tuple[int, bytes]:
+        return 413, json.dumps({"error": f"the request body is over {self.max_request_bytes} bytes; "
+                                         "send fewer or shorter texts per request"}).encode()
+
+    def _route(self, method: str, path: str, body: bytes) -> Tuple[int, dict]:
+        match = _PATH.match(path)
         if not match:
-            return self._json({"error": f"unknown path {request.path}"}, 404)
+            return 404, {"error": f"unknown path {path}"}
         loaded = self.watcher.current()
         version = match["version"]
         if match["name"] != self.model_name or (version and int(version) != loaded.version):
-            return self._json({"error": f"Servable not found for request: {match['name']}"
-                                        + (f" version {version}" if version else "")}, 404)
+            return 404, {"error": f"Servable not found for request: {match['name']}"
+                                  + (f" version {version}" if version else "")}
         if match["verb"] == ":predict":
-            if request.method != "POST":
-                return self._json({"error": "predict needs POST"}, 405)
-            request.max_content_length = self.max_request_bytes
-            try:
-                body = request.get_data()
-            except RequestEntityTooLarge:
-                return self._json({"error": f"the request body is over {self.max_request_bytes} "
-                                            "bytes; send fewer or shorter texts per request"}, 413)
+            if method != "POST":
+                return 405, {"error": "predict needs POST"}
             return self._predict(loaded, body)
         if match["verb"] == "/metadata":
-            return self._json(self._metadata(loaded))
-        return self._json({"model_version_status": [{
+            return 200, self._metadata(loaded)
+        return 200, {"model_version_status": [{
             "version": str(loaded.version), "state": "AVAILABLE",
-            "status": {"error_code": "OK", "error_message": ""}}]})
+            "status": {"error_code": "OK", "error_message": ""}}]}
 
     def _metadata(self, loaded: LoadedVersion) -> dict:
         return {"model_spec": {"name": self.model_name, "signature_name": "",
@@ -398,7 +398,7 @@ class RestApp:
                     name: json_format.MessageToDict(definition, preserving_proto_field_name=True)
                     for name, definition in loaded.signature_defs.items()}}}}
 
-    def _predict(self, loaded: LoadedVersion, body: bytes) -> Response:
+    def _predict(self, loaded: LoadedVersion, body: bytes) -> Tuple[int, dict]:
         try:
             request = load_request(body)
             signature = request.get("signature_name", DEFAULT_SIGNATURE)
@@ -406,14 +406,69 @@ class RestApp:
             tensors = request_tensors(loaded, signature, inputs, self.max_instances)
             outputs = self.batcher.run(loaded, signature, tensors)
         except RequestError as e:
-            return self._json({"error": str(e)}, 400)
+            return 400, {"error": str(e)}
         except tf.errors.OpError as e:
-            return self._json({"error": e.message}, 400)
+            return 400, {"error": e.message}
         if not rows:
-            return self._json({"outputs": {k: _json_value(v) for k, v in outputs.items()}})
+            return 200, {"outputs": {k: _json_value(v) for k, v in outputs.items()}}
         size = len(next(iter(outputs.values())))
-        return self._json({"predictions": [{k: _json_value(v[i]) for k, v in outputs.items()}
-                                           for i in range(size)]})
+        return 200, {"predictions": [{k: _json_value(v[i]) for k, v in outputs.items()}
+                                     for i in range(size)]}
+
+
+@tornado.web.stream_request_body
+class _RestHandler(tornado.web.RequestHandler):
+    """One HTTP request to the RestApp (tornado: HTTP/1.1 with keep-alive, no thread per
+    connection). The body is read as it streams in and kept up to the byte limit; past it, the
+    rest is read and dropped, then 413 (a client still sending would not see an early answer).
+    The answer is computed on a worker thread; every reply is JSON."""
+
+    def initialize(self, app: RestApp, workers: futures.Executor):
+        self.app, self.workers = app, workers
+        self.chunks: List[bytes] = []
+        self.size = 0
+        self.counted = False
+
+    def prepare(self):
+        self.app.request_started()
+        self.counted = True
+
+    def data_received(self, chunk: bytes):
+        self.size += len(chunk)
+        if self.size <= self.app.max_request_bytes:
+            self.chunks.append(chunk)
+
+    async def _answer(self):
+        if self.app.stopping:
+            self.set_header("Connection", "close")
+            status, body = 503, json.dumps({"error": "the server is shutting down"}).encode()
+        elif self.size > self.app.max_request_bytes:
+            status, body = self.app.too_large()
+        else:
+            status, body = await asyncio.get_running_loop().run_in_executor(
+                self.workers, self.app.respond, self.request.method, self.request.path,
+                b"".join(self.chunks))
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(body)
+
+    get = post = put = delete = patch = _answer
+
+    def write_error(self, status_code: int, **kwargs):
+        """tornado's own errors (a method it does not route) in JSON too."""
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": self._reason}).encode())
+
+    def on_finish(self):
+        self._uncount()
+
+    def on_connection_close(self):
+        self._uncount()
+
+    def _uncount(self):
+        if self.counted:
+            self.counted = False
+            self.app.request_done()
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -460,34 +515,50 @@ def serve(serving_dir: str, model_name: str, host: str, port: int, grpc_port: in
     watcher = VersionWatcher(serving_dir, poll_seconds)
     parameters = read_batching_parameters(batching_config)
     batcher = Batcher(parameters)
-    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=[
+    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=REQUEST_THREADS), options=[
         ("grpc.max_receive_message_length", max_request_bytes)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(watcher, model_name, batcher, max_instances), grpc_server)
     grpc_server.add_insecure_port(f"{host}:{grpc_port}")
     grpc_server.start()
     app = RestApp(watcher, model_name, batcher, max_request_bytes, max_instances)
-    http_server = make_server(host, port, app, threaded=True)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
-    echo(f"serving {model_name} version {watcher.current().version} from {serving_dir}: "
-         f"REST http://{host}:{port}/v1/models/{model_name}, gRPC {host}:{grpc_port}; batches of "
-         f"up to {parameters.max_batch_size.value} texts, waiting up to "
-         f"{parameters.batch_timeout_micros.value} us", flush=True)
-    try:
-        # Returns on SIGTERM or Ctrl-C: werkzeug ends its loop on KeyboardInterrupt and closes the
-        # listening socket; requests in flight go on in their threads.
-        http_server.serve_forever()
+
+    def ready():
+        echo(f"serving {model_name} version {watcher.current().version} from {serving_dir}: "
+             f"REST http://{host}:{port}/v1/models/{model_name}, gRPC {host}:{grpc_port}; batches "
+             f"of up to {parameters.max_batch_size.value} texts, waiting up to "
+             f"{parameters.batch_timeout_micros.value} us", flush=True)
+
+    def stopping():
         echo("stopping: answering the requests in flight", flush=True)
+        grpc_server.stop(grace=SHUTDOWN_GRACE_SECONDS)  # gRPC drains meanwhile
+
+    try:
+        asyncio.run(_serve_rest(app, host, port, ready, stopping))
     finally:
-        grpc_done = grpc_server.stop(grace=SHUTDOWN_GRACE_SECONDS)
-        if not app.wait_idle(SHUTDOWN_GRACE_SECONDS):
-            log.warning("requests still in flight after %s s; stopping anyway", SHUTDOWN_GRACE_SECONDS)
-        grpc_done.wait()
+        grpc_server.stop(grace=SHUTDOWN_GRACE_SECONDS).wait()
         batcher.stop()
         watcher.stop()
 
 
-def _interrupt(signum, frame):
-    """SIGTERM ends serve_forever as Ctrl-C does."""
-    raise KeyboardInterrupt
+async def _serve_rest(app: RestApp, host: str, port: int, ready, stopping) -> None:
+    """REST until SIGTERM or SIGINT; then no new connections, 503 for new requests on open ones,
+    and the requests in flight answered (up to SHUTDOWN_GRACE_SECONDS)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+    workers = futures.ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="rest")
+    application = tornado.web.Application([(r".*", _RestHandler,
+                                            {"app": app, "workers": workers})])
+    http_server = tornado.httpserver.HTTPServer(application, max_body_size=MAX_DRAINED_BYTES)
+    http_server.listen(port, host)
+    ready()
+    await stop.wait()
+    app.stopping = True
+    http_server.stop()
+    stopping()
+    if not await loop.run_in_executor(None, app.wait_idle, SHUTDOWN_GRACE_SECONDS):
+        log.warning("requests still in flight after %s s; stopping anyway", SHUTDOWN_GRACE_SECONDS)
+    workers.shutdown(wait=False)

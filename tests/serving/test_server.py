@@ -1,4 +1,5 @@
 """`mtmoe serve` in a subprocess, used through the REST and gRPC clients as TF Serving would be."""
+import http.client
 import json
 import os
 import shutil
@@ -121,19 +122,48 @@ def test_bad_requests_get_400_and_the_server_keeps_serving(server, body, fragmen
 
 
 def test_a_body_over_the_byte_limit_gets_a_json_413(server):
-    body = json.dumps({"instances": ["x" * (4 << 20)]})
-    response = requests.post(f"{server['url']}/v1/models/mtmoe:predict", data=body, timeout=60)
-    assert response.status_code == 413
-    assert "over 4194304 bytes" in response.json()["error"]
+    body = json.dumps({"instances": ["x" * (4 << 20)]}).encode()
+    url = f"{server['url']}/v1/models/mtmoe:predict"
+    sized = requests.post(url, data=body, timeout=60)
+    chunked = requests.post(url, data=(body[i:i + 65536] for i in range(0, len(body), 65536)),
+                            timeout=60)  # no Content-Length: the limit counts what arrives
+    for response in (sized, chunked):
+        assert response.status_code == 413
+        assert "over 4194304 bytes" in response.json()["error"]
+
+
+def test_a_method_the_api_lacks_gets_a_json_error(server):
+    response = requests.options(f"{server['url']}/v1/models/mtmoe", timeout=10)
+    assert response.status_code == 405 and response.json()["error"]
+
+
+def test_a_connection_serves_one_request_after_another(server):
+    """HTTP/1.1 keep-alive, as TF Serving: a client does not reconnect for each request."""
+    connection = http.client.HTTPConnection(server["url"][len("http://"):], timeout=30)
+    try:
+        sockets = []
+        for text in TEXTS[:3]:
+            connection.request("POST", "/v1/models/mtmoe:predict",
+                               json.dumps({"instances": [text]}))
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read())["predictions"]
+            sockets.append(connection.sock)
+    finally:
+        connection.close()
+    assert sockets[0] is not None and sockets == [sockets[0]] * 3
 
 
 def test_sigterm_answers_the_requests_in_flight_then_exits(tiny_export, tmp_path):
     """The batcher holds a request for 3 s (waiting for others to join it); SIGTERM arrives
-    meanwhile: the request is still answered, and the server exits 0."""
+    meanwhile: the request is still answered, and the server exits 0, an idle kept-alive
+    connection notwithstanding."""
     batching = tmp_path / "batching.config"
     batching.write_text(text_format.MessageToString(
         batching_parameters(batch_timeout_micros=3_000_000, num_batch_threads=1)))
     process, url, _ = _start(_serving_copy(tiny_export, tmp_path), "--batching-config", batching)
+    idle = http.client.HTTPConnection(url[len("http://"):], timeout=30)  # kept open, no request
+    idle.request("GET", "/v1/models/mtmoe")
+    assert idle.getresponse().read()
     answered = {}
     asking = threading.Thread(target=lambda: answered.update(response=requests.post(
         f"{url}/v1/models/mtmoe:predict", json={"instances": ["check my balance"]}, timeout=60)))
@@ -150,6 +180,7 @@ def test_sigterm_answers_the_requests_in_flight_then_exits(tiny_export, tmp_path
     assert "stopping: answering the requests in flight" in output
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/v1/models/mtmoe", timeout=5)
+    idle.close()
 
 
 def test_status_metadata_and_unknown_model(server):
