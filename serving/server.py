@@ -35,11 +35,12 @@ import grpc
 import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  registers the tokenizer ops the graph uses
+import tornado.httpserver
+import tornado.web
 from google.protobuf import json_format, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
-import tornado.httpserver
-import tornado.web
+from tornado.httputil import responses as status_reasons
 
 from mtmoe.core.errors import UserError
 from mtmoe.core.file_names import WARMUP_FILE
@@ -457,7 +458,7 @@ class _RestHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs):
         """tornado's own errors (a method it does not route) in JSON too."""
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": self._reason}).encode())
+        self.finish(json.dumps({"error": status_reasons.get(status_code, "error")}).encode())
 
     def on_finish(self):
         self._uncount()
