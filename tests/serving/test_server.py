@@ -155,24 +155,33 @@ def test_a_connection_serves_one_request_after_another(server):
 
 def test_sigterm_answers_the_requests_in_flight_then_exits(tiny_export, tmp_path):
     """The batcher holds a request for 3 s (waiting for others to join it); SIGTERM arrives
-    meanwhile: the request is still answered, and the server exits 0, an idle kept-alive
-    connection notwithstanding."""
+    meanwhile: the request is still answered, a new request on a kept-alive connection gets 503,
+    and the server exits 0."""
     batching = tmp_path / "batching.config"
     batching.write_text(text_format.MessageToString(
         batching_parameters(batch_timeout_micros=3_000_000, num_batch_threads=1)))
     process, url, _ = _start(_serving_copy(tiny_export, tmp_path), "--batching-config", batching)
-    idle = http.client.HTTPConnection(url[len("http://"):], timeout=30)  # kept open, no request
-    idle.request("GET", "/v1/models/mtmoe")
-    assert idle.getresponse().read()
+    kept = http.client.HTTPConnection(url[len("http://"):], timeout=30)  # one request, then idle
+    kept.request("GET", "/v1/models/mtmoe")
+    assert kept.getresponse().read()
     answered = {}
     asking = threading.Thread(target=lambda: answered.update(response=requests.post(
         f"{url}/v1/models/mtmoe:predict", json={"instances": ["check my balance"]}, timeout=60)))
     asking.start()
     time.sleep(1)  # the request is waiting in the batcher
     process.send_signal(signal.SIGTERM)
+    printed = []
+    for line in process.stdout:  # up to the line that says the server is stopping
+        printed.append(line)
+        if line.startswith("stopping:"):
+            break
+    kept.request("GET", "/v1/models/mtmoe")
+    refused = kept.getresponse()
+    assert refused.status == 503 and "shutting down" in json.loads(refused.read())["error"]
+    kept.close()
     asking.join(timeout=60)
     returncode = process.wait(timeout=60)
-    output = process.stdout.read()
+    output = "".join(printed) + process.stdout.read()
     assert returncode == 0, output[-3000:]
     assert answered["response"].status_code == 200
     assert answered["response"].json()["predictions"][0]["tokens"][:3] == ["check", "my", "balance"]
@@ -180,7 +189,6 @@ def test_sigterm_answers_the_requests_in_flight_then_exits(tiny_export, tmp_path
     assert "stopping: answering the requests in flight" in output
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/v1/models/mtmoe", timeout=5)
-    idle.close()
 
 
 def test_status_metadata_and_unknown_model(server):
