@@ -32,20 +32,16 @@ import tensorflow as tf
 
 from machine import write_result
 from mtmoe.core.feature_names import TEXT
-from mtmoe.core.file_names import WARMUP_FILE
 from mtmoe.core.formats import to_tf_example
 from mtmoe.serving.client import GrpcClient
 from mtmoe.serving.predict import Predictor, resolve_model_dir
-from mtmoe.serving.server import DEFAULT_SIGNATURE, Batcher, LoadedVersion, request_tensors
+from mtmoe.serving.server import (DEFAULT_SIGNATURE, Batcher, LoadedVersion, request_tensors,
+                                  warmup_requests)
 
 
 def warmup_texts(model_dir):
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    texts = []
-    for record in tf.data.TFRecordDataset(os.path.join(model_dir, WARMUP_FILE)).as_numpy_iterator():
-        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
-        texts += [t.decode() for t in tf.make_ndarray(request.inputs["text"])]
+    texts = [t.decode() for request in warmup_requests(model_dir)
+             for t in tf.make_ndarray(request.inputs[TEXT])]
     return list(dict.fromkeys(texts))
 
 

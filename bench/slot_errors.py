@@ -21,10 +21,15 @@ from mtmoe.core.metrics import bio_spans, f1_from_counts
 from mtmoe.serving.predict import Predictor
 
 
+def overlaps(a, b) -> bool:
+    """Whether spans (type, start, end) share a token."""
+    return a[1] < b[2] and b[1] < a[2]
+
+
 def error_kind(gold, predicted) -> str:
     """The kind of error of gold span `gold` (type, start, end) among the predicted spans."""
     kind, start, end = gold
-    overlapping = [p for p in predicted if p[1] < end and start < p[2]]
+    overlapping = [p for p in predicted if overlaps(p, gold)]
     if not overlapping:
         return "missed"
     if any(p[0] == kind for p in overlapping):
@@ -58,7 +63,7 @@ def main():
                     kinds[error_kind(span, predicted - gold)] += 1
                 for span in predicted - gold:
                     per_type[span[0]]["fp"] += 1
-                    kinds["spurious"] += not any(g[1] < span[2] and span[1] < g[2] for g in gold)
+                    kinds["spurious"] += not any(overlaps(g, span) for g in gold)
     types = sorted(({"type": name, "gold": c["tp"] + c["fn"], "errors": c["fp"] + c["fn"],
                      "f1": round(f1_from_counts(c)["f1"], 4)} for name, c in per_type.items()),
                    key=lambda row: -row["errors"])

@@ -29,7 +29,7 @@ import signal
 import threading
 import time
 from concurrent import futures
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import grpc
 import numpy as np
@@ -74,19 +74,21 @@ class LoadedVersion:
             meta_graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0]
         self.signature_defs = {name: meta_graph.signature_def[name]
                                for name in self.model.signatures}
-        self.warmup_requests = self._warm_up(os.path.join(path, WARMUP_FILE))
-
-    def _warm_up(self, path: str) -> int:
-        if not os.path.exists(path):
-            return 0
-        count = 0
-        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-            request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        self.warmup_requests = 0
+        for request in warmup_requests(path):
             signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
             run_signature(self, signature, {name: tf.constant(tf.make_ndarray(proto))
                                             for name, proto in request.inputs.items()})
-            count += 1
-        return count
+            self.warmup_requests += 1
+
+
+def warmup_requests(model_dir: str) -> Iterator[predict_pb2.PredictRequest]:
+    """The PredictRequests of a SavedModel's warmup file, in order (none if it has no file)."""
+    path = os.path.join(model_dir, WARMUP_FILE)
+    if not os.path.exists(path):
+        return
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        yield prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
 
 
 class VersionWatcher:
