@@ -74,12 +74,12 @@ class LoadedVersion:
             meta_graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0]
         self.signature_defs = {name: meta_graph.signature_def[name]
                                for name in self.model.signatures}
-        self.warmup_requests = 0
+        self.warmups_replayed = 0
         for request in warmup_requests(path):
             signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
             run_signature(self, signature, {name: tf.constant(tf.make_ndarray(proto))
                                             for name, proto in request.inputs.items()})
-            self.warmup_requests += 1
+            self.warmups_replayed += 1
 
 
 def warmup_requests(model_dir: str) -> Iterator[predict_pb2.PredictRequest]:
@@ -125,7 +125,7 @@ class VersionWatcher:
             return
         self._current = loaded
         log.warning("serving version %s (%d warmup requests replayed)", loaded.version,
-                    loaded.warmup_requests)
+                    loaded.warmups_replayed)
 
     def _poll(self):
         while not self._stop.wait(self.poll_seconds):
