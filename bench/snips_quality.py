@@ -123,6 +123,11 @@ def main():
                              "no baseline)")
     args = parser.parse_args()
 
+    # Read before an hour of training, so that a missing file stops the run, not its summary.
+    if not os.path.isfile(args.published):
+        parser.error(f"--published {args.published}: no such file (published SNIPS rows, CSV)")
+    published = published_rows(args.published)
+    target = next(r for r in published if r["model"] == TARGET)
     data_root = convert(args.data, args.work_dir, args.config)
     work_dir = os.path.join(args.work_dir, "pipeline-work")
     shutil.rmtree(work_dir, ignore_errors=True)  # a cached Trainer would time nothing
@@ -159,8 +164,6 @@ def main():
         baseline = {column: spread([b[column] for b in with_baseline]) for _, _, column in METRICS}
         baseline["epoch_s"] = statistics.median(s for b in with_baseline for s in b["epoch_s"])
         baseline["seeds"] = [r["seed"] for r in runs if "baseline" in r]
-    published = published_rows(args.published)
-    target = next(r for r in published if r["model"] == TARGET)
     meets = {column: ours[column]["mean"] >= float(target[column]) for _, _, column in METRICS}
     with open(os.path.join(args.work_dir, "configs", f"seed-{args.seeds[0]}.yaml")) as f:
         epochs = args.epochs or yaml.safe_load(f)["training"]["epochs"]
