@@ -70,11 +70,13 @@ def rare_token_ids(tft_output) -> tuple:
             tft_output.vocabulary_size_by_name(TOKEN_VOCABULARY))
 
 
-def drop_rare_words(inputs: Dict[str, tf.Tensor], rare_ids: tuple, rate: float, seed=None):
-    """Each rare token becomes the out-of-vocabulary id with probability `rate` (word dropout,
-    drawn anew every step); its characters stay, so the character encoder learns to stand in."""
+def drop_rare_words(inputs: Dict[str, tf.Tensor], rare_ids: tuple, rate: float, seed):
+    """Each rare token becomes the out-of-vocabulary id with probability `rate` (word dropout);
+    its characters stay, so the character encoder learns to stand in. The draw is a function of
+    `seed` (two integers) alone: a stateful random op in a parallel `Dataset.map` is drawn in
+    whatever order the threads run, so one seed gave other batches from run to run."""
     ids = inputs[TOKEN_IDS]
     first, last = rare_ids
     rare = tf.logical_and(ids >= first, ids <= last)
-    dropped = tf.logical_and(rare, tf.random.uniform(tf.shape(ids), seed=seed) < rate)
+    dropped = tf.logical_and(rare, tf.random.stateless_uniform(tf.shape(ids), seed=seed) < rate)
     return {**inputs, TOKEN_IDS: tf.where(dropped, tf.cast(last + 1, ids.dtype), ids)}

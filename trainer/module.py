@@ -52,13 +52,17 @@ def make_dataset(file_pattern, data_accessor, tft_output, config, num_classes, s
     rate = config.training.word_dropout if shuffle else 0.0  # training data only
     rare_ids = rare_token_ids(tft_output) if rate else None
 
-    def prepare(features):
+    def prepare(features, seed=None):
         inputs = model_inputs(features)
         if rate:
-            inputs = drop_rare_words(inputs, rare_ids, rate)
+            inputs = drop_rare_words(inputs, rare_ids, rate, seed)
         return trim_to_longest(inputs, model_targets(features, config.tasks, num_classes),
                                config.tasks)
 
+    if rate:  # each batch's word-dropout seed: from the training seed, new every epoch
+        seeds = tf.data.Dataset.random(seed=config.training.seed,
+                                       rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, seeds)
     return shard_by_example(
         dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from mtmoe.core.config import TaskConfig
 from mtmoe.core.feature_names import CHAR_IDS, FREQUENT_TOKEN_VOCABULARY, TOKEN_IDS, TOKEN_VOCABULARY
-from mtmoe.trainer.features import drop_rare_words, rare_token_ids, trim_to_longest
+from mtmoe.trainer.features import drop_rare_words, rare_token_ids, trim_to_longest, vocabularies
 from mtmoe.trainer.text import tokenize, vocabulary_key
 
 
@@ -29,7 +29,7 @@ def test_rare_ids_are_the_tokens_seen_once_in_training(tiny_transform):
 def test_word_dropout_replaces_only_rare_tokens_by_the_oov_id_and_keeps_their_characters():
     ids = np.tile(np.arange(0, 10, dtype="int64"), (2000, 1))  # 0 pads, rare ids are 6..8
     chars = np.ones((2000, 10, 3), "int64")
-    dropped = drop_rare_words({TOKEN_IDS: ids, CHAR_IDS: chars}, (6, 8), 0.3, seed=1)
+    dropped = drop_rare_words({TOKEN_IDS: ids, CHAR_IDS: chars}, (6, 8), 0.3, seed=(1, 2))
     out = dropped[TOKEN_IDS].numpy()
     np.testing.assert_array_equal(out[:, :6], ids[:, :6])  # padding and frequent tokens
     np.testing.assert_array_equal(out[:, 9], ids[:, 9])  # already out of vocabulary
@@ -51,3 +51,39 @@ def test_a_batch_is_cut_to_its_longest_text_and_only_token_targets_follow():
     np.testing.assert_array_equal(cut_targets["intent"], [1, 2, 0])
     empty = trim_to_longest({TOKEN_IDS: np.zeros((2, 8), "int64")}, {}, [])[0]
     assert empty[TOKEN_IDS].shape == (2, 1)  # an all-empty batch keeps one (padding) position
+
+
+@pytest.mark.slow
+def test_word_dropout_repeats_with_the_seed_and_changes_every_epoch(tiny_transform):
+    """The training batches are a function of training.seed: the same in every pass over the data
+    (a stateful random op in the parallel map made them depend on thread timing), new each epoch."""
+    import keras
+
+    from mtmoe.core.config import Config
+    from mtmoe.trainer.module import make_dataset
+
+    config, tft_output, transformed, _ = tiny_transform
+    raw = config.to_dict()
+    raw["training"].update(word_dropout=0.5, batch_size=2)
+    config = Config.from_dict(raw)
+    num_classes = {name: len(v) for name, v in vocabularies(tft_output, config).items()}
+
+    class Accessor:  # the transformed rows in batches, in one order: what changes is word dropout
+        @staticmethod
+        def tf_dataset_factory(file_pattern, options, schema):
+            return tf.data.Dataset.from_tensor_slices(transformed).batch(options.batch_size)
+
+    def two_epochs():
+        keras.utils.set_random_seed(config.training.seed)
+        dataset = make_dataset([], Accessor, tft_output, config, num_classes, shuffle=True)
+        return [[batch[0][TOKEN_IDS].numpy() for batch in dataset] for _ in range(2)]
+
+    first = two_epochs()
+    oov = rare_token_ids(tft_output)[1] + 1
+    assert any((batch == oov).any() for batch in first[0])  # some rare token was dropped
+    for other in (two_epochs() for _ in range(5)):
+        for epoch in range(2):
+            assert len(other[epoch]) == len(first[epoch]) == 32
+            for a, b in zip(first[epoch], other[epoch]):
+                np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(*first))  # new draws in epoch 2
