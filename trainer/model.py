@@ -40,18 +40,20 @@ class MultiTaskModel(keras.Model):
 
     FGM (`fgm_epsilon > 0`; Miyato et al. 2017): the token embedding table moves by
     `r = eps * g / ||g||_2`, g the loss gradient on it; the gradients at the perturbed point are
-    added to the clean ones, and the table moves back before the update. FGM steps use TensorFlow
-    (the pipeline's backend).
+    added to the clean ones, and the table moves back before the update. With `fgm_every = k` only
+    every k-th step is perturbed (about 1 + 1/k times a plain step's cost instead of twice); the
+    others are plain steps. FGM steps use TensorFlow (the pipeline's backend).
 
     Token-level classes (`token_level_tasks`, model.token_level_classes): a classification task's
     `<task>_per_token` output is trained on the text's label at every token (heads.token_level_loss,
     weighted like the task); it has no compiled loss or metric and is not served.
     """
 
-    def __init__(self, *args, fgm_epsilon=0.0, uncertainty_tasks=(), token_level_tasks=None,
-                 label_smoothing=0.0, **kwargs):
+    def __init__(self, *args, fgm_epsilon=0.0, fgm_every=1, uncertainty_tasks=(),
+                 token_level_tasks=None, label_smoothing=0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.fgm_epsilon = fgm_epsilon
+        self.fgm_every = fgm_every
         self.uncertainty_tasks = list(uncertainty_tasks)
         if self.uncertainty_tasks:
             self.log_variances = self.add_weight(shape=(len(self.uncertainty_tasks),),
@@ -135,14 +137,34 @@ class MultiTaskModel(keras.Model):
             return y_pred, tape.gradient(scaled, weights)
 
         y_pred, clean = gradients(track=True)
-        direction = tf.convert_to_tensor(clean[at])
-        delta = self.fgm_epsilon * direction / (tf.norm(direction) + 1e-12)
-        table.assign_add(delta)
-        _, adversarial = gradients(track=False)
-        table.assign_sub(delta)
-        self.optimizer.apply_gradients(zip([tf.convert_to_tensor(c) + tf.convert_to_tensor(a)
-                                            for c, a in zip(clean, adversarial)], weights))
+
+        def with_adversarial():
+            direction = tf.convert_to_tensor(clean[at])
+            delta = self.fgm_epsilon * direction / (tf.norm(direction) + 1e-12)
+            table.assign_add(delta)
+            _, adversarial = gradients(track=False)
+            table.assign_sub(delta)
+            return [_summed(c, a) for c, a in zip(clean, adversarial)]
+
+        if self.fgm_every == 1:
+            update = with_adversarial()
+        else:  # the step count before this update: steps 0, k, 2k, ... are perturbed
+            update = tf.cond(self.optimizer.iterations % self.fgm_every == 0,
+                             with_adversarial, lambda: clean)
+        self.optimizer.apply_gradients(zip(update, weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _summed(a, b):
+    """a + b as one tape of the two summed losses gives it: an embedding table's rows (one per
+    token occurrence, tf.IndexedSlices) concatenated, so the optimizer treats them as in a plain
+    step (Keras 3.6's Adam squares each row before rows of one token are added up)."""
+    import tensorflow as tf
+
+    if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.concat([a.values, b.values], 0),
+                                tf.concat([a.indices, b.indices], 0), a.dense_shape)
+    return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
 
 
 def _with_worker_axis(logs):
@@ -238,6 +260,7 @@ def build_model(config, vocabulary_sizes: Dict[str, int], num_classes: Dict[str,
         inputs=inputs, outputs={**outputs, **{token_level_output_name(t.name): per_token[t.name]
                                               for t in config.tasks if t.name in per_token}},
         name="mtmoe", fgm_epsilon=config.training.fgm_epsilon,
+        fgm_every=config.training.fgm_every,
         uncertainty_tasks=task_names if uncertain else (),
         token_level_tasks={t.name: weights[t.name] for t in config.tasks if t.name in per_token},
         label_smoothing=config.training.label_smoothing)

@@ -138,6 +138,7 @@ class TrainingConfig:
     label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = 0.0
     gradient_accumulation_steps: AtLeast1 = 1
     fgm_epsilon: Annotated[Float, Field(ge=0)] = 0.0  # > 0: adversarial training on the token embeddings (FGM)
+    fgm_every: AtLeast1 = 1  # FGM on every k-th step only (about 1 + 1/k times a plain step's cost)
     # > 0: validation, the kept epoch and the export use an exponential moving average of the
     # weights (Polyak averaging) with this momentum per step; 0 = the weights as trained.
     ema_momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.0

@@ -98,6 +98,36 @@ def test_fgm_step_trains_and_puts_the_embeddings_back():
     np.testing.assert_allclose(table.numpy(), before, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_fgm_every_k_perturbs_only_every_kth_step():
+    """Two steps with fgm_every=2 land where an FGM step then a plain step land, not where two
+    FGM steps do."""
+    config = _config("dense", blocks=1, fgm_epsilon=1.0, fgm_every=2, learning_rate=0.01)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, dropout=0.0))
+    first, second = _batch(config, seed=1), _batch(config, seed=2)
+    start = build_model(config, VOCABULARY, CLASSES).get_weights()
+
+    def trained(fgm_every, plain_second_step=False):
+        model = build_model(config.with_overrides(fgm_every=fgm_every), VOCABULARY, CLASSES)
+        model.set_weights(start)
+        model = compile_model(model, config.with_overrides(fgm_every=fgm_every))
+        if not plain_second_step:
+            both = [{key: np.concatenate([a[key], b[key]]) for key in a}
+                    for a, b in zip(first, second)]
+            model.fit(*both, batch_size=6, shuffle=False, epochs=1, verbose=0)
+        else:
+            model.fit(*first, batch_size=6, epochs=1, verbose=0)
+            model.fgm_epsilon, model.train_function = 0.0, None
+            model.fit(*second, batch_size=6, epochs=1, verbose=0)
+        return np.concatenate([w.ravel() for w in model.get_weights()])
+
+    every_other = trained(fgm_every=2)
+    # Adam's normalised step magnifies float-order noise on near-zero gradients (up to ~1e-4).
+    to_fgm_then_plain = np.abs(every_other - trained(fgm_every=1, plain_second_step=True)).max()
+    to_fgm_twice = np.abs(every_other - trained(fgm_every=1)).max()
+    assert to_fgm_then_plain < 0.01 * to_fgm_twice
+
+
 def test_training_options_reach_the_optimizer_and_losses():
     config = _config("dense", gradient_accumulation_steps=4, label_smoothing=0.1)
     model = compile_model(build_model(config, VOCABULARY, CLASSES), config)
