@@ -35,7 +35,7 @@ from mtmoe.core.feature_names import TEXT
 from mtmoe.core.formats import to_tf_example
 from mtmoe.serving.client import GrpcClient
 from mtmoe.serving.predict import Predictor, resolve_model_dir
-from mtmoe.serving.server import (DEFAULT_SIGNATURE, Batcher, LoadedVersion, request_tensors,
+from mtmoe.serving.server import (DEFAULT_SIGNATURE, Batcher, LoadedVersion, request_inputs,
                                   warmup_requests)
 
 
@@ -136,7 +136,7 @@ def batched_predict(model_dir):
 
     def call(batch):
         return batcher.run(loaded, DEFAULT_SIGNATURE,
-                           request_tensors(loaded, DEFAULT_SIGNATURE, {TEXT: batch}))
+                           request_inputs(loaded, DEFAULT_SIGNATURE, {TEXT: batch}))
     return call
 
 

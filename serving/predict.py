@@ -19,6 +19,18 @@ def resolve_model_dir(path: str) -> str:
     return os.path.join(path, str(max(versions)))
 
 
+def callable_signature(model, name: str):
+    """The loaded SavedModel's signature `name` as a function traced over it, called with the same
+    keyword inputs. A loaded signature looks up each of its captured variables in Python on every
+    call; the traced function does not: measured on the default model (100 captured variables),
+    batch 1, 0.98-1.12 ms a call against 1.39-1.57 ms."""
+    import tensorflow as tf
+
+    signature = model.signatures[name]
+    return tf.function(lambda **inputs: signature(**inputs)).get_concrete_function(
+        **signature.structured_input_signature[1])
+
+
 class Predictor:
     """Loads an exported model once and turns raw texts into per-task JSON predictions."""
 
@@ -29,7 +41,7 @@ class Predictor:
         self.model_dir = resolve_model_dir(model_dir)
         with open(os.path.join(self.model_dir, CONFIG_FILE)) as f:
             self.tasks = Config.from_dict(json.load(f)).tasks
-        self._serve = tf.saved_model.load(self.model_dir).signatures["serving_default"]
+        self._serve = callable_signature(tf.saved_model.load(self.model_dir), "serving_default")
 
     def outputs(self, texts: Sequence[str]) -> dict:
         """The raw `serving_default` outputs as numpy arrays."""

@@ -1,6 +1,8 @@
 """A local endpoint that answers like TF Serving, for development and tests; production is TF Serving.
 
-REST (tornado: HTTP/1.1, connections kept alive), the paths and JSON shapes of TF Serving's REST API:
+REST (tornado: HTTP/1.1, connections kept alive; a request is parsed and answered on the event loop,
+or on a worker thread when its body is over 64 KiB, and waits for its batch without holding a
+thread), the paths and JSON shapes of TF Serving's REST API:
   GET  /v1/models/<name>[/versions/<v>]            model status
   GET  /v1/models/<name>[/versions/<v>]/metadata   signature definitions
   POST /v1/models/<name>[/versions/<v>]:predict    {"instances": [...]} (row) or {"inputs": ...}
@@ -45,12 +47,15 @@ from tornado.httputil import responses as status_reasons
 from mtmoe.core.errors import UserError
 from mtmoe.core.file_names import WARMUP_FILE
 from mtmoe.serving.deploy import BatchingParameters, batching_parameters
+from mtmoe.serving.predict import callable_signature
 
 DEFAULT_SIGNATURE = "serving_default"
 MAX_REQUEST_BYTES = 4 << 20   # gRPC's default message limit, for REST bodies too
 MAX_INSTANCES = 1024          # texts per request
 SHUTDOWN_GRACE_SECONDS = 30   # how long requests in flight may take to finish on SIGTERM
-REQUEST_THREADS = 32          # REST and gRPC requests answered at once (each waits in the Batcher)
+GRPC_THREADS = 32             # gRPC requests answered at once (each waits in the Batcher)
+INLINE_BODY_BYTES = 64 << 10  # a larger REST body is parsed, and its answer written, on a worker
+                              # thread, so that the event loop goes on reading other requests
 MAX_DRAINED_BYTES = 1 << 30   # a larger body is cut off with tornado's bare 400, not read for a 413
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
                    r"(?P<verb>:predict|/metadata)?$")
@@ -70,6 +75,8 @@ class LoadedVersion:
     def __init__(self, path: str, version: int):
         self.version = version
         self.model = tf.saved_model.load(path)
+        self.signatures = {name: callable_signature(self.model, name)
+                           for name in self.model.signatures}
         with open(os.path.join(path, "saved_model.pb"), "rb") as f:
             meta_graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0]
         self.signature_defs = {name: meta_graph.signature_def[name]
@@ -139,7 +146,9 @@ class VersionWatcher:
         self._thread.join()
 
 
-def _as_tensor(name: str, values, spec: tf.TensorSpec) -> tf.Tensor:
+def _as_input(name: str, values, spec: tf.TensorSpec):
+    """A request's values for one input, checked: strings as a numpy array of bytes (the batcher
+    joins arrays; the signature converts them once per batch), other types as a tensor."""
     values = list(values) if isinstance(values, (list, tuple, np.ndarray)) else None
     if values is None:
         raise RequestError(f"input '{name}': expected a list of values")
@@ -153,7 +162,8 @@ def _as_tensor(name: str, values, spec: tf.TensorSpec) -> tf.Tensor:
             if not isinstance(value, (str, bytes)):
                 raise RequestError(f"input '{name}': instance {i} is {json.dumps(value)}; "
                                    "expected a string")
-        return tf.constant([v if isinstance(v, bytes) else v.encode("utf-8") for v in values])
+        return np.array([v if isinstance(v, bytes) else v.encode("utf-8") for v in values],
+                        dtype=object)
     try:
         return tf.constant(np.asarray(values), dtype=spec.dtype)
     except (ValueError, TypeError) as e:
@@ -161,37 +171,36 @@ def _as_tensor(name: str, values, spec: tf.TensorSpec) -> tf.Tensor:
 
 
 def _signature(loaded: LoadedVersion, name: str):
-    if name not in loaded.model.signatures:
+    if name not in loaded.signatures:
         raise RequestError(f"unknown signature '{name}'; the model has "
-                           f"{', '.join(sorted(loaded.model.signatures))}")
-    return loaded.model.signatures[name]
+                           f"{', '.join(sorted(loaded.signatures))}")
+    return loaded.signatures[name]
 
 
 def input_names(loaded: LoadedVersion, signature: str):
     return sorted(_signature(loaded, signature).structured_input_signature[1])
 
 
-def request_tensors(loaded: LoadedVersion, signature: str, inputs: Dict[str, list],
-                    max_instances: int = MAX_INSTANCES) -> Dict[str, tf.Tensor]:
-    """The signature's input tensors from a request's values, checked: a RequestError names what
-    is wrong."""
+def request_inputs(loaded: LoadedVersion, signature: str, inputs: Dict[str, list],
+                   max_instances: int = MAX_INSTANCES) -> Dict[str, object]:
+    """The signature's inputs from a request's values, checked: a RequestError names what is
+    wrong."""
     specs = _signature(loaded, signature).structured_input_signature[1]
     if set(inputs) != set(specs):
         raise RequestError(f"signature '{signature}' takes input(s) {', '.join(sorted(specs))}; "
                            f"got {', '.join(sorted(inputs)) or 'none'}")
-    tensors = {name: _as_tensor(name, inputs[name], spec) for name, spec in specs.items()}
-    sizes = {int(t.shape[0]) for t in tensors.values()}
+    arrays = {name: _as_input(name, inputs[name], spec) for name, spec in specs.items()}
+    sizes = {len(a) for a in arrays.values()}
     if len(sizes) > 1:
         raise RequestError("inputs have different batch sizes")
     if max(sizes) > max_instances:
         raise RequestError(f"{max(sizes)} instances; a request may hold at most {max_instances}")
-    return tensors
+    return arrays
 
 
-def run_signature(loaded: LoadedVersion, signature: str, tensors: Dict[str, tf.Tensor]
-                  ) -> Dict[str, np.ndarray]:
+def run_signature(loaded: LoadedVersion, signature: str, inputs) -> Dict[str, np.ndarray]:
     return {name: value.numpy()
-            for name, value in _signature(loaded, signature)(**tensors).items()}
+            for name, value in _signature(loaded, signature)(**inputs).items()}
 
 
 _STOP = object()  # tells a batch thread to end
@@ -200,12 +209,11 @@ _STOP = object()  # tells a batch thread to end
 class _Pending:
     """One request waiting in the batcher."""
 
-    def __init__(self, loaded, signature, tensors):
+    def __init__(self, loaded, signature, inputs):
         self.key = (loaded.version, signature)
-        self.loaded, self.signature, self.tensors = loaded, signature, tensors
-        self.rows = int(next(iter(tensors.values())).shape[0])
-        self.done = threading.Event()
-        self.outputs, self.error = None, None
+        self.loaded, self.signature, self.inputs = loaded, signature, inputs
+        self.rows = len(next(iter(inputs.values())))
+        self.future: futures.Future = futures.Future()
 
 
 class Batcher:
@@ -224,13 +232,14 @@ class Batcher:
         for thread in self.threads:
             thread.start()
 
-    def run(self, loaded, signature: str, tensors) -> Dict[str, np.ndarray]:
-        pending = _Pending(loaded, signature, tensors)
+    def submit(self, loaded, signature: str, inputs) -> futures.Future:
+        """Queues a request; its future holds the request's rows of each output (or the error)."""
+        pending = _Pending(loaded, signature, inputs)
         self.queue.put(pending)
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.outputs
+        return pending.future
+
+    def run(self, loaded, signature: str, inputs) -> Dict[str, np.ndarray]:
+        return self.submit(loaded, signature, inputs).result()
 
     def stop(self):
         """Ends the batch threads once the requests queued before have run."""
@@ -263,18 +272,18 @@ class Batcher:
     def _run(batch: List[_Pending]):
         first = batch[0]
         try:
-            tensors = first.tensors if len(batch) == 1 else {
-                name: tf.concat([p.tensors[name] for p in batch], axis=0) for name in first.tensors}
-            outputs = run_signature(first.loaded, first.signature, tensors)
-            start = 0
-            for pending in batch:
-                pending.outputs = {k: v[start:start + pending.rows] for k, v in outputs.items()}
-                start += pending.rows
+            inputs = first.inputs if len(batch) == 1 else {
+                name: np.concatenate([p.inputs[name] for p in batch]) for name in first.inputs}
+            outputs = run_signature(first.loaded, first.signature, inputs)
         except Exception as e:  # every request of the batch gets the error
             for pending in batch:
-                pending.error = e
+                pending.future.set_exception(e)
+            return
+        start = 0
         for pending in batch:
-            pending.done.set()
+            end = start + pending.rows
+            pending.future.set_result({name: value[start:end] for name, value in outputs.items()})
+            start = end
 
 
 def read_batching_parameters(path: Optional[str]):
@@ -289,14 +298,31 @@ def read_batching_parameters(path: Optional[str]):
             raise UserError(f"{path}: not a BatchingParameters text proto: {e}") from None
 
 
-def _json_value(value):
-    if isinstance(value, np.ndarray):
-        return [_json_value(v) for v in value] if value.ndim else _json_value(value.item())
-    if isinstance(value, (bytes, np.bytes_)):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def _json_value(array: np.ndarray):
+    """An output as nested lists, its strings decoded."""
+    value = array.tolist()
+    return _decoded(value) if array.dtype.kind in "OS" else value
+
+
+def _decoded(value):
+    if isinstance(value, list):
+        return [_decoded(v) for v in value]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _json(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+def prediction_body(outputs: Dict[str, np.ndarray], row_format: bool) -> bytes:
+    """The JSON answer to a predict request: `predictions` (one object per instance) for the row
+    format, `outputs` for the columnar one."""
+    values = {name: _json_value(array) for name, array in outputs.items()}
+    if not row_format:
+        return _json({"outputs": values})
+    size = len(next(iter(values.values())))
+    return _json({"predictions": [{name: value[i] for name, value in values.items()}
+                                  for i in range(size)]})
 
 
 def load_request(body: bytes) -> dict:
@@ -336,8 +362,8 @@ def parse_predict_request(request: dict, names) -> Tuple[Dict[str, list], bool]:
 
 
 class RestApp:
-    """The REST API apart from HTTP: `respond(method, path, body)` gives the status and the JSON
-    body. Counts the requests in flight (the HTTP handler opens and closes each), so that a
+    """The REST API apart from HTTP: `await respond(method, path, body)` gives the status and the
+    JSON body. Counts the requests in flight (the HTTP handler opens and closes each), so that a
     shutdown can wait for them."""
 
     def __init__(self, watcher: VersionWatcher, model_name: str, batcher: Batcher,
@@ -362,37 +388,36 @@ class RestApp:
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
-    def respond(self, method: str, path: str, body: bytes) -> Tuple[int, bytes]:
+    async def respond(self, method: str, path: str, body: bytes) -> Tuple[int, bytes]:
         """(HTTP status, JSON body) of one request whose body is within the byte limit."""
         try:
-            status, value = self._route(method, path, body)
+            return await self._route(method, path, body)
         except Exception:  # a bug of ours, still answered in JSON; the traceback goes to the log
             log.exception("unexpected error answering %s %s", method, path)
-            status, value = 500, {"error": "internal error; see the server log"}
-        return status, json.dumps(value).encode()
+            return 500, _json({"error": "internal error; see the server log"})
 
     def too_large(self) -> Tuple[int, bytes]:
-        return 413, json.dumps({"error": f"the request body is over {self.max_request_bytes} bytes; "
-                                         "send fewer or shorter texts per request"}).encode()
+        return 413, _json({"error": f"the request body is over {self.max_request_bytes} bytes; "
+                                    "send fewer or shorter texts per request"})
 
-    def _route(self, method: str, path: str, body: bytes) -> Tuple[int, dict]:
+    async def _route(self, method: str, path: str, body: bytes) -> Tuple[int, bytes]:
         match = _PATH.match(path)
         if not match:
-            return 404, {"error": f"unknown path {path}"}
+            return 404, _json({"error": f"unknown path {path}"})
         loaded = self.watcher.current()
         version = match["version"]
         if match["name"] != self.model_name or (version and int(version) != loaded.version):
-            return 404, {"error": f"Servable not found for request: {match['name']}"
-                                  + (f" version {version}" if version else "")}
+            return 404, _json({"error": f"Servable not found for request: {match['name']}"
+                                        + (f" version {version}" if version else "")})
         if match["verb"] == ":predict":
             if method != "POST":
-                return 405, {"error": "predict needs POST"}
-            return self._predict(loaded, body)
+                return 405, _json({"error": "predict needs POST"})
+            return await self._predict(loaded, body)
         if match["verb"] == "/metadata":
-            return 200, self._metadata(loaded)
-        return 200, {"model_version_status": [{
+            return 200, _json(self._metadata(loaded))
+        return 200, _json({"model_version_status": [{
             "version": str(loaded.version), "state": "AVAILABLE",
-            "status": {"error_code": "OK", "error_message": ""}}]}
+            "status": {"error_code": "OK", "error_message": ""}}]})
 
     def _metadata(self, loaded: LoadedVersion) -> dict:
         return {"model_spec": {"name": self.model_name, "signature_name": "",
@@ -401,22 +426,30 @@ class RestApp:
                     name: json_format.MessageToDict(definition, preserving_proto_field_name=True)
                     for name, definition in loaded.signature_defs.items()}}}}
 
-    def _predict(self, loaded: LoadedVersion, body: bytes) -> Tuple[int, dict]:
+    async def _predict(self, loaded: LoadedVersion, body: bytes) -> Tuple[int, bytes]:
+        offload = len(body) > INLINE_BODY_BYTES
         try:
-            request = load_request(body)
-            signature = request.get("signature_name", DEFAULT_SIGNATURE)
-            inputs, rows = parse_predict_request(request, input_names(loaded, signature))
-            tensors = request_tensors(loaded, signature, inputs, self.max_instances)
-            outputs = self.batcher.run(loaded, signature, tensors)
+            signature, inputs, row_format = await _on_worker_if(offload, self._parse, loaded, body)
+            outputs = await asyncio.wrap_future(self.batcher.submit(loaded, signature, inputs))
         except RequestError as e:
-            return 400, {"error": str(e)}
+            return 400, _json({"error": str(e)})
         except tf.errors.OpError as e:
-            return 400, {"error": e.message}
-        if not rows:
-            return 200, {"outputs": {k: _json_value(v) for k, v in outputs.items()}}
-        size = len(next(iter(outputs.values())))
-        return 200, {"predictions": [{k: _json_value(v[i]) for k, v in outputs.items()}
-                                     for i in range(size)]}
+            return 400, _json({"error": e.message})
+        return 200, await _on_worker_if(offload, prediction_body, outputs, row_format)
+
+    def _parse(self, loaded: LoadedVersion, body: bytes):
+        request = load_request(body)
+        signature = request.get("signature_name", DEFAULT_SIGNATURE)
+        inputs, row_format = parse_predict_request(request, input_names(loaded, signature))
+        return signature, request_inputs(loaded, signature, inputs, self.max_instances), row_format
+
+
+async def _on_worker_if(offload: bool, function, *args):
+    """function(*args) on a worker thread when `offload`, else here on the event loop (for a small
+    body, the hand-over to a thread costs more than the work)."""
+    if offload:
+        return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+    return function(*args)
 
 
 @tornado.web.stream_request_body
@@ -424,10 +457,10 @@ class _RestHandler(tornado.web.RequestHandler):
     """One HTTP request to the RestApp (tornado: HTTP/1.1 with keep-alive, no thread per
     connection). The body is read as it streams in and kept up to the byte limit; past it, the
     rest is read and dropped, then 413 (a client still sending would not see an early answer).
-    The answer is computed on a worker thread; every reply is JSON."""
+    Every reply is JSON."""
 
-    def initialize(self, app: RestApp, workers: futures.Executor):
-        self.app, self.workers = app, workers
+    def initialize(self, app: RestApp):
+        self.app = app
         self.chunks: List[bytes] = []
         self.size = 0
         self.counted = False
@@ -444,13 +477,12 @@ class _RestHandler(tornado.web.RequestHandler):
     async def _answer(self):
         if self.app.stopping:
             self.set_header("Connection", "close")
-            status, body = 503, json.dumps({"error": "the server is shutting down"}).encode()
+            status, body = 503, _json({"error": "the server is shutting down"})
         elif self.size > self.app.max_request_bytes:
             status, body = self.app.too_large()
         else:
-            status, body = await asyncio.get_running_loop().run_in_executor(
-                self.workers, self.app.respond, self.request.method, self.request.path,
-                b"".join(self.chunks))
+            status, body = await self.app.respond(self.request.method, self.request.path,
+                                                  b"".join(self.chunks))
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(body)
@@ -460,7 +492,7 @@ class _RestHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs):
         """tornado's own errors (a method it does not route) in JSON too."""
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": status_reasons.get(status_code, "error")}).encode())
+        self.finish(_json({"error": status_reasons.get(status_code, "error")}))
 
     def on_finish(self):
         self._uncount()
@@ -490,10 +522,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {spec.name}")
         signature = spec.signature_name or DEFAULT_SIGNATURE
         try:
-            tensors = request_tensors(loaded, signature,
-                                      {name: tf.make_ndarray(proto).tolist()
-                                       for name, proto in request.inputs.items()}, self.max_instances)
-            outputs = self.batcher.run(loaded, signature, tensors)
+            inputs = request_inputs(loaded, signature,
+                                    {name: tf.make_ndarray(proto).tolist()
+                                     for name, proto in request.inputs.items()}, self.max_instances)
+            outputs = self.batcher.run(loaded, signature, inputs)
         except (RequestError, tf.errors.OpError) as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, getattr(e, "message", str(e)))
         except Exception:
@@ -518,7 +550,7 @@ def serve(serving_dir: str, model_name: str, host: str, port: int, grpc_port: in
     watcher = VersionWatcher(serving_dir, poll_seconds)
     parameters = read_batching_parameters(batching_config)
     batcher = Batcher(parameters)
-    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=REQUEST_THREADS), options=[
+    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=GRPC_THREADS), options=[
         ("grpc.max_receive_message_length", max_request_bytes)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(watcher, model_name, batcher, max_instances), grpc_server)
@@ -552,9 +584,7 @@ async def _serve_rest(app: RestApp, host: str, port: int, ready, stopping) -> No
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-    workers = futures.ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="rest")
-    application = tornado.web.Application([(r".*", _RestHandler,
-                                            {"app": app, "workers": workers})])
+    application = tornado.web.Application([(r".*", _RestHandler, {"app": app})])
     http_server = tornado.httpserver.HTTPServer(application, max_body_size=MAX_DRAINED_BYTES)
     http_server.listen(port, host)
     ready()
@@ -564,4 +594,3 @@ async def _serve_rest(app: RestApp, host: str, port: int, ready, stopping) -> No
     stopping()
     if not await loop.run_in_executor(None, app.wait_idle, SHUTDOWN_GRACE_SECONDS):
         log.warning("requests still in flight after %s s; stopping anyway", SHUTDOWN_GRACE_SECONDS)
-    workers.shutdown(wait=False)

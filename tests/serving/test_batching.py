@@ -1,4 +1,5 @@
 """Server-side batching and the REST app's error answers, in process with a stand-in model."""
+import asyncio
 import json
 import threading
 import time
@@ -20,6 +21,7 @@ class _Model:
 
     def _signature(self, name):
         def run(text):
+            text = tf.convert_to_tensor(text)  # as a signature does with the batcher's arrays
             self.batches.append((name, [t.decode() for t in text.numpy()]))
             if any(t == b"boom" for t in text.numpy()):
                 raise tf.errors.InvalidArgumentError(None, None, "boom in the batch")
@@ -30,6 +32,7 @@ class _Model:
 class _Loaded:
     def __init__(self, version=1):
         self.version, self.model = version, _Model()
+        self.signatures = self.model.signatures
 
 
 def _concurrently(batcher, requests):
@@ -140,6 +143,6 @@ class _BrokenWatcher:
 
 def test_an_unexpected_error_is_a_json_500():
     app = RestApp(_BrokenWatcher(), "mtmoe", batcher=None)
-    status, body = app.respond("POST", "/v1/models/mtmoe:predict",
-                               json.dumps({"instances": ["a"]}).encode())
+    status, body = asyncio.run(app.respond("POST", "/v1/models/mtmoe:predict",
+                                           json.dumps({"instances": ["a"]}).encode()))
     assert status == 500 and "internal error" in json.loads(body)["error"]

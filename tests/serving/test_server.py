@@ -22,7 +22,7 @@ from mtmoe.core.file_names import WARMUP_FILE
 from mtmoe.serving.client import GrpcClient, RestClient
 from mtmoe.serving.deploy import batching_parameters
 from mtmoe.serving.predict import Predictor
-from mtmoe.serving.server import VersionWatcher
+from mtmoe.serving.server import INLINE_BODY_BYTES, VersionWatcher
 
 pytestmark = pytest.mark.slow
 
@@ -101,6 +101,13 @@ def test_rest_and_grpc_answer_what_the_saved_model_answers_in_process(server, in
     grpc_client.close()
 
 
+def test_a_large_body_parsed_off_the_event_loop_gets_the_same_answers(server, in_process):
+    texts = TEXTS + ["check my balance and move it to savings " * 8] * 250
+    assert len(json.dumps({"instances": texts})) > INLINE_BODY_BYTES
+    rest = RestClient(server["url"])
+    _assert_same_outputs(in_process.outputs(texts), rest.predict_outputs(texts))
+
+
 @pytest.mark.parametrize("body, fragment", [
     ("{not json", "malformed JSON"),
     (json.dumps({"signature_name": "serving_default"}), "'instances'"),
@@ -112,6 +119,7 @@ def test_rest_and_grpc_answer_what_the_saved_model_answers_in_process(server, in
     (json.dumps({"inputs": {"text": ["a"], "extra": ["b"]}}), "takes input(s) text; got extra, text"),
     ("[" * 5000 + "]" * 5000, "nested too deeply"),
     (json.dumps({"instances": ["a"] * 1025}), "1025 instances; a request may hold at most 1024"),
+    (json.dumps({"instances": ["a text"] * 9000}), "9000 instances"),  # parsed on a worker thread
 ])
 def test_bad_requests_get_400_and_the_server_keeps_serving(server, body, fragment):
     response = requests.post(f"{server['url']}/v1/models/mtmoe:predict", data=body, timeout=30)
