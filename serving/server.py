@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  registers the tokenizer ops the graph uses
 import tornado.httpserver
-import tornado.web
+import tornado.httputil
 from google.protobuf import json_format, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
@@ -452,20 +452,33 @@ async def _on_worker_if(offload: bool, function, *args):
     return function(*args)
 
 
-@tornado.web.stream_request_body
-class _RestHandler(tornado.web.RequestHandler):
-    """One HTTP request to the RestApp (tornado: HTTP/1.1 with keep-alive, no thread per
-    connection). The body is read as it streams in and kept up to the byte limit; past it, the
-    rest is read and dropped, then 413 (a client still sending would not see an early answer).
-    Every reply is JSON."""
+class _RestConnections(tornado.httputil.HTTPServerConnectionDelegate):
+    """tornado's HTTP server (HTTP/1.1 with keep-alive, no thread per connection) hands each
+    request to a _RestRequest: tornado's message interface, without its web framework's
+    per-request work (measured on a bare echo: 0.19-0.21 ms of server CPU a request against
+    0.29)."""
 
-    def initialize(self, app: RestApp):
+    def __init__(self, app: "RestApp"):
         self.app = app
+        self.answering = set()  # the answers' tasks, held until done (the loop keeps weak refs)
+
+    def start_request(self, server_conn, request_conn) -> "_RestRequest":
+        return _RestRequest(self, request_conn)
+
+
+class _RestRequest(tornado.httputil.HTTPMessageDelegate):
+    """One HTTP request to the RestApp. The body is kept up to the byte limit as it streams in;
+    past it, the rest is read and dropped, then 413 (a client still sending would not see an
+    early answer). Every reply is JSON."""
+
+    def __init__(self, connections: _RestConnections, connection):
+        self.connections, self.app, self.connection = connections, connections.app, connection
         self.chunks: List[bytes] = []
         self.size = 0
         self.counted = False
 
-    def prepare(self):
+    def headers_received(self, start_line, headers):
+        self.method, self.path = start_line.method, start_line.path.partition("?")[0]
         self.app.request_started()
         self.counted = True
 
@@ -474,30 +487,33 @@ class _RestHandler(tornado.web.RequestHandler):
         if self.size <= self.app.max_request_bytes:
             self.chunks.append(chunk)
 
+    def finish(self):
+        task = asyncio.ensure_future(self._answer())
+        self.connections.answering.add(task)
+        task.add_done_callback(self.connections.answering.discard)
+
+    def on_connection_close(self):
+        self._uncount()
+
     async def _answer(self):
-        if self.app.stopping:
-            self.set_header("Connection", "close")
+        close = self.app.stopping
+        if close:
             status, body = 503, _json({"error": "the server is shutting down"})
+        elif self.method not in ("GET", "POST"):
+            status, body = 405, _json({"error": f"{self.method} is not part of the API; use GET "
+                                                "or POST"})
         elif self.size > self.app.max_request_bytes:
             status, body = self.app.too_large()
         else:
-            status, body = await self.app.respond(self.request.method, self.request.path,
-                                                  b"".join(self.chunks))
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(body)
-
-    get = post = put = delete = patch = _answer
-
-    def write_error(self, status_code: int, **kwargs):
-        """tornado's own errors (a method it does not route) in JSON too."""
-        self.set_header("Content-Type", "application/json")
-        self.finish(_json({"error": status_reasons.get(status_code, "error")}))
-
-    def on_finish(self):
-        self._uncount()
-
-    def on_connection_close(self):
+            status, body = await self.app.respond(self.method, self.path, b"".join(self.chunks))
+        headers = tornado.httputil.HTTPHeaders({"Content-Type": "application/json",
+                                                "Content-Length": str(len(body))})
+        if close:
+            headers["Connection"] = "close"
+        self.connection.write_headers(tornado.httputil.ResponseStartLine(
+            "HTTP/1.1", status, status_reasons.get(status, "Unknown")), headers,
+            None if self.method == "HEAD" else body)  # a HEAD answer has headers only
+        self.connection.finish()
         self._uncount()
 
     def _uncount(self):
@@ -584,8 +600,8 @@ async def _serve_rest(app: RestApp, host: str, port: int, ready, stopping) -> No
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-    application = tornado.web.Application([(r".*", _RestHandler, {"app": app})])
-    http_server = tornado.httpserver.HTTPServer(application, max_body_size=MAX_DRAINED_BYTES)
+    http_server = tornado.httpserver.HTTPServer(_RestConnections(app),
+                                                max_body_size=MAX_DRAINED_BYTES)
     http_server.listen(port, host)
     ready()
     await stop.wait()
