@@ -3,14 +3,18 @@ local endpoint (`mtmoe serve`, REST and gRPC), p50 / p99 per request at batch 1 
 throughput; the server's first request once it answers; where batch 1 spends its time in process
 (per signature); then under load: 1, 8 and 32 concurrent clients sending one text per request,
 in process (each client calling the model; and through the server's batching code, no HTTP), over
-REST and over gRPC.
+REST and over gRPC; and over REST once more from a server tuned for a small machine (one batch
+thread, one intra-op thread: TF_NUM_INTRAOP_THREADS=1).
 
     python bench/serving_latency.py --model mtmoe_work/serving_model [--requests 200]
-                                    [--load-requests 800]
+                                    [--load-requests 800] [--load-rounds 3]
 
 Texts are the model's own warmup requests (eval texts), cycled to fill a batch. Under load, each of
 the clients sends its share of `--load-requests` one after another (loopback only); the server
-batches concurrent requests as its batching.config says. Writes bench/results/serving_latency.json
+batches concurrent requests as its batching.config says. Each path runs 1, 8 and 32 clients in
+turn, `--load-rounds` times: a load row holds the medians over rounds, and `vs_one_client` the
+median of its throughput over one client's in the same round (this machine's speed drifts by tens
+of percent within minutes; a ratio within one round is steadier than one across rounds). Writes bench/results/serving_latency.json
 with the machine, the versions and the command.
 """
 import argparse
@@ -21,6 +25,7 @@ import socket
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -29,14 +34,20 @@ import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
 import numpy as np
 import requests
 import tensorflow as tf
+from google.protobuf import text_format
 
 from machine import write_result
 from mtmoe.core.feature_names import TEXT
 from mtmoe.core.formats import to_tf_example
 from mtmoe.serving.client import GrpcClient
+from mtmoe.serving.deploy import batching_parameters
 from mtmoe.serving.predict import Predictor, resolve_model_dir
 from mtmoe.serving.server import (DEFAULT_SIGNATURE, Batcher, LoadedVersion, request_inputs,
                                   warmup_requests)
+
+
+TUNED_REST = "REST (mtmoe serve, 1 batch thread, TF_NUM_INTRAOP_THREADS=1)"
+LOAD_CLIENTS = (1, 8, 32)
 
 
 def warmup_texts(model_dir):
@@ -81,6 +92,26 @@ def under_load(call, texts, clients: int, total: int):
     return {"p50_ms": round(1000 * float(np.percentile(seconds, 50)), 2),
             "p99_ms": round(1000 * float(np.percentile(seconds, 99)), 2),
             "requests_per_s": round(len(seconds) / wall, 1)}
+
+
+def load_rows(path: str, call, texts, total: int, rounds: int):
+    """1, 8 and 32 clients, `rounds` times in turn (see the module docstring)."""
+    runs = {clients: [] for clients in LOAD_CLIENTS}
+    for _ in range(rounds):
+        for clients in LOAD_CLIENTS:
+            runs[clients].append(under_load(call, texts, clients, total))
+    rows = []
+    for clients, measured in runs.items():
+        row = {"path": path, "clients": clients, **{
+            key: round(float(np.median([m[key] for m in measured])), 2)
+            for key in ("p50_ms", "p99_ms", "requests_per_s")}}
+        row["vs_one_client"] = round(float(np.median(
+            [m["requests_per_s"] / one["requests_per_s"] for m, one in zip(measured, runs[1])])), 2)
+        row["p99_over_p50"] = round(float(np.median([m["p99_ms"] / m["p50_ms"]
+                                                     for m in measured])), 2)
+        rows.append(row)
+        print(f"  {row}", flush=True)
+    return rows
 
 
 def batch_one_breakdown(model_dir, texts, requests_count):
@@ -146,12 +177,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(serving_dir):
+def start_server(serving_dir, options=(), env=None):
     port, grpc_port = free_port(), free_port()
     process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mtmoe"), "serve",
                                 "--serving-dir", serving_dir, "--port", str(port),
-                                "--grpc-port", str(grpc_port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--grpc-port", str(grpc_port), *options],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=dict(os.environ, **(env or {})))
     url = f"http://127.0.0.1:{port}/v1/models/mtmoe"
     for _ in range(300):
         try:
@@ -163,18 +195,31 @@ def start_server(serving_dir):
     raise RuntimeError("mtmoe serve did not start")
 
 
+def tuned_server(serving_dir, folder):
+    """`mtmoe serve` with one batch thread (more split the queue into smaller batches that then
+    share the same cores) and one intra-op thread (the default model's ops are small: in process,
+    a batch of 8 took the same wall time with one thread as with two and a third less CPU)."""
+    path = os.path.join(folder, "batching_one_thread.config")
+    with open(path, "w") as f:
+        f.write(text_format.MessageToString(batching_parameters(num_batch_threads=1)))
+    return start_server(serving_dir, ["--batching-config", path], {"TF_NUM_INTRAOP_THREADS": "1"})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mtmoe_work/serving_model")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--load-requests", type=int, default=800,
-                        help="requests per load row, shared by its clients")
+                        help="requests per load row and round, shared by its clients")
+    parser.add_argument("--load-rounds", type=int, default=3,
+                        help="times each path runs its 1, 8 and 32 clients")
     args = parser.parse_args()
     model_dir = resolve_model_dir(args.model)
     texts = warmup_texts(model_dir)
     predictor = Predictor(model_dir)
     session = requests.Session()
-    process, url, grpc_target = start_server(os.path.dirname(model_dir))
+    serving_dir = os.path.dirname(model_dir)
+    process, url, grpc_target = start_server(serving_dir)
     grpc_client = GrpcClient(grpc_target)
 
     rest = rest_predict(url)
@@ -200,13 +245,17 @@ def main():
             lambda batch: session.post(url + ":predict", json={"instances": batch},
                                        timeout=60).raise_for_status(), batches_of_one)})
         for path, call in paths.items():
-            for clients in (1, 8, 32):
-                load.append({"path": path, "clients": clients,
-                             **under_load(call, texts, clients, args.load_requests)})
-                print(f"  {load[-1]}", flush=True)
+            load += load_rows(path, call, texts, args.load_requests, args.load_rounds)
     finally:
         grpc_client.close()
         process.terminate()
+    with tempfile.TemporaryDirectory() as folder:
+        tuned, tuned_url, _ = tuned_server(serving_dir, folder)
+        try:
+            load += load_rows(TUNED_REST, rest_predict(tuned_url), texts, args.load_requests,
+                              args.load_rounds)
+        finally:
+            tuned.terminate()
     print("| path | batch | p50 ms | p99 ms | texts/s |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['path']} | {row['batch']} | {row['p50_ms']} | {row['p99_ms']} | "
@@ -214,15 +263,16 @@ def main():
     print("\nbatch 1, in process, per signature:\n| signature | p50 ms | p99 ms |\n|---|---|---|")
     for row in breakdown:
         print(f"| {row['signature']} | {row['p50_ms']} | {row['p99_ms']} |")
-    print("\nunder load, one text per request:\n| path | clients | p50 ms | p99 ms | requests/s |"
-          "\n|---|---|---|---|---|")
+    print("\nunder load, one text per request (medians over rounds):\n| path | clients | p50 ms | "
+          "p99 ms | p99/p50 | requests/s | vs one client |\n|---|---|---|---|---|---|---|")
     for row in load:
         print(f"| {row['path']} | {row['clients']} | {row['p50_ms']} | {row['p99_ms']} | "
-              f"{row['requests_per_s']} |")
+              f"{row['p99_over_p50']} | {row['requests_per_s']} | {row['vs_one_client']} |")
     write_result("serving_latency", model=model_dir, tensorflow=tf.__version__,
                  first_request_ms=first_request_ms, requests_per_row=args.requests, results=rows,
                  batch_one_breakdown=breakdown,
-                 load_requests_per_row=args.load_requests, under_load=load)
+                 load_requests_per_row=args.load_requests, load_rounds=args.load_rounds,
+                 under_load=load)
 
 
 if __name__ == "__main__":

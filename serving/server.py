@@ -497,24 +497,27 @@ class _RestRequest(tornado.httputil.HTTPMessageDelegate):
 
     async def _answer(self):
         close = self.app.stopping
-        if close:
-            status, body = 503, _json({"error": "the server is shutting down"})
-        elif self.method not in ("GET", "POST"):
-            status, body = 405, _json({"error": f"{self.method} is not part of the API; use GET "
-                                                "or POST"})
-        elif self.size > self.app.max_request_bytes:
-            status, body = self.app.too_large()
-        else:
-            status, body = await self.app.respond(self.method, self.path, b"".join(self.chunks))
-        headers = tornado.httputil.HTTPHeaders({"Content-Type": "application/json",
-                                                "Content-Length": str(len(body))})
-        if close:
-            headers["Connection"] = "close"
-        self.connection.write_headers(tornado.httputil.ResponseStartLine(
-            "HTTP/1.1", status, status_reasons.get(status, "Unknown")), headers,
-            None if self.method == "HEAD" else body)  # a HEAD answer has headers only
-        self.connection.finish()
-        self._uncount()
+        try:
+            if close:
+                status, body = 503, _json({"error": "the server is shutting down"})
+            elif self.method not in ("GET", "POST"):
+                status, body = 405, _json({"error": f"{self.method} is not part of the API; use "
+                                                    "GET or POST"})
+            elif self.size > self.app.max_request_bytes:
+                status, body = self.app.too_large()
+            else:
+                status, body = await self.app.respond(self.method, self.path,
+                                                      b"".join(self.chunks))
+            headers = tornado.httputil.HTTPHeaders({"Content-Type": "application/json",
+                                                    "Content-Length": str(len(body))})
+            if close:
+                headers["Connection"] = "close"
+            self.connection.write_headers(tornado.httputil.ResponseStartLine(
+                "HTTP/1.1", status, status_reasons.get(status, "Unknown")), headers,
+                None if self.method == "HEAD" else body)  # a HEAD answer has headers only
+            self.connection.finish()
+        finally:  # answered, or the connection is gone: either way no longer in flight
+            self._uncount()
 
     def _uncount(self):
         if self.counted:
