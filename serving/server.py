@@ -209,11 +209,12 @@ _STOP = object()  # tells a batch thread to end
 class _Pending:
     """One request waiting in the batcher."""
 
-    def __init__(self, loaded, signature, inputs):
+    def __init__(self, loaded, signature, inputs, loop):
         self.key = (loaded.version, signature)
         self.loaded, self.signature, self.inputs = loaded, signature, inputs
         self.rows = len(next(iter(inputs.values())))
-        self.future: futures.Future = futures.Future()
+        self.loop = loop
+        self.future = loop.create_future() if loop else futures.Future()
 
 
 class Batcher:
@@ -232,9 +233,12 @@ class Batcher:
         for thread in self.threads:
             thread.start()
 
-    def submit(self, loaded, signature: str, inputs) -> futures.Future:
-        """Queues a request; its future holds the request's rows of each output (or the error)."""
-        pending = _Pending(loaded, signature, inputs)
+    def submit(self, loaded, signature: str, inputs, loop=None):
+        """Queues a request; its future holds the request's rows of each output (or the error).
+        Given the caller's event loop, the future is that loop's, and a batch settles all of its
+        requests from the loop in one callback (one wake-up of the loop a batch, not one a
+        request)."""
+        pending = _Pending(loaded, signature, inputs, loop)
         self.queue.put(pending)
         return pending.future
 
@@ -275,15 +279,37 @@ class Batcher:
             inputs = first.inputs if len(batch) == 1 else {
                 name: np.concatenate([p.inputs[name] for p in batch]) for name in first.inputs}
             outputs = run_signature(first.loaded, first.signature, inputs)
-        except Exception as e:  # every request of the batch gets the error
+            results, start = [], 0
             for pending in batch:
-                pending.future.set_exception(e)
-            return
-        start = 0
-        for pending in batch:
-            end = start + pending.rows
-            pending.future.set_result({name: value[start:end] for name, value in outputs.items()})
-            start = end
+                end = start + pending.rows
+                results.append({name: value[start:end] for name, value in outputs.items()})
+                start = end
+        except Exception as e:  # every request of the batch gets the error
+            results = [e] * len(batch)
+        on_loops = {}
+        for pending, result in zip(batch, results):
+            if pending.loop is None:
+                _settle(pending.future, result)
+            else:
+                on_loops.setdefault(pending.loop, []).append((pending.future, result))
+        for loop, settled in on_loops.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # the loop has closed (a shutdown past its grace): none waits
+                log.warning("%d answers dropped: the server stopped first", len(settled))
+
+
+def _settle(future, result) -> None:
+    if not future.cancelled():
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+def _settle_all(settled) -> None:
+    for future, result in settled:
+        _settle(future, result)
 
 
 def read_batching_parameters(path: Optional[str]):
@@ -430,7 +456,8 @@ class RestApp:
         offload = len(body) > INLINE_BODY_BYTES
         try:
             signature, inputs, row_format = await _on_worker_if(offload, self._parse, loaded, body)
-            outputs = await asyncio.wrap_future(self.batcher.submit(loaded, signature, inputs))
+            outputs = await self.batcher.submit(loaded, signature, inputs,
+                                                asyncio.get_running_loop())
         except RequestError as e:
             return 400, _json({"error": str(e)})
         except tf.errors.OpError as e:

@@ -75,6 +75,24 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows(batcher):
     assert sum(sizes) == 9 and len(sizes) < len(requests) and max(sizes) <= 8
 
 
+def test_requests_from_an_event_loop_get_their_rows_on_the_loop(batcher):
+    """The REST path: futures of the caller's loop, settled there (a failing batch fails each)."""
+    loaded = _Loaded()
+
+    async def ask(texts):
+        loop = asyncio.get_running_loop()
+        pending = [batcher.submit(loaded, "serving_default", {"text": tf.constant([text])}, loop)
+                   for text in texts]
+        return await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 30)
+
+    texts = [f"text {i}" for i in range(5)]
+    results = asyncio.run(ask(texts))
+    assert [[t.decode() for t in result["echo"]] for result in results] == [[t] for t in texts]
+    assert loaded.model.batches == [("serving_default", texts)]
+    failed = asyncio.run(ask(["boom", "fine"]))
+    assert all(isinstance(result, tf.errors.InvalidArgumentError) for result in failed)
+
+
 def test_signatures_and_versions_never_share_a_batch(batcher):
     old, new = _Loaded(1), _Loaded(2)
     _concurrently(batcher, [(old, "serving_default", ["a"]), (old, "other", ["b"]),
