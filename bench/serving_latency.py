@@ -3,8 +3,8 @@ local endpoint (`mtmoe serve`, REST and gRPC), p50 / p99 per request at batch 1 
 throughput; the server's first request once it answers; where batch 1 spends its time in process
 (per signature); then under load: 1, 8 and 32 concurrent clients sending one text per request,
 in process (each client calling the model; and through the server's batching code, no HTTP), over
-REST and over gRPC; and over REST once more from a server tuned for a small machine (one batch
-thread, one intra-op thread: TF_NUM_INTRAOP_THREADS=1).
+REST and over gRPC; and over REST once more from a server with one intra-op thread
+(TF_NUM_INTRAOP_THREADS=1).
 
     python bench/serving_latency.py --model mtmoe_work/serving_model [--requests 200]
                                     [--load-requests 800] [--load-rounds 3]
@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import threading
-import tempfile
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -34,19 +33,17 @@ import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
 import numpy as np
 import requests
 import tensorflow as tf
-from google.protobuf import text_format
 
 from machine import write_result
 from mtmoe.core.feature_names import TEXT
 from mtmoe.core.formats import to_tf_example
 from mtmoe.serving.client import GrpcClient
-from mtmoe.serving.deploy import batching_parameters
 from mtmoe.serving.predict import Predictor, resolve_model_dir
 from mtmoe.serving.server import (DEFAULT_SIGNATURE, Batcher, LoadedVersion, request_inputs,
                                   warmup_requests)
 
 
-TUNED_REST = "REST (mtmoe serve, 1 batch thread, TF_NUM_INTRAOP_THREADS=1)"
+ONE_INTRA_OP_THREAD_REST = "REST (mtmoe serve, TF_NUM_INTRAOP_THREADS=1)"
 LOAD_CLIENTS = (1, 8, 32)
 
 
@@ -195,14 +192,10 @@ def start_server(serving_dir, options=(), env=None):
     raise RuntimeError("mtmoe serve did not start")
 
 
-def tuned_server(serving_dir, folder):
-    """`mtmoe serve` with one batch thread (more split the queue into smaller batches that then
-    share the same cores) and one intra-op thread (the default model's ops are small: in process,
-    a batch of 8 took the same wall time with one thread as with two and a third less CPU)."""
-    path = os.path.join(folder, "batching_one_thread.config")
-    with open(path, "w") as f:
-        f.write(text_format.MessageToString(batching_parameters(num_batch_threads=1)))
-    return start_server(serving_dir, ["--batching-config", path], {"TF_NUM_INTRAOP_THREADS": "1"})
+def one_intra_op_thread_server(serving_dir):
+    """`mtmoe serve` with one intra-op thread: the default model's ops are small (in process, a
+    batch of 8 took the same wall time with one thread as with two, and a third less CPU)."""
+    return start_server(serving_dir, env={"TF_NUM_INTRAOP_THREADS": "1"})
 
 
 def main():
@@ -249,13 +242,12 @@ def main():
     finally:
         grpc_client.close()
         process.terminate()
-    with tempfile.TemporaryDirectory() as folder:
-        tuned, tuned_url, _ = tuned_server(serving_dir, folder)
-        try:
-            load += load_rows(TUNED_REST, rest_predict(tuned_url), texts, args.load_requests,
-                              args.load_rounds)
-        finally:
-            tuned.terminate()
+    one_thread, one_thread_url, _ = one_intra_op_thread_server(serving_dir)
+    try:
+        load += load_rows(ONE_INTRA_OP_THREAD_REST, rest_predict(one_thread_url), texts,
+                          args.load_requests, args.load_rounds)
+    finally:
+        one_thread.terminate()
     print("| path | batch | p50 ms | p99 ms | texts/s |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['path']} | {row['batch']} | {row['p50_ms']} | {row['p99_ms']} | "

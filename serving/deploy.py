@@ -7,6 +7,7 @@ BatchingParameters text proto. tensorflow-serving-api does not ship that message
 here with the upstream field numbers and types, and the file is written and parsed through them.
 """
 import os
+from typing import Optional
 
 from google.protobuf import (descriptor_pb2, descriptor_pool, message_factory, text_format,
                              wrappers_pb2)
@@ -55,18 +56,29 @@ def model_server_config(model_name: str, base_path: str) -> model_server_config_
 
 
 def batching_parameters(max_batch_size: int = 32, batch_timeout_micros: int = 0,
-                        num_batch_threads: int = 4):
+                        num_batch_threads: Optional[int] = None):
     """Batches of up to 32 texts, formed without waiting: TF Serving's batching guide starts a
     CPU-only server at `batch_timeout_micros` 0, with which a lone request runs at once and the
     requests that arrive while every batch thread is busy share the next batch. A wait (the guide
-    tries 1-10 ms) trades each request's latency for fuller batches."""
+    tries 1-10 ms) trades each request's latency for fuller batches. Without `num_batch_threads`
+    the field is left out, and TF Serving runs as many batch threads as the serving machine has
+    cores (the guide's advice for CPU-only servers; the pipeline cannot know that machine)."""
     parameters = BatchingParameters()
     parameters.max_batch_size.value = max_batch_size
     parameters.batch_timeout_micros.value = batch_timeout_micros
     parameters.max_enqueued_batches.value = 100
-    parameters.num_batch_threads.value = num_batch_threads
+    if num_batch_threads is not None:
+        parameters.num_batch_threads.value = num_batch_threads
     parameters.pad_variable_length_inputs = True
     return parameters
+
+
+def batch_threads(parameters) -> int:
+    """The batch threads a server runs for these parameters: `num_batch_threads`, or as TF Serving
+    does without it, one per core this process may run on."""
+    if parameters.HasField("num_batch_threads"):
+        return max(1, parameters.num_batch_threads.value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def write_deployment_files(folder: str, model_name: str) -> dict:
@@ -78,7 +90,8 @@ def write_deployment_files(folder: str, model_name: str) -> dict:
     }
     comments = {BATCHING_CONFIG_FILE: "# TF Serving's --batching_parameters_file. A field with "
                                       "empty braces holds 0: batch_timeout_micros 0 runs each "
-                                      "batch without waiting for more requests.\n"}
+                                      "batch without waiting for more requests. Without "
+                                      "num_batch_threads, one batch thread per core.\n"}
     for name, proto in files.items():
         with open(os.path.join(folder, name), "w") as f:
             f.write(comments.get(name, "") + text_format.MessageToString(proto))

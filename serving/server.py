@@ -46,7 +46,7 @@ from tornado.httputil import responses as status_reasons
 
 from mtmoe.core.errors import UserError
 from mtmoe.core.file_names import WARMUP_FILE
-from mtmoe.serving.deploy import BatchingParameters, batching_parameters
+from mtmoe.serving.deploy import BatchingParameters, batch_threads, batching_parameters
 from mtmoe.serving.predict import callable_signature
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -229,7 +229,7 @@ class Batcher:
         self.timeout = parameters.batch_timeout_micros.value / 1e6
         self.queue: queue.Queue = queue.Queue()
         self.threads = [threading.Thread(target=self._work, daemon=True)
-                        for _ in range(max(1, parameters.num_batch_threads.value))]
+                        for _ in range(batch_threads(parameters))]
         for thread in self.threads:
             thread.start()
 
@@ -608,7 +608,8 @@ def serve(serving_dir: str, model_name: str, host: str, port: int, grpc_port: in
         echo(f"serving {model_name} version {watcher.current().version} from {serving_dir}: "
              f"REST http://{host}:{port}/v1/models/{model_name}, gRPC {host}:{grpc_port}; batches "
              f"of up to {parameters.max_batch_size.value} texts, waiting up to "
-             f"{parameters.batch_timeout_micros.value} us", flush=True)
+             f"{parameters.batch_timeout_micros.value} us, on {len(batcher.threads)} batch "
+             "threads", flush=True)
 
     def stopping():
         echo("stopping: answering the requests in flight", flush=True)

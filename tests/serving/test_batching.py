@@ -1,6 +1,7 @@
 """Server-side batching and the REST app's error answers, in process with a stand-in model."""
 import asyncio
 import json
+import os
 import threading
 import time
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtmoe.serving.deploy import batching_parameters
+from mtmoe.serving.deploy import batch_threads, batching_parameters
 from mtmoe.serving.server import Batcher, RestApp
 
 
@@ -152,6 +153,13 @@ def test_without_a_wait_requests_queued_behind_a_busy_thread_share_the_next_batc
         batcher.stop()
     (_, first_batch), (_, next_batch) = loaded.model.batches
     assert first_batch == ["first"] and sorted(next_batch) == [f"text {i}" for i in range(4)]
+
+
+def test_without_num_batch_threads_there_is_one_batch_thread_per_core():
+    """As in TF Serving, whose default is the machine's parallelism; the pipeline's file leaves
+    the field out."""
+    assert batch_threads(batching_parameters(num_batch_threads=3)) == 3
+    assert batch_threads(batching_parameters()) == len(os.sched_getaffinity(0))
 
 
 class _BrokenWatcher:

@@ -110,8 +110,7 @@ def test_deployment_files_follow_the_upstream_protos(tmp_path):
         batching = _text_proto_fields(f.read())
     assert set(batching) <= UPSTREAM_BATCHING_FIELDS
     assert batching == {"max_batch_size": "32", "batch_timeout_micros": "0",
-                        "max_enqueued_batches": "100", "num_batch_threads": "4",
-                        "pad_variable_length_inputs": "true"}
+                        "max_enqueued_batches": "100", "pad_variable_length_inputs": "true"}
 
 
 def test_a_texts_answer_is_the_same_alone_and_among_256_texts_that_crowd_the_same_experts(tiny_export):
