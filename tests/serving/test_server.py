@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -120,6 +121,7 @@ def test_a_large_body_parsed_off_the_event_loop_gets_the_same_answers(server, in
     ("[" * 5000 + "]" * 5000, "nested too deeply"),
     (json.dumps({"instances": ["a"] * 1025}), "1025 instances; a request may hold at most 1024"),
     (json.dumps({"instances": ["a text"] * 9000}), "9000 instances"),  # parsed on a worker thread
+    (b'{"instances": ["caf\xe9"]}', "malformed JSON"),  # Latin-1, not UTF-8
 ])
 def test_bad_requests_get_400_and_the_server_keeps_serving(server, body, fragment):
     response = requests.post(f"{server['url']}/v1/models/mtmoe:predict", data=body, timeout=30)
@@ -138,6 +140,35 @@ def test_a_body_over_the_byte_limit_gets_a_json_413(server):
     for response in (sized, chunked):
         assert response.status_code == 413
         assert "over 4194304 bytes" in response.json()["error"]
+
+
+def test_concurrent_requests_share_a_batch_and_get_what_each_gets_alone(tiny_export, tmp_path,
+                                                                        in_process):
+    """REST and gRPC requests that arrive together (a 2 s batching wait, so that they meet in one
+    batch) get the outputs each text gets alone."""
+    batching = tmp_path / "batching.config"
+    batching.write_text(text_format.MessageToString(
+        batching_parameters(batch_timeout_micros=2_000_000, max_batch_size=len(TEXTS))))
+    process, url, grpc_address = _start(_serving_copy(tiny_export, tmp_path),
+                                        "--batching-config", batching)
+    try:
+        rest, grpc_client = RestClient(url), GrpcClient(grpc_address)
+        clients = [grpc_client.predict_outputs if i % 2 else rest.predict_outputs
+                   for i in range(len(TEXTS))]
+        start = threading.Barrier(len(TEXTS))
+
+        def ask(i):
+            start.wait()
+            return clients[i]([TEXTS[i]])
+
+        with ThreadPoolExecutor(len(TEXTS)) as pool:
+            answers = list(pool.map(ask, range(len(TEXTS))))
+        grpc_client.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    for text, answer in zip(TEXTS, answers):
+        _assert_same_outputs(in_process.outputs([text]), answer)
 
 
 def test_a_method_the_api_lacks_gets_a_json_error(server):
