@@ -219,9 +219,10 @@ class _Pending:
 
 class Batcher:
     """Server-side batching, as TF Serving's BatchingParameters set it: each of `num_batch_threads`
-    threads takes the oldest request and adds later ones for the same version and signature until
-    the batch holds `max_batch_size` rows or `batch_timeout_micros` have passed, runs the batch once
-    and hands each request its rows. A request larger than a batch runs alone."""
+    threads (one per core without it) takes the oldest request and adds later ones for the same
+    version and signature until the batch holds `max_batch_size` rows or `batch_timeout_micros`
+    have passed, runs the batch once and hands each request its rows. A request larger than a batch
+    runs alone."""
 
     def __init__(self, parameters=None):
         parameters = parameters or batching_parameters()
