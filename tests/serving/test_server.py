@@ -65,10 +65,18 @@ def _serving_copy(tiny_export, folder):
     return serving_dir
 
 
+BATCHING_WAIT_MICROS = 50_000  # the shared server's: requests sent together meet in a batch
+
+
 @pytest.fixture(scope="module")
 def server(tiny_export, tmp_path_factory):
-    serving_dir = _serving_copy(tiny_export, tmp_path_factory.mktemp("serve"))
-    process, url, grpc_address = _start(serving_dir, "--poll-seconds", "0.5")
+    folder = tmp_path_factory.mktemp("serve")
+    serving_dir = _serving_copy(tiny_export, folder)
+    batching = folder / "batching.config"
+    batching.write_text(text_format.MessageToString(
+        batching_parameters(batch_timeout_micros=BATCHING_WAIT_MICROS)))
+    process, url, grpc_address = _start(serving_dir, "--poll-seconds", "0.5",
+                                        "--batching-config", batching)
     yield {"url": url, "grpc": grpc_address, "dir": serving_dir,
            "version": int(os.path.basename(tiny_export["version"])), "process": process}
     process.terminate()
@@ -142,31 +150,23 @@ def test_a_body_over_the_byte_limit_gets_a_json_413(server):
         assert "over 4194304 bytes" in response.json()["error"]
 
 
-def test_concurrent_requests_share_a_batch_and_get_what_each_gets_alone(tiny_export, tmp_path,
-                                                                        in_process):
-    """REST and gRPC requests that arrive together (a 2 s batching wait, so that they meet in one
-    batch) get the outputs each text gets alone."""
-    batching = tmp_path / "batching.config"
-    batching.write_text(text_format.MessageToString(
-        batching_parameters(batch_timeout_micros=2_000_000, max_batch_size=len(TEXTS))))
-    process, url, grpc_address = _start(_serving_copy(tiny_export, tmp_path),
-                                        "--batching-config", batching)
+def test_concurrent_requests_share_batches_and_get_what_each_gets_alone(server, in_process):
+    """REST and gRPC requests sent together (the server waits 50 ms for a batch to fill) get the
+    outputs each text gets alone."""
+    rest, grpc_client = RestClient(server["url"]), GrpcClient(server["grpc"])
+    clients = [grpc_client.predict_outputs if i % 2 else rest.predict_outputs
+               for i in range(len(TEXTS))]
+    start = threading.Barrier(len(TEXTS))
+
+    def ask(i):
+        start.wait()
+        return clients[i]([TEXTS[i]])
+
     try:
-        rest, grpc_client = RestClient(url), GrpcClient(grpc_address)
-        clients = [grpc_client.predict_outputs if i % 2 else rest.predict_outputs
-                   for i in range(len(TEXTS))]
-        start = threading.Barrier(len(TEXTS))
-
-        def ask(i):
-            start.wait()
-            return clients[i]([TEXTS[i]])
-
         with ThreadPoolExecutor(len(TEXTS)) as pool:
             answers = list(pool.map(ask, range(len(TEXTS))))
-        grpc_client.close()
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        grpc_client.close()
     for text, answer in zip(TEXTS, answers):
         _assert_same_outputs(in_process.outputs([text]), answer)
 
