@@ -14,8 +14,8 @@ the clients sends its share of `--load-requests` one after another (loopback onl
 batches concurrent requests as its batching.config says. Each path runs 1, 8 and 32 clients in
 turn, `--load-rounds` times: a load row holds the medians over rounds, and `vs_one_client` the
 median of its throughput over one client's in the same round (this machine's speed drifts by tens
-of percent within minutes; a ratio within one round is steadier than one across rounds). Writes bench/results/serving_latency.json
-with the machine, the versions and the command.
+of percent within minutes; a ratio within one round is steadier than one across rounds). Writes
+bench/results/serving_latency.json with the machine, the versions and the command.
 """
 import argparse
 import http.client

@@ -57,6 +57,13 @@ def _start(serving_dir, *options):
     pytest.fail("mtmoe serve did not answer within 180 s")
 
 
+def _batching_file(folder, **parameters):
+    """A batching.config in `folder` with these BatchingParameters, for `--batching-config`."""
+    path = folder / "batching.config"
+    path.write_text(text_format.MessageToString(batching_parameters(**parameters)))
+    return path
+
+
 def _serving_copy(tiny_export, folder):
     """A copy of the tiny exported version in its own serving folder."""
     version = tiny_export["version"]
@@ -72,9 +79,7 @@ BATCHING_WAIT_MICROS = 50_000  # the shared server's: requests sent together mee
 def server(tiny_export, tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve")
     serving_dir = _serving_copy(tiny_export, folder)
-    batching = folder / "batching.config"
-    batching.write_text(text_format.MessageToString(
-        batching_parameters(batch_timeout_micros=BATCHING_WAIT_MICROS)))
+    batching = _batching_file(folder, batch_timeout_micros=BATCHING_WAIT_MICROS)
     process, url, grpc_address = _start(serving_dir, "--poll-seconds", "0.5",
                                         "--batching-config", batching)
     yield {"url": url, "grpc": grpc_address, "dir": serving_dir,
@@ -198,9 +203,7 @@ def test_sigterm_answers_the_requests_in_flight_then_exits(tiny_export, tmp_path
     """The batcher holds a request for 3 s (waiting for others to join it); SIGTERM arrives
     meanwhile: the request is still answered, a new request on a kept-alive connection gets 503,
     and the server exits 0."""
-    batching = tmp_path / "batching.config"
-    batching.write_text(text_format.MessageToString(
-        batching_parameters(batch_timeout_micros=3_000_000, num_batch_threads=1)))
+    batching = _batching_file(tmp_path, batch_timeout_micros=3_000_000, num_batch_threads=1)
     process, url, _ = _start(_serving_copy(tiny_export, tmp_path), "--batching-config", batching)
     kept = http.client.HTTPConnection(url[len("http://"):], timeout=30)  # one request, then idle
     kept.request("GET", "/v1/models/mtmoe")
