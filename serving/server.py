@@ -15,7 +15,9 @@ Concurrent requests are batched server-side as TF Serving's `batching.config` sa
 request waits up to `batch_timeout_micros` for others to fill a batch of up to `max_batch_size`
 texts; with 0 (the default) it runs at once, and requests that arrive while every batch thread is
 busy share the next batch. The model's answer to a text does not depend on its batch, so batching
-changes only speed.
+changes only speed. TensorFlow's op pools get the cores each batch thread has to itself (one thread
+each with one batch thread per core; `size_op_pools`) unless TF_NUM_INTRAOP_THREADS or
+TF_NUM_INTEROP_THREADS size them.
 
 The highest integer version in the serving folder is served; a poll loads a newer one when it
 appears, and the old one keeps serving until the new one has loaded. SIGTERM (or Ctrl-C) stops
@@ -46,7 +48,8 @@ from tornado.httputil import responses as status_reasons
 
 from mtmoe.core.errors import UserError
 from mtmoe.core.file_names import WARMUP_FILE
-from mtmoe.serving.deploy import BatchingParameters, batch_threads, batching_parameters
+from mtmoe.serving.deploy import (BatchingParameters, batch_threads, batching_parameters,
+                                  op_threads)
 from mtmoe.serving.predict import callable_signature
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -325,6 +328,24 @@ def read_batching_parameters(path: Optional[str]):
             raise UserError(f"{path}: not a BatchingParameters text proto: {e}") from None
 
 
+def size_op_pools(parameters) -> Dict[str, str]:
+    """Sizes TensorFlow's intra-op and inter-op pools for a server with these batching parameters
+    (`op_threads`), except a pool that TF_NUM_INTRAOP_THREADS or TF_NUM_INTEROP_THREADS sizes.
+    Must run before TensorFlow runs anything in this process. Returns each pool's size."""
+    setters = {"intra-op": ("TF_NUM_INTRAOP_THREADS",
+                            tf.config.threading.set_intra_op_parallelism_threads),
+               "inter-op": ("TF_NUM_INTEROP_THREADS",
+                            tf.config.threading.set_inter_op_parallelism_threads)}
+    sizes = {}
+    for pool, (variable, set_size) in setters.items():
+        if os.environ.get(variable):
+            sizes[pool] = os.environ[variable]
+        else:
+            set_size(op_threads(parameters))
+            sizes[pool] = str(op_threads(parameters))
+    return sizes
+
+
 def _json_value(array: np.ndarray):
     """An output as nested lists, its strings decoded."""
     value = array.tolist()
@@ -594,8 +615,9 @@ def serve(serving_dir: str, model_name: str, host: str, port: int, grpc_port: in
     """Serves until SIGTERM or Ctrl-C, then answers the requests in flight and returns."""
     max_request_bytes = max_request_bytes or MAX_REQUEST_BYTES
     max_instances = max_instances or MAX_INSTANCES
-    watcher = VersionWatcher(serving_dir, poll_seconds)
     parameters = read_batching_parameters(batching_config)
+    pools = size_op_pools(parameters)
+    watcher = VersionWatcher(serving_dir, poll_seconds)
     batcher = Batcher(parameters)
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=GRPC_THREADS), options=[
         ("grpc.max_receive_message_length", max_request_bytes)])
@@ -610,7 +632,8 @@ def serve(serving_dir: str, model_name: str, host: str, port: int, grpc_port: in
              f"REST http://{host}:{port}/v1/models/{model_name}, gRPC {host}:{grpc_port}; batches "
              f"of up to {parameters.max_batch_size.value} texts, waiting up to "
              f"{parameters.batch_timeout_micros.value} us, on {len(batcher.threads)} batch "
-             "threads", flush=True)
+             f"threads; TensorFlow op pools of {pools['intra-op']} intra-op and "
+             f"{pools['inter-op']} inter-op threads", flush=True)
 
     def stopping():
         echo("stopping: answering the requests in flight", flush=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtmoe.serving.deploy import batch_threads, batching_parameters
+from mtmoe.serving.deploy import batch_threads, batching_parameters, op_threads
 from mtmoe.serving.server import Batcher, RestApp
 
 
@@ -160,6 +160,13 @@ def test_without_num_batch_threads_there_is_one_batch_thread_per_core():
     the field out."""
     assert batch_threads(batching_parameters(num_batch_threads=3)) == 3
     assert batch_threads(batching_parameters()) == len(os.sched_getaffinity(0))
+
+
+def test_tensorflow_op_pools_get_the_cores_each_batch_thread_has_to_itself():
+    cores = len(os.sched_getaffinity(0))
+    assert op_threads(batching_parameters()) == 1  # a batch thread per core
+    assert op_threads(batching_parameters(num_batch_threads=1)) == cores
+    assert op_threads(batching_parameters(num_batch_threads=4 * cores)) == 1
 
 
 class _BrokenWatcher:

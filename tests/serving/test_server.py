@@ -37,13 +37,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(serving_dir, *options):
+def _start(serving_dir, *options, env=None):
     """`mtmoe serve` on free ports, once it answers: (process, REST url, gRPC address)."""
     rest, grpc_port = _free_port(), _free_port()
     process = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "mtmoe"), "serve", "--serving-dir",
          str(serving_dir), "--port", str(rest), "--grpc-port", str(grpc_port), *options],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, **(env or {})))
     url = f"http://127.0.0.1:{rest}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -202,9 +203,11 @@ def test_a_connection_serves_one_request_after_another(server):
 def test_sigterm_answers_the_requests_in_flight_then_exits(tiny_export, tmp_path):
     """The batcher holds a request for 3 s (waiting for others to join it); SIGTERM arrives
     meanwhile: the request is still answered, a new request on a kept-alive connection gets 503,
-    and the server exits 0."""
+    and the server exits 0. Its first line reports the batching settings and the sizes of
+    TensorFlow's op pools: the cores each batch thread has, or what TensorFlow's variable says."""
     batching = _batching_file(tmp_path, batch_timeout_micros=3_000_000, num_batch_threads=1)
-    process, url, _ = _start(_serving_copy(tiny_export, tmp_path), "--batching-config", batching)
+    process, url, _ = _start(_serving_copy(tiny_export, tmp_path), "--batching-config", batching,
+                             env={"TF_NUM_INTEROP_THREADS": "3"})
     kept = http.client.HTTPConnection(url[len("http://"):], timeout=30)  # one request, then idle
     kept.request("GET", "/v1/models/mtmoe")
     assert kept.getresponse().read()
@@ -229,7 +232,9 @@ def test_sigterm_answers_the_requests_in_flight_then_exits(tiny_export, tmp_path
     assert returncode == 0, output[-3000:]
     assert answered["response"].status_code == 200
     assert answered["response"].json()["predictions"][0]["tokens"][:3] == ["check", "my", "balance"]
-    assert "batches of up to 32 texts, waiting up to 3000000 us" in output
+    assert "batches of up to 32 texts, waiting up to 3000000 us, on 1 batch threads" in output
+    assert (f"op pools of {len(os.sched_getaffinity(0))} intra-op and 3 inter-op threads"
+            in output)
     assert "stopping: answering the requests in flight" in output
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/v1/models/mtmoe", timeout=5)
