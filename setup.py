@@ -43,6 +43,7 @@ setup(
         "grpcio",
         "requests",
         "tornado>=6.3",
+        "orjson>=3.9",  # the REST server's JSON (numpy arrays written directly)
     ],
     entry_points={"console_scripts": ["mtmoe = mtmoe.cli:main"]},
 )

@@ -37,6 +37,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import grpc
 import numpy as np
+import orjson
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  registers the tokenizer ops the graph uses
 import tornado.httpserver
@@ -347,9 +348,12 @@ def size_op_pools(parameters) -> Dict[str, str]:
 
 
 def _json_value(array: np.ndarray):
-    """An output as nested lists, its strings decoded."""
-    value = array.tolist()
-    return _decoded(value) if array.dtype.kind in "OS" else value
+    """An output as `_json` writes it: numbers as the array (orjson writes numpy arrays without
+    making Python lists), floats widened to float64 so that they read back as the same numbers
+    that gRPC and in-process callers get; strings decoded into nested lists."""
+    if array.dtype.kind in "OS":
+        return _decoded(array.tolist())
+    return np.ascontiguousarray(array, np.float64 if array.dtype.kind == "f" else None)
 
 
 def _decoded(value):
@@ -359,7 +363,7 @@ def _decoded(value):
 
 
 def _json(value) -> bytes:
-    return json.dumps(value).encode()
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def prediction_body(outputs: Dict[str, np.ndarray], row_format: bool) -> bytes:
@@ -375,11 +379,9 @@ def prediction_body(outputs: Dict[str, np.ndarray], row_format: bool) -> bytes:
 
 def load_request(body: bytes) -> dict:
     try:
-        request = json.loads(body or b"")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        request = orjson.loads(body or b"")
+    except orjson.JSONDecodeError as e:
         raise RequestError(f"malformed JSON: {e}") from None
-    except RecursionError:
-        raise RequestError("malformed JSON: nested too deeply") from None
     if not isinstance(request, dict):
         raise RequestError("the request must be a JSON object with 'instances' or 'inputs'")
     return request

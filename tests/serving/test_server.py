@@ -132,7 +132,7 @@ def test_a_large_body_parsed_off_the_event_loop_gets_the_same_answers(server, in
     (json.dumps({"instances": ["a"], "signature_name": "nope"}), "unknown signature 'nope'"),
     (json.dumps({"instances": [["nested"]]}), "expected a string"),
     (json.dumps({"inputs": {"text": ["a"], "extra": ["b"]}}), "takes input(s) text; got extra, text"),
-    ("[" * 5000 + "]" * 5000, "nested too deeply"),
+    ("[" * 5000 + "]" * 5000, "depth limit exceeded"),
     (json.dumps({"instances": ["a"] * 1025}), "1025 instances; a request may hold at most 1024"),
     (json.dumps({"instances": ["a text"] * 9000}), "9000 instances"),  # parsed on a worker thread
     (b'{"instances": ["caf\xe9"]}', "malformed JSON"),  # Latin-1, not UTF-8
