@@ -3,8 +3,9 @@ local endpoint (`mtmoe serve`, REST and gRPC), p50 / p99 per request at batch 1 
 throughput; the server's first request once it answers; where batch 1 spends its time in process
 (per signature); then under load: 1, 8 and 32 concurrent clients sending one text per request,
 in process (each client calling the model; and through the server's batching code, no HTTP), over
-REST and over gRPC; and over REST once more from a server with one intra-op thread
-(TF_NUM_INTRAOP_THREADS=1).
+REST and over gRPC; and over REST once more from a server left with TensorFlow's own op pools
+(every core each: TF_NUM_INTRAOP_THREADS=0, TF_NUM_INTEROP_THREADS=0), to show what the server's
+pool sizing is worth.
 
     python bench/serving_latency.py --model mtmoe_work/serving_model [--requests 200]
                                     [--load-requests 800] [--load-rounds 3]
@@ -43,7 +44,7 @@ from mtmoe.serving.server import (DEFAULT_SIGNATURE, Batcher, LoadedVersion, req
                                   warmup_requests)
 
 
-ONE_INTRA_OP_THREAD_REST = "REST (mtmoe serve, TF_NUM_INTRAOP_THREADS=1)"
+DEFAULT_POOLS_REST = "REST (mtmoe serve, TensorFlow's default op pools)"
 LOAD_CLIENTS = (1, 8, 32)
 
 
@@ -192,10 +193,11 @@ def start_server(serving_dir, options=(), env=None):
     raise RuntimeError("mtmoe serve did not start")
 
 
-def one_intra_op_thread_server(serving_dir):
-    """`mtmoe serve` with one intra-op thread: the default model's ops are small (in process, a
-    batch of 8 took the same wall time with one thread as with two, and a third less CPU)."""
-    return start_server(serving_dir, env={"TF_NUM_INTRAOP_THREADS": "1"})
+def default_pools_server(serving_dir):
+    """`mtmoe serve` with TensorFlow's own op pool sizes, which the server keeps when the
+    variables are set (0: every core)."""
+    return start_server(serving_dir, env={"TF_NUM_INTRAOP_THREADS": "0",
+                                          "TF_NUM_INTEROP_THREADS": "0"})
 
 
 def main():
@@ -242,12 +244,12 @@ def main():
     finally:
         grpc_client.close()
         process.terminate()
-    one_thread, one_thread_url, _ = one_intra_op_thread_server(serving_dir)
+    default_pools, default_pools_url, _ = default_pools_server(serving_dir)
     try:
-        load += load_rows(ONE_INTRA_OP_THREAD_REST, rest_predict(one_thread_url), texts,
+        load += load_rows(DEFAULT_POOLS_REST, rest_predict(default_pools_url), texts,
                           args.load_requests, args.load_rounds)
     finally:
-        one_thread.terminate()
+        default_pools.terminate()
     print("| path | batch | p50 ms | p99 ms | texts/s |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['path']} | {row['batch']} | {row['p50_ms']} | {row['p99_ms']} | "
