@@ -29,9 +29,11 @@ run: $(PROJECT_STAMP)
 	$(BIN)/mtmoe run $(ARGS)
 
 # Two workers (pytest-xdist), a test file to one worker: the end-to-end chain (one file, its
-# scenarios in order) runs on one while the rest runs on the other.
+# scenarios in order) runs on one while the rest runs on the other. Files go out in collection
+# order, which puts the end-to-end file first (tests/conftest.py), so that it starts at once;
+# xdist's default order (most tests first) started it a few files in, and the suite waited for it.
 test: $(PROJECT_STAMP)
-	$(BIN)/python -m pytest tests -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The edit-test loop: everything but the end-to-end pipeline runs and the tests that train, export
 # or serve a model.
@@ -41,7 +43,7 @@ test-fast: $(PROJECT_STAMP)
 # The whole suite in a shuffled order (a new seed each time; pytest prints it), to catch tests
 # that pass only after others.
 test-random: $(PROJECT_STAMP)
-	$(BIN)/python -m pytest tests -n 2 --dist loadfile --random-order $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile --no-loadscope-reorder --random-order $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) mtmoe_work
