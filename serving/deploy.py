@@ -90,8 +90,9 @@ def op_threads(parameters) -> int:
     """The threads of each of TensorFlow's op pools (intra-op and inter-op) in a server with these
     parameters: the cores each batch thread has to itself, at least one. TensorFlow sizes both
     pools to every core, so with a batch thread per core, a loaded server would run three threads
-    per core; with pools of one, a batch runs its ops on its own thread (2 cores, 8 REST clients:
-    1,363 against 1,180 requests/s, and the same batch-1 and batch-32 latency)."""
+    per core; with pools of one, a batch runs its ops on its own thread (2 cores, 8 REST clients,
+    two paired runs: 1,363 and 1,442 against 1,180 and 1,140 requests/s; batch-1 latency the same,
+    batch 32 the same in one run and 1.6 ms slower in the other)."""
     return max(1, _cores() // batch_threads(parameters))
 
 

@@ -337,13 +337,13 @@ def size_op_pools(parameters) -> Dict[str, str]:
                             tf.config.threading.set_intra_op_parallelism_threads),
                "inter-op": ("TF_NUM_INTEROP_THREADS",
                             tf.config.threading.set_inter_op_parallelism_threads)}
-    sizes = {}
+    threads, sizes = op_threads(parameters), {}
     for pool, (variable, set_size) in setters.items():
         if os.environ.get(variable):
             sizes[pool] = os.environ[variable]
         else:
-            set_size(op_threads(parameters))
-            sizes[pool] = str(op_threads(parameters))
+            set_size(threads)
+            sizes[pool] = str(threads)
     return sizes
 
 
