@@ -3,27 +3,46 @@
 
 One task per label field, its type inferred from the training split's values: one string per example
 is classification; a list of BIO tags as long as the tokens, token tagging; any other list,
-multi-label. `text.max_tokens` is the 99th percentile of the training texts' token counts. The
-thresholds stay permissive (min_value 0, max_drop 1): set them once a first run shows what the data
-allows. The curated schema is written beside the config, from the whole dataset.
+multi-label. What the data decides is read off it, each with its reason, written as a comment:
+`text.max_tokens` (the 99th percentile of the training texts' token counts), `text.max_chars`
+(whether eval has tokens unseen in training), `training.epochs` (a step budget over the training
+split's size) and each task's blessing thresholds (a margin over the best answer that ignores the
+text, and a drop the eval split can tell from noise). Every other model and training field is
+written with its default and what it does. The curated schema is written beside the config, from
+the whole dataset.
 """
+import dataclasses
 import math
 import os
 import re
 import shutil
 import tempfile
-from typing import Dict, List, Tuple
+from collections import Counter
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import yaml
 
-from mtmoe.core.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING, load_config
+from mtmoe.core import metrics
+from mtmoe.core.config import (CLASSIFICATION, MULTILABEL, TOKEN_TAGGING, ModelConfig, TextConfig,
+                               TrainingConfig, descriptions, load_config)
 from mtmoe.core.errors import UserError
 from mtmoe.core.formats import jsonl_objects, read_splits, split_files, write_span
 
 _BIO = re.compile(r"^(O|[BI]-\S+)$")
 _NOT_A_NAME = re.compile(r"[^a-z0-9_]+")
 MIN_MAX_TOKENS = 8
+# Blessing: min_value is this share of the way from the no-skill score to 1 (a model that learned
+# little is not pushed); max_drop is two standard errors of a share on the eval split, in a range.
+NO_SKILL_MARGIN = 0.25
+MAX_DROP_RANGE = (0.01, 0.05)
+MAX_CONSTANT_LABELS = 8  # multi-label no-skill: the best of the 1..8 most frequent labels
+# Training length: about the recipe's updates on SNIPS (20 epochs of 409 steps), in epochs.
+TRAINING_STEPS = 8000
+EPOCHS_RANGE = (3, 100)
+MAX_MINUTES = 60
+# The spelling encoder, when at least this share of eval tokens is unseen in training.
+MIN_UNSEEN_FOR_CHARS = 0.005
 
 
 def _jsonl_fields(path: str) -> Dict[str, list]:
@@ -59,8 +78,9 @@ def _task_name(field: str) -> str:
 
 
 def infer(fmt: str, in_dir: str, label_field: str = "intent", tags_field: str = "slots"
-          ) -> Tuple[dict, List[str]]:
-    """(the config as a dict, one line per inference and its reason)."""
+          ) -> Tuple[dict, List[str], Dict[str, Dict[str, str]]]:
+    """(the config as a dict, one line per inference and its reason, {section: {field: why}} for
+    the written file's comments)."""
     if fmt == "jsonl":
         train = split_files(in_dir, "*.jsonl")["train"]
         fields = _jsonl_fields(train)
@@ -84,17 +104,126 @@ def infer(fmt: str, in_dir: str, label_field: str = "intent", tags_field: str = 
         lines.append(f"task {task['name']}: {kind} ({why})")
     tag_fields = [t["label_field"] for t in tasks if t["type"] == TOKEN_TAGGING]
     # Every split read as the pipeline will read it: bad data stops here, with its file and line.
-    splits = read_splits(fmt, in_dir, [t["label_field"] for t in tasks], tag_fields,
-                         label_field, tags_field,
-                         single_label_fields=[t["label_field"] for t in tasks
-                                              if t["type"] == CLASSIFICATION])
-    counts = {split: [len(record["text"].split()) for record in records]
-              for split, records in splits.items()}
-    train = np.array(counts["train"])
-    max_tokens = max(MIN_MAX_TOKENS, math.ceil(float(np.percentile(train, 99))))
-    lines.append(f"text.max_tokens: {max_tokens} (99th percentile of {len(train):,} training texts; "
-                 f"longest {train.max()}, mean {train.mean():.1f})")
-    return {"tasks": tasks, "text": {"max_tokens": max_tokens}}, lines
+    splits = {split: list(records) for split, records in read_splits(
+        fmt, in_dir, [t["label_field"] for t in tasks], tag_fields, label_field, tags_field,
+        single_label_fields=[t["label_field"] for t in tasks if t["type"] == CLASSIFICATION]
+    ).items()}
+    train, evaluation = splits["train"], splits.get("eval") or splits["train"]
+    reasons: Dict[str, Dict[str, str]] = {"tasks": {}, "text": {}, "training": {}}
+    for task in tasks:
+        why = _thresholds(task, train, evaluation)
+        reasons["tasks"][task["name"]] = why
+        lines.append(f"task {task['name']}: min_value {task['min_value']}, max_drop "
+                     f"{task['max_drop']} ({why})")
+    text, text_lines = _text_settings(train, evaluation, reasons["text"])
+    training, training_lines = _training_settings(len(train), reasons["training"])
+    return ({"tasks": tasks, "text": text, "model": {}, "training": training},
+            lines + text_lines + training_lines, reasons)
+
+
+def no_skill(kind: str, train: List[Any], evaluation: List[Any]) -> float:
+    """The primary metric on `evaluation` of the best answer that ignores the text, learned from
+    `train`'s labels: the majority class (classification), the most frequent labels, as many as
+    do best (multi-label), no span at all (token tagging)."""
+    if kind == CLASSIFICATION:
+        majority = Counter(train).most_common(1)[0][0]
+        return sum(label == majority for label in evaluation) / len(evaluation)
+    if kind == TOKEN_TAGGING:
+        return metrics.span_f1(evaluation, [["O"] * len(tags) for tags in evaluation])["f1"]
+    ranked = [label for label, _ in Counter(l for labels in train for l in set(labels)).most_common()]
+    best = 0.0
+    for k in range(1, min(len(ranked), MAX_CONSTANT_LABELS) + 1):
+        answer = set(ranked[:k])
+        counts: Dict[str, float] = {}
+        for labels in evaluation:
+            metrics.add_counts(counts, {"tp": len(answer & set(labels)), "fp": len(answer - set(labels)),
+                                        "fn": len(set(labels) - answer)})
+        best = max(best, metrics.f1_from_counts(counts)["f1"])
+    return best
+
+
+def _thresholds(task: dict, train: List[dict], evaluation: List[dict]) -> str:
+    """Sets the task's blessing thresholds from its eval split; returns why, in a few words."""
+    field, kind = task["label_field"], task["type"]
+    labelled = [r[field] for r in evaluation if field in r]
+    baseline = no_skill(kind, [r[field] for r in train if field in r], labelled)
+    task["min_value"] = round(baseline + NO_SKILL_MARGIN * (1 - baseline), 3)
+    # The metric's unit: examples (classification), gold labels (multi-label), gold spans (tagging).
+    units = (len(labelled) if kind == CLASSIFICATION else
+             sum(len(set(labels)) for labels in labelled) if kind == MULTILABEL else
+             sum(len(metrics.bio_spans(tags)) for tags in labelled))
+    task["max_drop"] = round(min(MAX_DROP_RANGE[1], max(MAX_DROP_RANGE[0], 1 / math.sqrt(max(units, 1)))), 3)
+    unit = {CLASSIFICATION: "texts", MULTILABEL: "labels", TOKEN_TAGGING: "spans"}[kind]
+    return (f"no-skill {baseline:.3f} on eval + {NO_SKILL_MARGIN:g} of the way to 1; a drop beyond "
+            f"2 standard errors on {units:,} eval {unit}")
+
+
+def _text_settings(train: List[dict], evaluation: List[dict], reasons: Dict[str, str]):
+    counts = np.array([len(record["text"].split()) for record in train])
+    max_tokens = max(MIN_MAX_TOKENS, math.ceil(float(np.percentile(counts, 99))))
+    reasons["max_tokens"] = (f"99th percentile of {len(counts):,} training texts; longest "
+                             f"{counts.max()}, mean {counts.mean():.1f}")
+    seen = Counter(token.lower() for record in train for token in record["text"].split())
+    tokens = [token.lower() for record in evaluation for token in record["text"].split()]
+    unseen = sum(token not in seen for token in tokens) / max(len(tokens), 1)
+    max_chars = TextConfig().max_chars if unseen >= MIN_UNSEEN_FOR_CHARS else 0
+    reasons["max_chars"] = (f"{100 * unseen:.1f}% of eval tokens are unseen in training: "
+                            + ("the spelling encoder reads them" if max_chars else
+                               "too few for the spelling encoder to be worth its time"))
+    return ({"max_tokens": max_tokens, "max_chars": max_chars},
+            [f"text.max_tokens: {max_tokens} ({reasons['max_tokens']})",
+             f"text.max_chars: {max_chars} ({reasons['max_chars']})"])
+
+
+def epochs_for(examples: int, batch_size: int) -> int:
+    """Epochs that give about TRAINING_STEPS updates (the recipe's on SNIPS), within EPOCHS_RANGE:
+    small datasets get more passes, large ones fewer, at about the same compute."""
+    steps_per_epoch = math.ceil(examples / batch_size)
+    return min(EPOCHS_RANGE[1], max(EPOCHS_RANGE[0], round(TRAINING_STEPS / steps_per_epoch)))
+
+
+def _training_settings(examples: int, reasons: Dict[str, str]):
+    batch_size = TrainingConfig().batch_size
+    epochs = epochs_for(examples, batch_size)
+    steps = math.ceil(examples / batch_size)
+    reasons["epochs"] = (f"about {TRAINING_STEPS:,} steps ({steps:,} a pass over {examples:,} "
+                         f"training texts), within {EPOCHS_RANGE[0]}-{EPOCHS_RANGE[1]} epochs")
+    reasons["batch_size"] = "the recipe's (measured on 2,000-15,000 training texts)"
+    reasons["max_minutes"] = "a safety net: a slower machine stops at the best epoch so far"
+    return ({"epochs": epochs, "batch_size": batch_size, "max_minutes": MAX_MINUTES},
+            [f"training.epochs: {epochs} ({reasons['epochs']})",
+             f"training.max_minutes: {MAX_MINUTES:g} ({reasons['max_minutes']})"])
+
+
+def config_text(config: dict, reasons: Dict[str, Dict[str, str]], source: str) -> str:
+    """The config as YAML, each chosen value with its reason and every model and training field
+    with its default's description, as comments."""
+    def value(v):
+        return yaml.safe_dump(v, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+    def line(indent, key, v, comment):
+        text = f"{indent}{key}: {value(v)}"
+        return f"{text:<34} # {comment}" if comment else text
+
+    out = [f"# Written by `mtmoe init` from {source}.",
+           "# Each value below was read off the data (the comment says how) or is the built-in default",
+           "# (the recipe measured on the benchmark datasets); edit any of them.", "", "tasks:"]
+    for task in config["tasks"]:
+        out.append(f"  - name: {task['name']}")
+        for key, v in task.items():
+            if key != "name":
+                comment = reasons["tasks"][task["name"]] if key == "min_value" else ""
+                out.append(line("    ", key, v, comment))
+    for section, cls in (("text", TextConfig), ("model", ModelConfig), ("training", TrainingConfig)):
+        out += ["", f"{section}:"]
+        chosen, about = config.get(section, {}), descriptions(cls)
+        for field in dataclasses.fields(cls):
+            name = field.name
+            if name in chosen:
+                out.append(line("  ", name, chosen[name], reasons.get(section, {}).get(name, about[name])))
+            else:
+                out.append(line("  ", name, getattr(cls(), name), about[name]))
+    return "\n".join(out) + "\n"
 
 
 def write_config(fmt: str, in_dir: str, out: str, label_field: str = "intent",
@@ -105,16 +234,14 @@ def write_config(fmt: str, in_dir: str, out: str, label_field: str = "intent",
 
     if os.path.exists(out):
         raise UserError(f"{out}: already exists; choose another --out")
-    config, lines = infer(fmt, in_dir, label_field, tags_field)
+    config, lines, reasons = infer(fmt, in_dir, label_field, tags_field)
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".mtmoe-init-", dir=folder)
     try:
         draft = os.path.join(staging, os.path.basename(out))
         with open(draft, "w") as f:
-            f.write("# Written by `mtmoe init` from " + os.path.abspath(in_dir) + "; thresholds "
-                    "(min_value, max_drop) are permissive until a first run shows what to ask.\n")
-            yaml.safe_dump(config, f, sort_keys=False)
+            f.write(config_text(config, reasons, os.path.abspath(in_dir)))
         loaded = load_config(draft)
         span_dir, _ = write_span(read_splits(fmt, in_dir, [t.label_field for t in loaded.tasks],
                                              [t.label_field for t in loaded.tasks

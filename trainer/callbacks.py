@@ -9,10 +9,12 @@ import time
 
 import keras
 import tensorflow as tf
+from absl import logging
 
-from mtmoe.core.console import progress
+from mtmoe.core.console import progress, say
 from mtmoe.core.feature_names import PAD_ID, TOKEN_IDS
 from mtmoe.core.tasks import OBJECTIVE, TaskScorer, label_key, objective
+from mtmoe.trainer.distribution import in_multi_worker_mode, is_chief
 from mtmoe.trainer.heads import crf_scores, decode_outputs, head_of
 from mtmoe.trainer.introspection import GateProbe
 
@@ -108,6 +110,41 @@ def epoch_callbacks(config, epochs: int, evaluation, class_names) -> list:
     if config.training.loss_weighting == "uncertainty":
         callbacks.append(LearnedLossWeights())
     return callbacks
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """`training.max_minutes`: stops training after the epoch that leaves no time for another
+    (the mean epoch so far) within `seconds` of wall time; the best epoch so far is kept
+    (best_epoch_callback restores it at the end). A safety net: `epochs` is the plan (the cosine
+    decay's end), this bounds a slower machine or a bigger dataset than expected.
+
+    Under multi-worker training the chief's clock decides and every worker gets its decision
+    (an all-reduce of the chief's vote), so that all stop after the same epoch."""
+
+    def __init__(self, seconds: float, strategy: tf.distribute.Strategy, clock=time.monotonic):
+        super().__init__()
+        self.seconds, self.strategy, self.clock = seconds, strategy, clock
+        self.stopped_after = None
+
+    def on_train_begin(self, logs=None):
+        self.started, self.stopped_after = self.clock(), None
+
+    def _decided(self, stop: bool) -> bool:
+        if in_multi_worker_mode(self.strategy):
+            vote = self.strategy.run(lambda: tf.constant(float(stop and is_chief(self.strategy))))
+            return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, vote, axis=None)) > 0
+        return stop
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = self.clock() - self.started
+        if self._decided(elapsed + elapsed / (epoch + 1) > self.seconds):
+            self.model.stop_training = True
+            self.stopped_after = epoch + 1
+            message = (f"Trainer: stopped after epoch {epoch + 1} at training.max_minutes "
+                       f"({self.seconds / 60:g} min; {elapsed / 60:.1f} min spent, another epoch "
+                       "would pass it); the best epoch so far is kept")
+            logging.info(message)
+            say(message)
 
 
 class EpochSeconds(keras.callbacks.Callback):

@@ -17,11 +17,13 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from mtmoe.core.config import Config
+from mtmoe.core.console import say
 from mtmoe.core.feature_names import TOKENS
 from mtmoe.core.file_names import HISTORY_FILE, GATES_FILE, TRAINING_FILE, TENSORBOARD_DIR, TUNING_DIR_KEY, EXPORT_KEY
 from mtmoe.core.tasks import OBJECTIVE
 from mtmoe.trainer import warm_start, word_vectors
-from mtmoe.trainer.callbacks import EpochProgress, ExpertLoad, TrialProgress, epoch_callbacks
+from mtmoe.trainer.callbacks import (EpochProgress, ExpertLoad, TimeLimit, TrialProgress,
+                                     epoch_callbacks)
 from mtmoe.trainer.distribution import distribution_strategy, output_folders, shard_by_example
 from mtmoe.trainer.export import export_serving_model
 from mtmoe.trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
@@ -155,14 +157,17 @@ def best_epoch_callback(config, epochs: int) -> keras.callbacks.EarlyStopping:
         restore_best_weights=True)
 
 
-def kept_epoch(callback: keras.callbacks.EarlyStopping, history) -> dict:
-    """Which epoch's weights the model holds after training, and why."""
+def kept_epoch(callback: keras.callbacks.EarlyStopping, history, limit=None) -> dict:
+    """Which epoch's weights the model holds after training, and why (`limit`: the TimeLimit
+    callback, if the run had one)."""
     ran = len(history.history["loss"])
+    reason = f"best val_{OBJECTIVE} of {ran} epochs"
+    if callback.stopped_epoch:
+        reason += f"; stopped after {callback.patience} without a better one"
+    elif limit is not None and limit.stopped_after:
+        reason += f"; stopped at training.max_minutes ({limit.seconds / 60:g} min)"
     return {"epoch": callback.best_epoch + 1, "epochs_run": ran,
-            "val_objective": float(callback.best),
-            "reason": f"best val_{OBJECTIVE} of {ran} epochs"
-                      + (f"; stopped after {callback.patience} without a better one"
-                         if callback.stopped_epoch else "")}
+            "val_objective": float(callback.best), "reason": reason}
 
 
 def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
@@ -193,6 +198,13 @@ def _warm_start(model, config, vocabularies, base_model):
         logging.info("warm start from %s; carried over: %s", started["base_model"], started["carried"])
     else:
         logging.info("training from scratch: %s", started["reason"])
+        if started["base_model"]:  # a blessed model that could not be started from: say why
+            changed = started.get("changed", [])
+            why = (f"the config changed the model ({', '.join(changed[:3])}"
+                   + (f" and {len(changed) - 3} more" if len(changed) > 3 else "") + ")"
+                   if changed else started["reason"])
+            say(f"Trainer: training from scratch ({config.training.epochs} epochs), not from the "
+                f"blessed model: {why}")
     return started
 
 
@@ -231,12 +243,15 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
         started = _warm_start(model, config, inputs.vocabularies, fn_args.base_model)
     epochs = config.training.warm_start_epochs if started["warm_started"] else config.training.epochs
     best = best_epoch_callback(config, epochs)
+    limit = (TimeLimit(config.training.max_minutes * 60, strategy)
+             if config.training.max_minutes else None)
     probe = GateProbe(model)  # one graph: the expert load of each epoch, the final statistics
     board = tensorboard_callbacks(os.path.join(model_run_dir, TENSORBOARD_DIR), probe,
                                   inputs.evaluation)
     history = model.fit(inputs.train, validation_data=inputs.evaluation, epochs=epochs,
                         callbacks=inputs.callbacks(config, epochs) + board + [
-                            best, EpochProgress("Trainer", epochs)], verbose=2)
+                            best, EpochProgress("Trainer", epochs)] + ([limit] if limit else []),
+                        verbose=2)
     _write_json(model_run_dir, HISTORY_FILE,
                 {k: [float(v) for v in vs] for k, vs in history.history.items()})
     _write_json(model_run_dir, TRAINING_FILE, {
@@ -246,7 +261,7 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
         "warm_start": started,
         "word_vectors": inputs.word_vector_coverage,
         "epochs": epochs,
-        "kept_epoch": kept_epoch(best, history),
+        "kept_epoch": kept_epoch(best, history, limit),
         "epoch_seconds": history.history["epoch_seconds"],
         "parameters": model.count_params(),
         "replicas": strategy.num_replicas_in_sync,

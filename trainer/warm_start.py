@@ -81,8 +81,8 @@ def restore(model, config, vocabularies: Dict[str, List[str]], base_model_dir: O
     """Loads the base model's weights into `model` when compatible; returns what happened.
 
     `base_model_dir` is the base model artifact's folder (None: no blessed model yet). The result
-    says `warm_started`, `base_model`, and either `reason` (why not) or `carried`
-    ({vocabulary: [entries carried over, entries now]}).
+    says `warm_started`, `base_model`, and either `reason` (why not; with `changed`, the settings
+    that differ) or `carried` ({vocabulary: [entries carried over, entries now]}).
     """
     record = {"warm_started": False, "base_model": base_model_dir}
     folder = os.path.join(base_model_dir or "", WARM_START_DIR)
@@ -97,7 +97,8 @@ def restore(model, config, vocabularies: Dict[str, List[str]], base_model_dir: O
     before["model"] = {**_model_architecture(type(config.model)()), **before["model"]}
     changed = _differences(before, architecture(config))
     if changed:
-        return {**record, "reason": "changed since the blessed model: " + ", ".join(changed)}
+        return {**record, "reason": "changed since the blessed model: " + ", ".join(changed),
+                "changed": changed}
     with np.load(os.path.join(folder, WEIGHTS_FILE)) as stored:
         arrays = [stored[f"arr_{i}"] for i in range(len(stored.files))]
     if len(arrays) != len(model.weights):

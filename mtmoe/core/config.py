@@ -72,51 +72,59 @@ class TaskConfig:
         return value
 
 
+def _about(default, description: str):
+    """A field's default and what it does: `mtmoe init` writes the description as the field's comment."""
+    return Field(default, description=description)
+
+
+def descriptions(section) -> Dict[str, str]:
+    """{field: description} of a config section's class."""
+    return {name: info.description or "" for name, info in section.__pydantic_fields__.items()}
+
+
 @dataclass(frozen=True, config=_STRICT)
 class TextConfig:
-    max_tokens: AtLeast1 = 32
-    vocab_size: AtLeast1 = 20000
-    max_chars: AtLeast0 = 12  # characters per token for the spelling signal; 0 turns it off
+    max_tokens: AtLeast1 = _about(32, "pad / truncate every text to this many tokens")
+    vocab_size: AtLeast1 = _about(20000, "most frequent tokens kept; the rest share one OOV id")
+    max_chars: AtLeast0 = _about(12, "characters per token for the spelling encoder; 0 turns it off")
 
 
 @dataclass(frozen=True, config=_STRICT)
 class ModelConfig:
-    trunk: Literal[TRUNKS] = "deepseek_moe"
-    embedding_dim: AtLeast1 = 64
-    char_dim: AtLeast1 = 16
-    num_blocks: AtLeast0 = 2
-    num_heads: AtLeast1 = 4
-    ff_dim: AtLeast1 = 128       # dense: feed-forward width; mmoe: width of each expert
-    num_experts: AtLeast1 = 4    # mmoe: experts shared by the task gates
-    shared_experts: AtLeast0 = 1  # deepseek_moe: K_s always-on experts
-    routed_experts: AtLeast1 = 8  # deepseek_moe: N_r fine-grained routed experts
-    top_k: AtLeast1 = 2
-    expert_dim: AtLeast1 = 32    # deepseek_moe: width of each expert
-    capacity_factor: Annotated[Float, Field(gt=0)] = 1.25
-    dense_dispatch: Bool = False
-    balance_alpha: Annotated[Float, Field(ge=0)] = 0.01
-    dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.1
-    recurrent: Bool = False      # a BiLSTM sublayer on the embeddings, before the first block
-    # Units of each of the BiLSTM's two LSTMs; 0 = embedding_dim / 2 (their concatenation is the
-    # model width). Wider ones are projected back to embedding_dim.
-    recurrent_units: AtLeast0 = 0
-    # Stacked BiLSTM sublayers when `recurrent` (each residual, reading the one before): deeper
-    # tagging encoders help sequence labelling beyond one dataset (Reimers & Gurevych 2017).
-    recurrent_layers: AtLeast1 = 1
-    # Token-tagging heads read the classification tasks' predicted class probabilities at every
-    # token (the intent informs the slots); no effect without a classification task.
-    tags_see_classes: Bool = False
-    # Classification tasks are also predicted at every token, trained with the text's label at
-    # each token (Stack-Propagation's token-level intent); with tags_see_classes, each token's
-    # tagging reads its own token's prediction instead of the text's. Training only: the served
-    # outputs are unchanged.
-    token_level_classes: Bool = False
-    # Token tagging with a linear-chain CRF: learned tag-to-tag scores, trained on each text's
-    # sequence likelihood and used by the Viterbi decoder (still BIO-constrained).
-    crf: Bool = False
-    # A GloVe/fastText text file whose vectors start the token embedding (words of the training
-    # vocabulary only); relative to the config file's folder; "" = random initialisation.
-    word_vectors: Str = ""
+    """The defaults are the recipe measured best across the benchmark datasets (bench/README.md,
+    "Defaults"); the sample config (default.yaml) sets a small model of its own."""
+    trunk: Literal[TRUNKS] = _about("deepseek_moe", "feed-forward layer of each block: dense | mmoe | "
+                                    "deepseek_moe")
+    embedding_dim: AtLeast1 = _about(128, "model width: token embedding and every layer after it")
+    char_dim: AtLeast1 = _about(16, "character embedding of the per-token spelling encoder")
+    num_blocks: AtLeast0 = _about(1, "blocks of self-attention + the trunk's feed-forward layer, "
+                                     "after the BiLSTMs")
+    num_heads: AtLeast1 = _about(4, "attention heads (embedding_dim must be a multiple)")
+    ff_dim: AtLeast1 = _about(256, "dense: feed-forward width; mmoe: width of each expert")
+    num_experts: AtLeast1 = _about(4, "mmoe: experts shared by the per-task gates")
+    shared_experts: AtLeast0 = _about(1, "deepseek_moe: always-on experts (K_s)")
+    routed_experts: AtLeast1 = _about(8, "deepseek_moe: fine-grained routed experts (N_r)")
+    top_k: AtLeast1 = _about(2, "deepseek_moe: routed experts per token")
+    expert_dim: AtLeast1 = _about(64, "deepseek_moe: width of each expert")
+    capacity_factor: Annotated[Float, Field(gt=0)] = _about(
+        1.25, "expert buffers hold tokens * top_k / routed_experts * this")
+    dense_dispatch: Bool = _about(False, "true: every expert on every token (the slow reference)")
+    balance_alpha: Annotated[Float, Field(ge=0)] = _about(0.01, "weight of the expert balance loss")
+    dropout: Annotated[Float, Field(ge=0, lt=1)] = _about(0.3, "dropout rate of every layer")
+    recurrent: Bool = _about(True, "BiLSTMs on the embeddings, before the first block")
+    recurrent_units: AtLeast0 = _about(
+        0, "units of each LSTM; 0 = embedding_dim / 2 (wider ones are projected back)")
+    # Deeper tagging encoders help sequence labelling beyond one dataset (Reimers & Gurevych 2017).
+    recurrent_layers: AtLeast1 = _about(2, "stacked BiLSTMs when recurrent, each residual")
+    tags_see_classes: Bool = _about(
+        True, "token-tagging heads read the classification tasks' predicted classes at every token")
+    token_level_classes: Bool = _about(
+        False, "classification also predicted and trained at every token (Stack-Propagation's "
+               "token-level intent; training only)")
+    crf: Bool = _about(False, "token tagging with a linear-chain CRF and Viterbi decoding")
+    word_vectors: Str = _about(
+        "", "GloVe/fastText text file that starts the token embedding, relative to this file; "
+            "\"\" = random")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -129,35 +137,41 @@ class ModelConfig:
 
 @dataclass(frozen=True, config=_STRICT)
 class TrainingConfig:
-    epochs: AtLeast1 = 5
-    batch_size: AtLeast1 = 32
-    learning_rate: Annotated[Float, Field(ge=0)] = 0.002
-    # constant | cosine: down to ~0 over the run's epochs
-    learning_rate_schedule: Literal[LEARNING_RATE_SCHEDULES] = "constant"
-    weight_decay: Annotated[Float, Field(ge=0)] = 0.004
-    label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = 0.0
-    gradient_accumulation_steps: AtLeast1 = 1
-    fgm_epsilon: Annotated[Float, Field(ge=0)] = 0.0  # > 0: adversarial training on the token embeddings (FGM)
-    fgm_every: AtLeast1 = 1  # FGM on every k-th step only (about 1 + 1/k times a plain step's cost)
-    # > 0: validation, the kept epoch and the export use an exponential moving average of the
-    # weights (Polyak averaging) with this momentum per step; 0 = the weights as trained.
-    ema_momentum: Annotated[Float, Field(ge=0, lt=1)] = 0.0
-    seed: Int = 42
-    mixed_precision: Literal[MIXED_PRECISION] = "auto"
-    # fixed: w_t = loss_weight (or the Tuner's); uncertainty: learned
-    loss_weighting: Literal[LOSS_WEIGHTINGS] = "fixed"
-    warm_start: Bool = True      # start from the latest blessed model when it is compatible
-    warm_start_epochs: AtLeast1 = 3  # epochs of a warm-started training (`epochs` from scratch)
-    # The weights of the epoch with the best val_objective are kept; training stops after this many
-    # epochs without a better one (0 = never stops early).
-    patience: AtLeast0 = 0
-    # Probability that a token seen once in training becomes the out-of-vocabulary id in a training
-    # step (its characters stay): the OOV vector learns, and unseen words lean on the characters.
-    word_dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.0
-    # Token tagging loss: each text's mean over its tokens, then the mean over texts
-    # (example_mean), or the mean over all tokens of the batch (token_mean).
-    tagging_loss: Literal[TAGGING_LOSSES] = "example_mean"
-    distribution: Literal[DISTRIBUTIONS] = "none"  # tf.distribute strategy
+    """The defaults are the measured recipe (see ModelConfig); `mtmoe init` sets `epochs` from the
+    data's size."""
+    epochs: AtLeast1 = _about(20, "epochs from scratch; the best epoch on eval is kept")
+    batch_size: AtLeast1 = _about(32, "texts per training step")
+    learning_rate: Annotated[Float, Field(ge=0)] = _about(0.002, "AdamW's (starting) rate")
+    learning_rate_schedule: Literal[LEARNING_RATE_SCHEDULES] = _about(
+        "cosine", "constant | cosine: down half a cosine to ~0 at the last epoch")
+    weight_decay: Annotated[Float, Field(ge=0)] = _about(0.004, "AdamW's weight decay")
+    label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = _about(0.0, "of the classification losses")
+    gradient_accumulation_steps: AtLeast1 = _about(1, "batches summed into one update")
+    fgm_epsilon: Annotated[Float, Field(ge=0)] = _about(
+        0.0, "> 0: adversarial training on the token embeddings (FGM); about 2x an epoch's time")
+    fgm_every: AtLeast1 = _about(1, "FGM on every k-th step only (about 1 + 1/k times a step's cost)")
+    ema_momentum: Annotated[Float, Field(ge=0, lt=1)] = _about(
+        0.0, "> 0: validation, the kept epoch and the export use a moving average of the weights")
+    seed: Int = _about(42, "initialisation, shuffling and dropout")
+    mixed_precision: Literal[MIXED_PRECISION] = _about(
+        "auto", "auto: mixed_float16 when a GPU is visible; float32 | mixed_float16 | mixed_bfloat16")
+    loss_weighting: Literal[LOSS_WEIGHTINGS] = _about(
+        "fixed", "fixed: the tasks' loss_weight (or the Tuner's); uncertainty: learned")
+    warm_start: Bool = _about(True, "start from the latest blessed model when it is compatible")
+    warm_start_epochs: AtLeast1 = _about(3, "epochs of a warm-started training")
+    patience: AtLeast0 = _about(
+        0, "stop after this many epochs without a better val_objective; 0 = run every epoch")
+    max_minutes: Annotated[Float, Field(ge=0)] = _about(
+        0.0, "wall-clock safety limit: stop after the epoch that leaves no time for another, "
+             "keeping the best so far; 0 = none")
+    word_dropout: Annotated[Float, Field(ge=0, lt=1)] = _about(
+        0.5, "chance that a token seen once in training becomes the OOV id in a step (its "
+             "characters stay)")
+    tagging_loss: Literal[TAGGING_LOSSES] = _about(
+        "example_mean", "token tagging loss: per text, then over texts (example_mean), or over all "
+                        "tokens (token_mean)")
+    distribution: Literal[DISTRIBUTIONS] = _about(
+        "none", "tf.distribute strategy: none | mirrored | multi_worker (TF_CONFIG)")
 
 
 _Range = Annotated[Tuple[Annotated[Float, Field(gt=0)], ...], Field(max_length=2)]

@@ -28,6 +28,7 @@ from tfx.types import standard_artifacts
 from mtmoe.core.file_names import EXPORT_KEY
 from mtmoe.trainer.distribution import distribution_strategy
 from mtmoe.trainer.module import run_fn
+import mtmoe.trainer.callbacks
 import mtmoe.trainer.model
 import json, os
 
@@ -42,6 +43,8 @@ class LinearAdamW(mtmoe.trainer.model.ReplicaMeanAdamW):
 
 
 mtmoe.trainer.model.ReplicaMeanAdamW = LinearAdamW
+if os.environ.get("FROZEN_CLOCK"):  # this process never sees time pass: training.max_minutes
+    mtmoe.trainer.callbacks.TimeLimit.__init__.__defaults__ = (lambda: 0.0,)  # is not its call
 
 data, graph, config_file, out = sys.argv[1:5]
 with open(config_file) as f:
@@ -99,23 +102,25 @@ def transformed_examples(tiny_transform, tmp_path_factory):
     return root, tft_output.transform_savedmodel_dir.rsplit("/", 1)[0], config
 
 
-def _config_file(raw, path, distribution, epochs):
+def _config_file(raw, path, distribution, epochs, max_minutes=0.0):
     """The tiny config, made comparable across replica counts: the dense trunk (an expert's
     capacity is per replica), the tasks every example is labelled for (each replica averages a
     task's loss over its own labelled examples), no word dropout, no warm start."""
     raw["tasks"] = [task for task in raw["tasks"] if task["name"] in ("intent", "slots")]
     raw["model"]["trunk"] = "dense"
     raw["training"].update(distribution=distribution, epochs=epochs, batch_size=16,
-                           word_dropout=0.0, warm_start=False)
+                           word_dropout=0.0, warm_start=False, max_minutes=max_minutes)
     path.write_text(json.dumps(Config.from_dict(raw).to_dict()))
     return path
 
 
-def _start(transformed, config_file, out, tf_config=None):
+def _start(transformed, config_file, out, tf_config=None, frozen_clock=False):
     data, graph, _ = transformed
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     if tf_config:
         env["TF_CONFIG"] = json.dumps(tf_config)
+    if frozen_clock:
+        env["FROZEN_CLOCK"] = "1"
     log = open(f"{out}.log", "w")
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(data), graph, str(config_file),
                              str(out)], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -142,14 +147,19 @@ def _weights(out):
 
 def test_two_workers_train_like_one_process_and_only_the_chief_writes(
         transformed_examples, make_tiny_config, tmp_path):
+    """...and stop together at training.max_minutes when the chief's clock says so, though the
+    other worker's clock never moves (without the chief's decision it would wait for a step)."""
     cluster = loopback_cluster(2)
-    config = _config_file(make_tiny_config(), tmp_path / "multi.json", "multi_worker", epochs=2)
+    limit = 1e-5  # minutes: passed after the first epoch, of 3 planned
+    config = _config_file(make_tiny_config(), tmp_path / "multi.json", "multi_worker", epochs=3,
+                          max_minutes=limit)
     outs = [tmp_path / "chief", tmp_path / "worker"]
     workers = [_start(transformed_examples, config, out,
-                      {"cluster": cluster, "task": {"type": "worker", "index": i}})
+                      {"cluster": cluster, "task": {"type": "worker", "index": i}},
+                      frozen_clock=i > 0)
                for i, out in enumerate(outs)]
     single = _start(transformed_examples, _config_file(make_tiny_config(), tmp_path / "one.json", "none",
-                                                  epochs=2),
+                                                  epochs=3, max_minutes=limit),
                     tmp_path / "single")
     for process, out in zip(workers + [single], outs + [tmp_path / "single"]):
         assert _finish(process, out, timeout=600) == 0, _tail(out)
@@ -158,6 +168,8 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(
     assert not os.path.exists(outs[1])  # the other worker wrote only to temporary folders
     training = json.loads((outs[0] / "model_run" / "training.json").read_text())
     assert training["replicas"] == 2
+    assert training["kept_epoch"]["epochs_run"] == 1
+    assert "stopped at training.max_minutes" in training["kept_epoch"]["reason"]
 
     # The global batch (16) split over two workers must step as one process on all 16 examples.
     difference = max(float(np.abs(a - b).max())

@@ -1,5 +1,5 @@
 """What the Trainer's fit keeps: the weights of the epoch with the best val_objective, stopping after
-`training.patience` epochs without a better one."""
+`training.patience` epochs without a better one, or at `training.max_minutes`."""
 import dataclasses
 
 import keras
@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mtmoe.core.config import load_config
-from mtmoe.trainer.callbacks import ValidationScores, epoch_callbacks
+from mtmoe.trainer.callbacks import TimeLimit, ValidationScores, epoch_callbacks
 from mtmoe.trainer.model import build_model, compile_model
 from mtmoe.trainer.module import best_epoch_callback, kept_epoch
 
@@ -57,14 +57,15 @@ class _Snapshots(keras.callbacks.Callback):
         self.weights.append(self.model.get_weights())
 
 
-def _fit(config, epochs):
+def _fit(config, epochs, *more_callbacks):
     keras.utils.set_random_seed(1)
     model = compile_model(build_model(config, VOCABULARY, {k: len(v) for k, v in NAMES.items()}),
                           config)
     data = _data(config)
     snapshots, best = _Snapshots(), best_epoch_callback(config, epochs)
     history = model.fit(data.repeat(4), epochs=epochs, verbose=0, callbacks=[
-        _Sabotage(), ValidationScores(data, config.tasks, NAMES), snapshots, best])
+        _Sabotage(), ValidationScores(data, config.tasks, NAMES), snapshots, best,
+        *more_callbacks])
     return model, history, snapshots.weights, best
 
 
@@ -89,6 +90,21 @@ def test_training_stops_after_patience_epochs_without_a_better_one():
                               if objective[i] <= max(objective[:i]))
     assert len(objective) == first_without_gain + 1 <= SABOTAGED + 1
     assert "stopped after 1 without a better one" in kept_epoch(best, history)["reason"]
+
+
+def test_max_minutes_stops_before_an_epoch_that_would_pass_it_and_keeps_the_best_so_far():
+    ticks = iter(range(0, 1000, 10))  # a clock read once at the start and once per epoch: 10 s each
+    limit = TimeLimit(35, tf.distribute.get_strategy(), clock=lambda: next(ticks))
+    model, history, snapshots, best = _fit(_config(), 8, limit)
+    objective = history.history["val_objective"]
+    # After epoch 3 (30 s), another 10 s epoch would end past 35 s.
+    assert len(objective) == limit.stopped_after == SABOTAGED + 1
+    kept = int(np.argmax(objective))
+    assert kept != SABOTAGED
+    for actual, expected in zip(model.get_weights(), snapshots[kept]):
+        np.testing.assert_array_equal(actual, expected)
+    assert kept_epoch(best, history, limit)["reason"].endswith(
+        "stopped at training.max_minutes (0.583333 min)")
 
 
 class _StepWeights(keras.callbacks.Callback):

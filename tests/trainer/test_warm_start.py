@@ -88,6 +88,21 @@ def test_a_changed_architecture_trains_from_scratch(config, base):
     assert all(np.array_equal(value, fresh[path]) for path, value in _by_path(model).items())
 
 
+def test_a_changed_architecture_is_one_line_on_the_console(config, base, capsys):
+    from mtmoe.trainer.module import _warm_start
+
+    folder, _, old = base
+    changed = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, routed_experts=4, top_k=1, dropout=0.2, embedding_dim=32))
+    record = _warm_start(_model(changed, old, seed=3), changed, old,
+                         os.path.join(folder, "Format-Serving"))
+    assert record["warm_started"] is False and len(record["changed"]) == 4
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"Trainer: training from scratch ({config.training.epochs} epochs), not from "
+                     "the blessed model: the config changed the model (model.dropout 0.1 -> 0.2, "
+                     "model.embedding_dim 64 -> 32, model.routed_experts 8 -> 4 and 1 more)"]
+
+
 def test_a_model_option_added_since_the_base_model_counts_as_its_default(config, base, tmp_path):
     import json
     import shutil
