@@ -8,12 +8,15 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from mtmoe.core.config import MULTILABEL
 from mtmoe.core.console import progress, say
 from mtmoe.core.feature_names import PAD_ID, TOKEN_IDS
-from mtmoe.core.tasks import OBJECTIVE, TaskScorer, label_key, objective
+from mtmoe.core.metrics import best_threshold, logit
+from mtmoe.core.tasks import OBJECTIVE, TaskScorer, label_key, objective, task_type
 from mtmoe.trainer.distribution import in_multi_worker_mode, is_chief
 from mtmoe.trainer.heads import crf_scores, decode_outputs, head_of
 from mtmoe.trainer.introspection import GateProbe
@@ -21,7 +24,10 @@ from mtmoe.trainer.introspection import GateProbe
 
 class ValidationScores(keras.callbacks.Callback):
     """After each epoch, scores the eval data as the Evaluator does and logs `val_<task>_<metric>`
-    and `val_objective` (see mtmoe.core.tasks.objective).
+    and `val_objective` (see mtmoe.core.tasks.objective). A multi-label task is scored at the
+    decision threshold with the best micro-F1 on eval, logged as `val_<task>_threshold`; the
+    Trainer folds the kept epoch's into the model (MultilabelOutput), so that what is logged is
+    what the exported model scores.
 
     Runs before other callbacks see the epoch's logs, so checkpoints and tuners can use them.
     """
@@ -52,12 +58,28 @@ class ValidationScores(keras.callbacks.Callback):
                                          input_signature=list(self.dataset.element_spec))
 
     def scores(self):
+        batches = [({k: v.numpy() for k, v in labels.items()},
+                    {k: v.numpy() for k, v in predictions.items()})
+                   for labels, predictions in (self._decode_batch(inputs, targets)
+                                               for inputs, targets in self.dataset)]
+        thresholds = {}
+        for task in self.tasks:
+            if task.type == MULTILABEL:
+                key, output = label_key(task), task_type(task).eval_output(task)
+                thresholds[task.name] = best_threshold(
+                    np.concatenate([labels[key] for labels, _ in batches]),
+                    np.concatenate([predictions[output] for _, predictions in batches]))
         scorer = TaskScorer(self.tasks)
-        for inputs, targets in self.dataset:
-            labels, predictions = self._decode_batch(inputs, targets)
-            scorer.add({k: v.numpy() for k, v in labels.items()},
-                       {k: v.numpy() for k, v in predictions.items()})
-        return scorer.result()
+        for labels, predictions in batches:
+            for task in self.tasks:
+                if task.name in thresholds:  # scored at 0.5 as the shifted model will be
+                    output = task_type(task).eval_output(task)
+                    predictions[output] = _shifted(predictions[output], thresholds[task.name])
+            scorer.add(labels, predictions)
+        scores = scorer.result()
+        for name, threshold in thresholds.items():
+            scores[name]["threshold"] = threshold
+        return scores
 
     def __deepcopy__(self, memo):
         # Keras Tuner deep-copies callbacks per trial; the eval dataset cannot be, and need not be.
@@ -72,6 +94,12 @@ class ValidationScores(keras.callbacks.Callback):
                 if metric != "examples":
                     logs[f"val_{task}_{metric}"] = value
         logs[f"val_{OBJECTIVE}"] = objective(scores, self.tasks, self.objective_weights)
+
+
+def _shifted(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Scores whose 0.5 is `threshold`: sigmoid(logit(s) - logit(threshold))."""
+    scores = np.clip(np.asarray(scores, np.float64), 1e-12, 1 - 1e-12)
+    return 1 / (1 + np.exp(-(np.log(scores) - np.log1p(-scores) - logit(threshold))))
 
 
 class LearnedLossWeights(keras.callbacks.Callback):

@@ -11,6 +11,7 @@ from keras import ops
 
 from mtmoe.core.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING
 from mtmoe.core.feature_names import PAD_ID
+from mtmoe.core.metrics import logit
 from mtmoe.core.file_names import KERAS_PACKAGE
 from mtmoe.core.tasks import UNLABELLED, label_vocabulary_name, task_type
 from mtmoe.trainer.decoding import bio_constraints, constrained_viterbi, crf_log_likelihood
@@ -55,7 +56,8 @@ class _MaskedMean(keras.metrics.Metric):
 
 
 class _MicroF1(keras.metrics.Metric):
-    """Micro-averaged F1 of sigmoid scores >= 0.5 over labelled rows (targets >= 0)."""
+    """Micro-averaged F1 of sigmoid scores >= 0.5 (the threshold, see MultilabelOutput) over
+    labelled rows (targets >= 0)."""
 
     def __init__(self, name="micro_f1", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -151,6 +153,31 @@ class CRFTagOutput(keras.layers.Dense):
                                             name="start_scores")
 
 
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
+class MultilabelOutput(keras.layers.Dense):
+    """A multi-label output layer: `sigmoid(x W + b - shift)`, with `shift` (not trained, 0 until
+    set) the logit of the decision threshold chosen on the eval split after training
+    (`set_threshold`). A score of 0.5 is then the task's threshold in every consumer: the Keras
+    metric, the Evaluator, the served labels."""
+
+    def __init__(self, units, **kwargs):
+        kwargs.pop("activation", None)
+        super().__init__(units, activation=None, **kwargs)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.shift = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                     name="threshold_shift")
+
+    def call(self, inputs):
+        return ops.sigmoid(super().call(inputs) - self.shift)
+
+    def set_threshold(self, threshold: float) -> None:
+        """Moves the decision threshold of the current scores to 0.5: a score s becomes
+        sigmoid(logit(s) - logit(threshold))."""
+        self.shift.assign(self.shift + logit(threshold))
+
+
 def crf_scores(model, tasks) -> Dict[str, tuple]:
     """{task: (transitions, start_scores)} for the tasks the model tags with a CRF."""
     layers = {task.name: model.get_layer(task.name) for task in tasks}
@@ -241,7 +268,8 @@ class ClassificationHead:
 
 
 class MultilabelHead:
-    """Any number of labels per example: one sigmoid per label, micro-F1 at 0.5."""
+    """Any number of labels per example: one sigmoid per label, micro-F1 at the threshold chosen
+    on eval (MultilabelOutput)."""
 
     def transform(self, task, raw, tft, text):
         return _label_ids(task, raw, tft, width=task.max_labels)
@@ -252,7 +280,7 @@ class MultilabelHead:
         return tf.where(labelled, multi_hot, float(UNLABELLED))
 
     def head(self, task, sequence, pooled, num_classes, model_config):
-        return _output_layer(task, pooled, num_classes, "sigmoid")
+        return _output_layer(task, pooled, num_classes, None, MultilabelOutput)
 
     def loss(self, training):
         return MaskedBinaryCrossEntropy(training.label_smoothing)

@@ -16,7 +16,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from mtmoe.core.config import Config
+from mtmoe.core.config import MULTILABEL, Config
 from mtmoe.core.console import say
 from mtmoe.core.feature_names import TOKENS
 from mtmoe.core.file_names import HISTORY_FILE, GATES_FILE, TRAINING_FILE, TENSORBOARD_DIR, TUNING_DIR_KEY, EXPORT_KEY
@@ -170,6 +170,16 @@ def kept_epoch(callback: keras.callbacks.EarlyStopping, history, limit=None) -> 
             "val_objective": float(callback.best), "reason": reason}
 
 
+def set_thresholds(model, config, history, kept: int) -> dict:
+    """Folds each multi-label task's decision threshold of the kept epoch (chosen on eval by
+    ValidationScores) into its output layer; returns {task: threshold}."""
+    thresholds = {task.name: history.history[f"val_{task.name}_threshold"][kept]
+                  for task in config.tasks if task.type == MULTILABEL}
+    for name, threshold in thresholds.items():
+        model.get_layer(name).set_threshold(threshold)
+    return thresholds
+
+
 def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     inputs = _Inputs(fn_args)
     config = inputs.config
@@ -252,6 +262,7 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
                         callbacks=inputs.callbacks(config, epochs) + board + [
                             best, EpochProgress("Trainer", epochs)] + ([limit] if limit else []),
                         verbose=2)
+    thresholds = set_thresholds(model, config, history, best.best_epoch)
     _write_json(model_run_dir, HISTORY_FILE,
                 {k: [float(v) for v in vs] for k, vs in history.history.items()})
     _write_json(model_run_dir, TRAINING_FILE, {
@@ -262,6 +273,7 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
         "word_vectors": inputs.word_vector_coverage,
         "epochs": epochs,
         "kept_epoch": kept_epoch(best, history, limit),
+        "multilabel_thresholds": thresholds,
         "epoch_seconds": history.history["epoch_seconds"],
         "parameters": model.count_params(),
         "replicas": strategy.num_replicas_in_sync,

@@ -69,6 +69,26 @@ def multilabel_counts(gold: np.ndarray, scores: np.ndarray, threshold: float = 0
             "fn": int(np.sum(~predicted & gold))}
 
 
+# Multi-label decision thresholds tried on the eval split: 0.05, 0.10, ..., 0.95.
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def best_threshold(gold: np.ndarray, scores: np.ndarray) -> float:
+    """The decision threshold of THRESHOLDS with the best micro-F1 of `scores` [N, C] against
+    `gold` [N, C] (rows with an unlabelled -1 left out); of equal ones, the nearest to 0.5."""
+    gold, scores = np.asarray(gold), np.asarray(scores)
+    labelled = gold.min(axis=-1) >= 0 if gold.size else np.zeros(0, bool)
+    gold, scores = gold[labelled], scores[labelled]
+    if not len(gold):
+        return 0.5
+    f1 = {t: f1_from_counts(multilabel_counts(gold, scores, t))["f1"] for t in THRESHOLDS}
+    return max(THRESHOLDS, key=lambda t: (round(f1[t], 12), -abs(t - 0.5)))
+
+
+def logit(p: float) -> float:
+    return float(np.log(p) - np.log1p(-p))
+
+
 def add_counts(total: Dict[str, float], counts: Dict[str, float]) -> Dict[str, float]:
     for key, value in counts.items():
         total[key] = total.get(key, 0) + value

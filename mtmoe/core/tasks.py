@@ -71,7 +71,8 @@ class Classification:
 
 
 class Multilabel:
-    """Any number of labels per example: one sigmoid per label, micro-F1 at 0.5."""
+    """Any number of labels per example: one sigmoid per label, micro-F1 at 0.5 (the Trainer
+    folds the threshold chosen on eval into the scores, so that 0.5 is the decision threshold)."""
 
     primary_metric = "micro_f1"
     decoded_outputs = ("labels", "scores")

@@ -1,12 +1,14 @@
 import warnings
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
-from mtmoe.core.metrics import (add_nested_counts, bio_spans, f1_from_counts, length_bucket_names,
-                                multilabel_counts, span_counts, span_counts_by_type, span_f1)
+from mtmoe.core.metrics import (add_nested_counts, best_threshold, bio_spans, f1_from_counts,
+                                length_bucket_names, multilabel_counts, span_counts,
+                                span_counts_by_type, span_f1)
 
 
 def test_spans_follow_seqeval_get_entities_example():
@@ -43,6 +45,17 @@ def test_no_spans_gives_zero_not_division_error():
 
 def test_multilabel_counts_threshold_at_half():
     assert multilabel_counts([1, 0, 1, 0], [0.9, 0.6, 0.4, 0.1]) == {"tp": 1, "fp": 1, "fn": 1}
+
+
+def test_the_best_threshold_is_the_one_with_the_best_micro_f1_on_labelled_rows():
+    gold = np.array([[1, 0], [1, 0], [0, 1], [0, 0], [-1, -1]])
+    # Every gold label scores 0.3-0.4 and no other label above 0.2: 0.30 catches all, nothing else.
+    scores = np.array([[0.35, 0.1], [0.3, 0.2], [0.1, 0.4], [0.2, 0.15], [0.9, 0.9]])
+    assert best_threshold(gold, scores) == 0.3
+    assert f1_from_counts(multilabel_counts(gold[:4], scores[:4], 0.3))["f1"] == 1.0
+    # Ties go to the threshold nearest 0.5: any of 0.45-0.95 gets this one right.
+    assert best_threshold(np.array([[1, 0]]), np.array([[0.99, 0.01]])) == 0.5
+    assert best_threshold(np.full((2, 3), -1), np.zeros((2, 3))) == 0.5  # nothing labelled
 
 
 def test_span_counts_by_type_split_the_micro_counts():

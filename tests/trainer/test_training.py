@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 
 from mtmoe.core.config import load_config
+from mtmoe.core.metrics import f1_from_counts, multilabel_counts
 from mtmoe.trainer.callbacks import TimeLimit, ValidationScores, epoch_callbacks
 from mtmoe.trainer.model import build_model, compile_model
-from mtmoe.trainer.module import best_epoch_callback, kept_epoch
+from mtmoe.trainer.module import best_epoch_callback, kept_epoch, set_thresholds
 
 pytestmark = pytest.mark.slow
 
@@ -27,14 +28,16 @@ def _config(**training):
         dropout=0.0))
 
 
-def _data(config, size=64):
+def _data(config, size=64, signals=False):
     """Learnable from the words: the intent is the first word's id mod 5, a word's tag its parity
-    (O or B-a). Sentiment and signals are unlabelled."""
+    (O or B-a). Sentiment is unlabelled; signals too, unless `signals`: then g0 when the second
+    word's id is a multiple of 4, g1 of 5 (rare labels)."""
     rng = np.random.default_rng(0)
     ids = rng.integers(1, VOCABULARY["token_ids"], (size, 6)).astype("int32")
     inputs = {"token_ids": ids, "char_ids": np.ones((size, 6, config.text.max_chars), "int32")}
+    labels = np.stack([ids[:, 1] % 4 == 0, ids[:, 1] % 5 == 0], axis=1).astype("float32")
     targets = {"intent": ids[:, 0] % 5, "slots": ids % 2, "sentiment": -np.ones(size, "int32"),
-               "signals": -np.ones((size, 2), "float32")}
+               "signals": labels if signals else -np.ones((size, 2), "float32")}
     return tf.data.Dataset.from_tensor_slices((inputs, targets)).batch(16)
 
 
@@ -105,6 +108,25 @@ def test_max_minutes_stops_before_an_epoch_that_would_pass_it_and_keeps_the_best
         np.testing.assert_array_equal(actual, expected)
     assert kept_epoch(best, history, limit)["reason"].endswith(
         "stopped at training.max_minutes (0.583333 min)")
+
+
+def test_the_multilabel_threshold_chosen_on_eval_is_folded_into_the_kept_model():
+    config = _config()
+    keras.utils.set_random_seed(1)
+    model = compile_model(build_model(config, VOCABULARY, {k: len(v) for k, v in NAMES.items()}),
+                          config)
+    data, best = _data(config, signals=True), best_epoch_callback(config, 3)
+    history = model.fit(data.repeat(2), epochs=3, verbose=0, callbacks=[
+        ValidationScores(data, config.tasks, NAMES), best])
+    chosen = history.history["val_signals_threshold"][best.best_epoch]
+    assert chosen != 0.5  # rare labels, a few epochs: their scores stay low
+    gold = np.concatenate([targets["signals"].numpy() for _, targets in data])
+    before = model.predict(data, verbose=0)["signals"]
+    assert set_thresholds(model, config, history, best.best_epoch) == {"signals": chosen}
+    counts = multilabel_counts(gold, model.predict(data, verbose=0)["signals"])  # at 0.5
+    assert counts == multilabel_counts(gold, before, chosen) != multilabel_counts(gold, before)
+    assert f1_from_counts(counts)["f1"] == pytest.approx(
+        history.history["val_signals_micro_f1"][best.best_epoch], abs=1e-6)
 
 
 class _StepWeights(keras.callbacks.Callback):
