@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors
+.PHONY: run test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults
 
 venv: $(PROJECT_STAMP)
 
@@ -74,6 +74,12 @@ bench-snips: $(PROJECT_STAMP)
 
 bench-multitask: $(PROJECT_STAMP)
 	$(BIN)/python bench/multitask.py --data $(DATA) $(ARGS)
+
+# Every dataset in ../shared/data (and a MixSNIPS-style set made from SNIPS): the config `mtmoe init`
+# writes against the dev sweep's best, on the test split over 3 paired seeds (hours; ARGS passes
+# options on, e.g. ARGS="--datasets nlupp --seeds 42").
+bench-defaults: $(PROJECT_STAMP)
+	$(BIN)/python bench/defaults.py $(ARGS)
 
 # Span errors by entity type and kind on the dev split, for the models bench-snips pushed (seeds).
 bench-slot-errors: $(PROJECT_STAMP)

@@ -23,7 +23,7 @@ from mtmoe.core.metrics import f1_from_counts, length_bucket_names
 from mtmoe.core.tasks import task_type
 from mtmoe.pipeline import plots
 from mtmoe.pipeline.report_text import (REPORT_HTML, REPORT_JSON, headline_table, number, table,
-                                        trials_table, verdict)
+                                        suggested_thresholds, trials_table, verdict)
 
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
@@ -174,6 +174,7 @@ def render_markdown(report: dict, config, plot_dir: str, statistics_view: bool =
               "`change`: the latest blessed model on the same data; `test`: the test split, scored "
               "once after the Evaluator.", ""]
     lines += headline_table(report)
+    lines += suggested_thresholds(report)
     if report["test_overall_accuracy"] is not None:
         lines += [f"Test overall accuracy (every labelled task right): "
                   f"{report['test_overall_accuracy']:.4f}", ""]

@@ -1,4 +1,5 @@
 """Plain-text pieces of the run report, kept free of heavy imports so that `mtmoe report` is quick."""
+import math
 from typing import List
 
 REPORT_JSON = "report.json"
@@ -30,6 +31,25 @@ def headline_table(report: dict) -> List[str]:
              {True: "yes", False: "**NO**", None: "—"}[h["passed"]], number(h["test"])] for h in report["headline"]]
     return table(["task", "metric", "eval", "min_value", "baseline", "change", "max_drop", "passed",
                   "test"], rows)
+
+
+def suggested_thresholds(report: dict) -> List[str]:
+    """For a run without a blessed baseline (the first): each task whose eval score, less its
+    max_drop (rounded down to 0.01), is above its min_value, as a table row to tighten it to. A
+    later model that far below the first is then not pushed, even once the first is gone."""
+    rows = []
+    for h in report["headline"]:
+        if h["eval"] is None:
+            continue
+        suggested = math.floor((h["eval"] - h["max_drop"]) * 100) / 100
+        if suggested > h["min_value"]:
+            rows.append([h["task"], h["metric"], number(h["eval"]), h["min_value"], f"{suggested:.2f}"])
+    if report["had_baseline"] or not rows:
+        return []
+    return ["### Suggested thresholds", "",
+            "This first model sets the bar: `min_value` at its eval score less `max_drop` keeps a "
+            "worse later model from being pushed. In the config's tasks:", ""] + table(
+        ["task", "metric", "eval", "min_value now", "suggested min_value"], rows)
 
 
 def trials_table(trials: List[dict]) -> List[str]:

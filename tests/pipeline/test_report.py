@@ -81,3 +81,18 @@ def test_the_data_section_counts_each_split_and_links_tfdvs_view_of_its_features
     shown = statistics_pb2.DatasetFeatureStatisticsList.FromString(
         base64.b64decode(re.search(r'<facets-overview proto-input="([^"]+)"', view).group(1)))
     assert [(d.name, d.num_examples) for d in shown.datasets] == [("train", 40), ("eval", 10)]
+
+
+def test_the_first_runs_report_suggests_min_values_its_eval_scores_allow():
+    from mtmoe.pipeline.report_text import suggested_thresholds
+
+    def row(task, eval_score, min_value, max_drop=0.02):
+        return {"task": task, "metric": "accuracy", "eval": eval_score, "min_value": min_value,
+                "max_drop": max_drop}
+
+    report = {"had_baseline": False, "headline": [
+        row("intent", 0.9376, 0.3), row("slots", 0.70, 0.69), row("mood", None, 0.1)]}
+    lines = suggested_thresholds(report)
+    assert "| intent | accuracy | 0.9376 | 0.3 | 0.91 |" in lines  # 0.9176 rounded down
+    assert not any("| slots |" in line or "| mood |" in line for line in lines)  # 0.68: not tighter
+    assert suggested_thresholds({**report, "had_baseline": True}) == []
