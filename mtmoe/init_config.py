@@ -124,7 +124,9 @@ def infer(fmt: str, in_dir: str, label_field: str = "intent", tags_field: str = 
 def no_skill(kind: str, train: List[Any], evaluation: List[Any]) -> float:
     """The primary metric on `evaluation` of the best answer that ignores the text, learned from
     `train`'s labels: the majority class (classification), the most frequent labels, as many as
-    do best (multi-label), no span at all (token tagging)."""
+    do best (multi-label), no span at all (token tagging). 0 without labelled eval texts."""
+    if not evaluation:
+        return 0.0
     if kind == CLASSIFICATION:
         majority = Counter(train).most_common(1)[0][0]
         return sum(label == majority for label in evaluation) / len(evaluation)

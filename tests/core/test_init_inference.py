@@ -16,6 +16,7 @@ def test_no_skill_is_the_best_answer_that_ignores_the_text():
     assert no_skill("multilabel", [["x", "y"], ["x"], ["x", "z"]],
                     [["x"], ["x", "y"], ["z"]]) == pytest.approx(8 / 13)
     assert no_skill("token_tagging", [["B-a", "O"]], [["B-a", "I-a"], ["O", "B-b"]]) == 0.0
+    assert no_skill("classification", ["a"], []) == 0.0  # no eval text labelled for the task
 
 
 def test_epochs_give_small_datasets_more_passes_within_the_range():
