@@ -397,19 +397,59 @@ def _compile(args) -> None:
         print(f"wrote {output}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (`mtmoe run: error: ...`, exit 2) instead of the usage
+    text and the error; the subcommands' parsers are of the same class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
+def _number(kind=int, low=None, high=None):
+    """An argparse type: `kind` within [low, high], with a one-line reason when not."""
+    name = "an integer" if kind is int else "a number"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"expected {name} {bounds}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+PORT = _number(int, 1, 65535)
+WORK_DIR_HELP = f"the pipeline's work dir: runs, models, logs (default: {DEFAULT_WORK_DIR})"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mtmoe")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mtmoe.core.formats import BIO_MODES, FORMATS
     from mtmoe.core.schedule import DEFAULT_AT, EVERY
     from mtmoe.pipeline.orchestrators import DEFAULT_IMAGE, TARGETS
 
-    parser = argparse.ArgumentParser(prog="mtmoe", description=__doc__)
+    parser = _Parser(prog="mtmoe", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mtmoe {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the TFX pipeline: train, evaluate, push")
     run.add_argument("--config", help="task config YAML (default: the packaged banking config)")
     run.add_argument("--data", help="data root holding span-<N>/ folders (default: generate the sample)")
-    run.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
-    run.add_argument("--epochs", type=int, help="override training.epochs")
+    run.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=WORK_DIR_HELP)
+    run.add_argument("--epochs", type=_number(int, 1), help="override training.epochs")
     run.add_argument("--allow-anomalies", action="store_true", help=ALLOW_ANOMALIES_HELP)
     run.add_argument("--verbose", action="store_true",
                      help="show TensorFlow's, Beam's and TFX's output here instead of in the log")
@@ -420,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="run the pipeline up to the Tuner; print its trials")
     tune.add_argument("--config", help="task config YAML (its tuning section sets the search)")
     tune.add_argument("--data", help="data root holding span-<N>/ folders (default: generate the sample)")
-    tune.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
+    tune.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=WORK_DIR_HELP)
     tune.add_argument("--compare", action="store_true",
                       help="also train with equal weights and with uncertainty weighting, as long "
                            "as one trial, and add them to the table")
@@ -435,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--config", help="the chief's config (training.distribution: multi_worker)")
     worker.add_argument("--work-dir", default=DEFAULT_WORK_DIR,
                         help="the chief's work dir, shared with this host")
-    worker.add_argument("--wait", type=float, default=3600.0,
+    worker.add_argument("--wait", type=_number(float, 0), default=3600.0,
                         help="seconds to wait for the chief's Trainer to start (default 3600)")
     worker.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's output here instead of in the log")
@@ -443,12 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="print the path and headline of a run's report")
     report.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the latest run")
-    report.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
+    report.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=WORK_DIR_HELP)
     report.set_defaults(handler=_report)
 
     history = commands.add_parser("history", help="one line per run: spans, metrics, blessed, "
                                                   "pushed version (from ML Metadata)")
-    history.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
+    history.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=WORK_DIR_HELP)
     history.add_argument("--config", help="the runs' config: its pipeline name and tasks")
     history.set_defaults(handler=_history)
 
@@ -457,24 +497,29 @@ def build_parser() -> argparse.ArgumentParser:
                                          f"(default: {DEFAULT_WORK_DIR}/serving_model)")
     predict.add_argument("--server", help="ask a model server instead: http://host:port (REST) "
                                           "or grpc://host:port")
-    predict.add_argument("--model-name", default=SERVED_MODEL_NAME, help="the server's model name")
-    predict.add_argument("texts", nargs="+", metavar="TEXT")
+    predict.add_argument("--model-name", default=SERVED_MODEL_NAME,
+                         help=f"the server's model name (default: {SERVED_MODEL_NAME})")
+    predict.add_argument("texts", nargs="+", metavar="TEXT", help="texts to predict, one argument each")
     predict.set_defaults(handler=_predict)
 
     serve = commands.add_parser("serve", help="a local endpoint with TF Serving's REST and gRPC API")
-    serve.add_argument("--serving-dir", default=os.path.join(DEFAULT_WORK_DIR, "serving_model"))
-    serve.add_argument("--model-name", default=SERVED_MODEL_NAME)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8501, help="REST port")
-    serve.add_argument("--grpc-port", type=int, default=8500)
-    serve.add_argument("--poll-seconds", type=float, default=2.0,
-                       help="how often to look for a new version")
+    serve.add_argument("--serving-dir", default=os.path.join(DEFAULT_WORK_DIR, "serving_model"),
+                       help="the Pusher's folder of numbered versions; the newest is served "
+                            f"(default: {DEFAULT_WORK_DIR}/serving_model)")
+    serve.add_argument("--model-name", default=SERVED_MODEL_NAME,
+                       help=f"the name in request paths, /v1/models/NAME (default: {SERVED_MODEL_NAME})")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=PORT, default=8501, help="REST port (default: 8501)")
+    serve.add_argument("--grpc-port", type=PORT, default=8500, help="gRPC port (default: 8500)")
+    serve.add_argument("--poll-seconds", type=_number(float, 0.1), default=2.0,
+                       help="how often to look for a new version (default: 2)")
     serve.add_argument("--batching-config", metavar="FILE",
                        help="TF Serving BatchingParameters text proto (default: the pipeline's "
                             "serving_config/batching.config beside the serving folder)")
-    serve.add_argument("--max-request-bytes", type=int,
+    serve.add_argument("--max-request-bytes", type=_number(int, 1),
                        help="larger request bodies get 413 (default: 4 MiB)")
-    serve.add_argument("--max-instances", type=int,
+    serve.add_argument("--max-instances", type=_number(int, 1),
                        help="requests with more texts get 400 (default: 1024)")
     serve.set_defaults(handler=_serve)
 
@@ -488,13 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prints a crontab line that runs `mtmoe run` with absolute paths, appending its "
                     "output to <work dir>/logs/cron.log. A run that starts while the previous one "
                     "still holds the work dir's lock exits 2 at once, so runs never overlap.")
-    schedule.add_argument("--every", required=True, choices=EVERY)
+    schedule.add_argument("--every", required=True, choices=EVERY, help="how often to run")
     schedule.add_argument("--at", default=DEFAULT_AT, metavar="HH:MM",
                           help="time of day (hour: only the minute counts; week: Mondays); "
                                f"default {DEFAULT_AT}")
     schedule.add_argument("--config", help="task config YAML (default: the packaged banking config)")
     schedule.add_argument("--data", help="data root holding span-<N>/ folders (default: the sample)")
-    schedule.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
+    schedule.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=WORK_DIR_HELP)
     schedule.add_argument("--install", action="store_true",
                           help="add the line to your crontab, replacing this work dir's earlier one")
     schedule.set_defaults(handler=_schedule)
@@ -509,12 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "data changes for good (a new intent, a new tag); review and commit the file.")
     update.add_argument("--config", help="task config YAML (default: the packaged banking config)")
     update.add_argument("--data", required=True, help="data root holding span-<N>/ folders")
-    update.add_argument("--span", type=int, default=0, help="span number (default: the newest)")
+    update.add_argument("--span", type=_number(int, 0), default=0,
+                        help="span number (default: the newest)")
     update.set_defaults(handler=_schema_update)
 
     compiled = commands.add_parser(
         "compile", help="write the pipeline for Kubeflow Pipelines v2 / Vertex AI or Airflow")
-    compiled.add_argument("--target", required=True, choices=TARGETS)
+    compiled.add_argument("--target", required=True, choices=TARGETS, help="the orchestrator")
     compiled.add_argument("--output", required=True, metavar="FILE",
                           help="kubeflow-v2: .json (a PipelineJob) or .yaml; airflow: a .py module")
     compiled.add_argument("--config", help="task config YAML (kubeflow-v2: spans.window 0 or 1)")
@@ -531,12 +577,14 @@ def build_parser() -> argparse.ArgumentParser:
         "init", help="write a starting config (and its schema) read off a dataset",
         description="Reads a dataset and writes a config: one task per label field, its type "
                     "inferred from the values (one string: classification; a BIO tag per token: "
-                    "token tagging; any other list: multilabel), text.max_tokens from the 99th "
-                    "percentile of the training texts' lengths, permissive thresholds, and the "
-                    "curated schema beside it. Prints what it inferred and why.")
+                    "token tagging; any other list: multilabel), what the data decides (text "
+                    "length, the spelling encoder, epochs, blessing thresholds over the no-skill "
+                    "score on eval), every other model and training field with its default, and "
+                    "the curated schema beside it. Prints what it inferred and why; the config "
+                    "says it in comments.")
     init.add_argument("--data", required=True, metavar="IN", help="folder with train / dev|eval / "
                                                                   "test data")
-    init.add_argument("--format", required=True, choices=FORMATS)
+    init.add_argument("--format", required=True, choices=FORMATS, help="the input's format")
     init.add_argument("--out", default="mtmoe.yaml", metavar="CONFIG",
                       help="config to write (default: mtmoe.yaml); never overwritten")
     init.add_argument("--label-field", default="intent", help="slu: field for the sentence label")
@@ -546,9 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="make or convert input data").add_subparsers(
         dest="data_command", required=True)
     sample = data.add_parser("sample", help="write the banking sample as JSONL")
-    sample.add_argument("--out", required=True)
-    sample.add_argument("--num-examples", type=int, default=3000)
-    sample.add_argument("--seed", type=int, default=13)
+    sample.add_argument("--out", required=True, help="folder for train / eval / test .jsonl")
+    sample.add_argument("--num-examples", type=_number(int, 3), default=3000,
+                        help="examples over the three splits (default: 3000)")
+    sample.add_argument("--seed", type=int, default=13, help="random seed of the generator (default: 13)")
     sample.set_defaults(handler=_sample)
 
     convert = data.add_parser(
@@ -561,10 +610,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "fields, empty text, a missing split, an existing span. It then reports per "
                     "split how many examples have more tokens than the config's text.max_tokens: "
                     "they are written whole, and the pipeline keeps their first max_tokens tokens.")
-    convert.add_argument("--format", required=True, choices=FORMATS)
+    convert.add_argument("--format", required=True, choices=FORMATS, help="the input's format")
     convert.add_argument("input", metavar="IN", help="folder with train / dev|eval / test data")
     convert.add_argument("output", metavar="OUT", help="data root; the span-<N> folder goes inside")
-    convert.add_argument("--span", type=int, default=0, help="span number (default: the next one)")
+    convert.add_argument("--span", type=_number(int, 0), default=0,
+                         help="span number (default: the next one)")
     convert.add_argument("--config", help="config whose label fields the JSONL may hold and whose "
                                           "text.max_tokens the length report uses (default: the "
                                           "packaged banking config)")
@@ -579,6 +629,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # the reader went away (`mtmoe history | head -3`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 1
+
+
+def _main(argv) -> int:
     # Python 3.10 end-of-support notices from google-api-core, here and in every Beam worker process.
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     warnings.filterwarnings("ignore", category=FutureWarning)

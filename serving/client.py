@@ -33,6 +33,11 @@ class RestClient:
         try:
             response = self._session.request(method, self.base + path, timeout=self.timeout,
                                              **kwargs)
+        except requests.ConnectionError:
+            raise ServingError(f"{self.base}: no model server answers there (is `mtmoe serve` or "
+                               "TF Serving running, on that host and port?)") from None
+        except requests.Timeout:
+            raise ServingError(f"{self.base}: no answer within {self.timeout:g} s") from None
         except requests.RequestException as e:
             raise ServingError(f"{self.base}: {e}") from None
         try:
@@ -90,6 +95,9 @@ class GrpcClient:
         try:
             response = self._stub.Predict(request, timeout=self.timeout)
         except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNAVAILABLE:
+                raise ServingError(f"{self.target}: no model server answers there (is `mtmoe "
+                                   "serve` or TF Serving running, on that host and port?)") from None
             raise ServingError(f"{self.target}: {e.code().name}: {e.details()}") from None
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 

@@ -303,7 +303,12 @@ class Config:
         return _parse(raw, source)
 
     def with_overrides(self, **training) -> "Config":
-        return dataclasses.replace(self, training=dataclasses.replace(self.training, **training))
+        """The config with `training` fields replaced (command-line options); a bad value is a
+        UserError naming the field."""
+        try:
+            return dataclasses.replace(self, training=dataclasses.replace(self.training, **training))
+        except ValidationError as e:
+            raise UserError(_first_error(e, f"{self.source}, as overridden", "training")) from None
 
     def with_loss_weights(self, weights: Dict[str, float]) -> "Config":
         return dataclasses.replace(self, tasks=tuple(
@@ -357,18 +362,26 @@ def _parse(raw: Dict[str, Any], source: str) -> Config:
         raise UserError(_first_error(e, source)) from None
 
 
-def _first_error(error: ValidationError, source: str) -> str:
-    """The first of pydantic's errors as one line: the file, the field's path, what is wrong."""
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")  # pydantic's kinds of unknown field
+
+
+def _first_error(error: ValidationError, source: str, section: str = "") -> str:
+    """The first of pydantic's errors as one line: the file, the field's path (within `section`
+    when the error is a section's), what is wrong."""
     first = error.errors(include_url=False)[0]
-    loc = first["loc"]
+    loc = ((section,) if section else ()) + tuple(first["loc"])
     path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
     kind, message = first["type"], first["msg"]
-    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+    if kind in _UNKNOWN:
         owner = TaskConfig if loc[0] == "tasks" else _SECTIONS.get(loc[0]) if len(loc) > 1 else Config
         known = ", ".join(f.name for f in dataclasses.fields(owner) if f.name != "source")
         message = f"unknown field; known: {known}"
     elif kind in ("missing", "missing_argument"):
         message = "missing field"
+        unknown = [e["loc"][-1] for e in error.errors(include_url=False)
+                   if e["type"] in _UNKNOWN and tuple(e["loc"][:-1]) == tuple(first["loc"][:-1])]
+        if unknown:  # most often a typo of it
+            message += f" (beside it, unknown: {', '.join(map(str, unknown))})"
     elif kind == "value_error":  # our rules; one across a section's fields names the field first
         message = message.removeprefix("Value error, ")
         field = re.match(r"^([a-z_]+): ", message)

@@ -42,6 +42,19 @@ def test_missing_label_field_is_reported(tmp_path):
         load_config(path)
 
 
+def test_a_missing_field_names_the_unknown_one_beside_it(tmp_path):
+    path = _write(tmp_path, "tasks:\n  - {name: a, type: classification, label_feild: a}\n")
+    with pytest.raises(UserError, match=r"tasks\[0\]\.label_field: missing field \(beside it, "
+                                        r"unknown: label_feild\)$"):
+        load_config(path)
+
+
+def test_a_bad_override_names_the_field():
+    with pytest.raises(UserError, match=r"default\.yaml, as overridden: training\.epochs: Input "
+                                        r"should be greater than or equal to 1, got 0$"):
+        load_config().with_overrides(epochs=0)
+
+
 def test_unknown_key_and_wrong_type_are_reported(tmp_path):
     with pytest.raises(UserError, match=r"tasks\[0\]\.weight: unknown field; known: name, type, label_field, "):
         load_config(_write(tmp_path, "tasks:\n  - {name: a, type: multilabel, label_field: a, "

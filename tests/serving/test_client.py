@@ -36,3 +36,16 @@ def test_the_rest_client_reuses_its_connection():
         server.shutdown()
         server.server_close()
     assert len(peers) == 3 and len(set(peers)) == 1  # one client port: one connection
+
+
+def test_no_server_at_the_address_is_one_clear_line(cli):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = cli("predict", "--server", f"http://127.0.0.1:{port}", "hello")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: http://127.0.0.1:{port}/v1/models/mtmoe: no model server answers there (is "
+        "`mtmoe serve` or TF Serving running, on that host and port?)"]
