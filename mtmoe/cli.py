@@ -1,6 +1,7 @@
 """The `mtmoe` command: run and tune the pipeline, read its reports, predict and serve, make and
 convert data."""
 import argparse
+import collections
 import contextlib
 import glob
 import json
@@ -328,12 +329,19 @@ def _convert(args) -> None:
             longer[split] += len(record["text"].split()) > max_tokens
             yield record
 
-    splits = read_splits(args.format, args.input, [t.label_field for t in tasks],
-                         [t.label_field for t in tasks if t.type == TOKEN_TAGGING],
-                         label_field=args.label_field, tags_field=args.tags_field, bio=bio,
-                         single_label_fields=[t.label_field for t in tasks
-                                              if t.type == CLASSIFICATION])
-    path, counts = write_span({s: measured(s, r) for s, r in splits.items()}, args.output, args.span)
+    def splits(bio):
+        return read_splits(args.format, args.input, [t.label_field for t in tasks],
+                           [t.label_field for t in tasks if t.type == TOKEN_TAGGING],
+                           label_field=args.label_field, tags_field=args.tags_field, bio=bio,
+                           single_label_fields=[t.label_field for t in tasks
+                                                if t.type == CLASSIFICATION])
+
+    # A first pass reads and checks every record, so that bad data stops the command before
+    # TensorFlow loads (write_span) and before anything is written.
+    for records in splits({split: BioCheck(args.bio) for split in SPLITS}).values():
+        collections.deque(records, maxlen=0)
+    path, counts = write_span({s: measured(s, r) for s, r in splits(bio).items()}, args.output,
+                              args.span)
     print(f"wrote {counts} examples to {path}")
     for split in SPLITS:
         if args.bio == "fix":

@@ -232,11 +232,12 @@ def write_config(fmt: str, in_dir: str, out: str, label_field: str = "intent",
                  tags_field: str = "slots") -> List[str]:
     """Writes the inferred config to `out` and its curated schema beside it (both, or neither);
     returns what was inferred and why."""
-    from mtmoe.components.data_validation import update_schema
-
     if os.path.exists(out):
         raise UserError(f"{out}: already exists; choose another --out")
     config, lines, reasons = infer(fmt, in_dir, label_field, tags_field)
+    # TensorFlow (TFDV) loads only once the data has been read and found good.
+    from mtmoe.components.data_validation import update_schema
+
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".mtmoe-init-", dir=folder)

@@ -108,6 +108,27 @@ def test_bad_input_is_one_error_line_exit_2_and_no_span(tmp_path, convert, files
     assert len(errors) == 1, result.stderr
     assert re.search(error, errors[0]), errors[0]
     assert _spans(tmp_path / "out") == before
+    if not before:
+        assert not (tmp_path / "out").exists()  # not even an empty data root
+
+
+@pytest.mark.parametrize("command", [["data", "convert", "--format", "jsonl", "IN", "OUT"],
+                                     ["init", "--format", "jsonl", "--data", "IN", "--out", "OUT"]])
+def test_bad_data_is_reported_before_tensorflow_loads(tmp_path, command):
+    import subprocess
+    import sys
+
+    _write(tmp_path, _jsonl({"text": "", "intent": "pay"}))
+    argv = [str(tmp_path / "in") if a == "IN" else str(tmp_path / "out") if a == "OUT" else a
+            for a in command]
+    script = ("import sys; from mtmoe.cli import main; code = main(sys.argv[1:]); "
+              "print('tensorflow' in sys.modules); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == f"error: {tmp_path / 'in' / 'train.jsonl'}:2: empty text\n"
+    assert result.stdout == "False\n"
+    assert not (tmp_path / "out").exists()
 
 
 def test_bio_fix_rewrites_span_opening_i_tags_and_reports_them(tmp_path, convert):
