@@ -69,8 +69,11 @@ bench-moe: $(PROJECT_STAMP)
 # (e.g. ARGS="--epochs 2 --seeds 42" for a reduced run).
 DATA ?= ../shared/data/snips
 
+# Then the Trainer's epoch against the plain script's, epochs interleaved, on the Transform output
+# of that run (bench/results/epoch_time.json).
 bench-snips: $(PROJECT_STAMP)
 	$(BIN)/python bench/snips_quality.py --data $(DATA) $(ARGS)
+	$(BIN)/python bench/epoch_time.py --work-dir bench/work/snips/pipeline-work --data $(DATA)
 
 bench-multitask: $(PROJECT_STAMP)
 	$(BIN)/python bench/multitask.py --data $(DATA) $(ARGS)

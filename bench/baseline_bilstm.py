@@ -125,7 +125,8 @@ def score(model, dataset, examples, tag_names, intent_names):
                                                in zip(intent_right, predicted_tags, gold_tags)]))}
 
 
-def run(data_dir, epochs=30, patience=5, seed=42, threads=0):
+def run(data_dir, epochs=30, patience=5, seed=42, threads=0, baton=None):
+    """`baton` (bench/baton.py): each epoch, training and dev scoring, waits for its turn."""
     if threads > 0:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -145,16 +146,22 @@ def run(data_dir, epochs=30, patience=5, seed=42, threads=0):
 
     best, best_epoch, best_weights, epoch_seconds = -1.0, 0, None, []
     for epoch in range(1, epochs + 1):
+        if baton:
+            baton.take()
         start = time.perf_counter()
         model.fit(train_data, epochs=1, verbose=0)
         epoch_seconds.append(round(time.perf_counter() - start, 2))
         dev_scores = score(model, dev_data, dev, tag_names, intent_names)
+        if baton:
+            baton.give()
         objective = dev_scores["slot_f1"] + dev_scores["intent_accuracy"]
         print(f"epoch {epoch}: {epoch_seconds[-1]} s, dev {json.dumps(dev_scores)}", file=sys.stderr)
         if objective > best:
             best, best_epoch, best_weights, best_dev = objective, epoch, model.get_weights(), dev_scores
         elif epoch - best_epoch >= patience:
             break
+    if baton:
+        baton.finish()
     model.set_weights(best_weights)
     return {**score(model, test_data, test, tag_names, intent_names), "best_epoch": best_epoch,
             "epoch_seconds": epoch_seconds, "parameters": model.count_params(), "dev": best_dev}
@@ -167,5 +174,11 @@ if __name__ == "__main__":
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--baton", metavar="FILE:MINE:OTHER",
+                        help="take turns, an epoch at a time, with another training (bench/baton.py)")
     args = parser.parse_args()
-    print(json.dumps(run(args.data, args.epochs, args.patience, args.seed, args.threads)))
+    baton = None
+    if args.baton:
+        from baton import Baton
+        baton = Baton(args.baton)
+    print(json.dumps(run(args.data, args.epochs, args.patience, args.seed, args.threads, baton)))

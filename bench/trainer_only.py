@@ -60,6 +60,33 @@ def _transform_outputs(work_dir: str, pipeline_name: str):
     return outputs["transformed_examples"], outputs["transform_graph"].uri
 
 
+def _take_turns(spec: str) -> None:
+    """The Trainer's epochs wait for the baton before their first callback (the epoch timer) and
+    give it after their last (the progress line, after validation)."""
+    import keras
+
+    import mtmoe.trainer.module as module
+    from baton import Baton
+
+    baton = Baton(spec)
+
+    class Take(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            baton.take()
+
+    class ProgressThenGive(module.EpochProgress):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            baton.give()
+
+        def on_train_end(self, logs=None):
+            baton.finish()
+
+    epoch_callbacks = module.epoch_callbacks
+    module.epoch_callbacks = lambda *args: [Take()] + epoch_callbacks(*args)
+    module.EpochProgress = ProgressThenGive
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", required=True)
@@ -67,6 +94,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--label", default="")
     parser.add_argument("--out")
+    parser.add_argument("--baton", metavar="FILE:MINE:OTHER",
+                        help="take turns, an epoch at a time, with another training (bench/baton.py)")
     args = parser.parse_args()
 
     import mtmoe  # noqa: F401  the Keras environment before TensorFlow loads
@@ -77,6 +106,8 @@ def main() -> None:
 
     from mtmoe.core.file_names import EXPORT_KEY, HISTORY_FILE, TRAINING_FILE
 
+    if args.baton:
+        _take_turns(args.baton)
     config = _overridden(args.config, args.set)
     examples, transform_graph = _transform_outputs(os.path.abspath(args.work_dir),
                                                    config.pipeline.name)
