@@ -78,7 +78,7 @@ def _task_name(field: str) -> str:
 
 
 def infer(fmt: str, in_dir: str, label_field: str = "intent", tags_field: str = "slots"
-          ) -> Tuple[dict, List[str], Dict[str, Dict[str, str]]]:
+          ) -> Tuple[dict, List[str], Dict[str, Any]]:
     """(the config as a dict, one line per inference and its reason, {section: {field: why}} for
     the written file's comments)."""
     if fmt == "jsonl":
@@ -109,12 +109,11 @@ def infer(fmt: str, in_dir: str, label_field: str = "intent", tags_field: str = 
         single_label_fields=[t["label_field"] for t in tasks if t["type"] == CLASSIFICATION]
     ).items()}
     train, evaluation = splits["train"], splits.get("eval") or splits["train"]
-    reasons: Dict[str, Dict[str, str]] = {"tasks": {}, "text": {}, "training": {}}
+    reasons: Dict[str, Any] = {"tasks": {}, "text": {}, "training": {}}
     for task in tasks:
-        why = _thresholds(task, train, evaluation)
-        reasons["tasks"][task["name"]] = why
-        lines.append(f"task {task['name']}: min_value {task['min_value']}, max_drop "
-                     f"{task['max_drop']} ({why})")
+        why = reasons["tasks"][task["name"]] = _thresholds(task, train, evaluation)
+        lines.append(f"task {task['name']}: min_value {task['min_value']} ({why['min_value']}), "
+                     f"max_drop {task['max_drop']} ({why['max_drop']})")
     text, text_lines = _text_settings(train, evaluation, reasons["text"])
     training, training_lines = _training_settings(len(train), reasons["training"])
     return ({"tasks": tasks, "text": text, "model": {}, "training": training},
@@ -144,8 +143,8 @@ def no_skill(kind: str, train: List[Any], evaluation: List[Any]) -> float:
     return best
 
 
-def _thresholds(task: dict, train: List[dict], evaluation: List[dict]) -> str:
-    """Sets the task's blessing thresholds from its eval split; returns why, in a few words."""
+def _thresholds(task: dict, train: List[dict], evaluation: List[dict]) -> Dict[str, str]:
+    """Sets the task's blessing thresholds from its eval split; returns {field: why}."""
     field, kind = task["label_field"], task["type"]
     labelled = [r[field] for r in evaluation if field in r]
     baseline = no_skill(kind, [r[field] for r in train if field in r], labelled)
@@ -156,8 +155,8 @@ def _thresholds(task: dict, train: List[dict], evaluation: List[dict]) -> str:
              sum(len(metrics.bio_spans(tags)) for tags in labelled))
     task["max_drop"] = round(min(MAX_DROP_RANGE[1], max(MAX_DROP_RANGE[0], 1 / math.sqrt(max(units, 1)))), 3)
     unit = {CLASSIFICATION: "texts", MULTILABEL: "labels", TOKEN_TAGGING: "spans"}[kind]
-    return (f"no-skill {baseline:.3f} on eval + {NO_SKILL_MARGIN:g} of the way to 1; a drop beyond "
-            f"2 standard errors on {units:,} eval {unit}")
+    return {"min_value": f"no-skill {baseline:.3f} on eval + {NO_SKILL_MARGIN:g} of the way to 1",
+            "max_drop": f"2 standard errors of a share of {units:,} eval {unit}"}
 
 
 def _text_settings(train: List[dict], evaluation: List[dict], reasons: Dict[str, str]):
@@ -197,7 +196,7 @@ def _training_settings(examples: int, reasons: Dict[str, str]):
              f"training.max_minutes: {MAX_MINUTES:g} ({reasons['max_minutes']})"])
 
 
-def config_text(config: dict, reasons: Dict[str, Dict[str, str]], source: str) -> str:
+def config_text(config: dict, reasons: Dict[str, Any], source: str) -> str:
     """The config as YAML, each chosen value with its reason and every model and training field
     with its default's description, as comments."""
     def value(v):
@@ -214,8 +213,7 @@ def config_text(config: dict, reasons: Dict[str, Dict[str, str]], source: str) -
         out.append(f"  - name: {task['name']}")
         for key, v in task.items():
             if key != "name":
-                comment = reasons["tasks"][task["name"]] if key == "min_value" else ""
-                out.append(line("    ", key, v, comment))
+                out.append(line("    ", key, v, reasons["tasks"][task["name"]].get(key, "")))
     for section, cls in (("text", TextConfig), ("model", ModelConfig), ("training", TrainingConfig)):
         out += ["", f"{section}:"]
         chosen, about = config.get(section, {}), descriptions(cls)
