@@ -167,6 +167,9 @@ class TrainingConfig:
     word_dropout: Annotated[Float, Field(ge=0, lt=1)] = _about(
         0.5, "chance that a token seen once in training becomes the OOV id in a step (its "
              "characters stay)")
+    length_bucketing: Bool = _about(
+        False, "training batches of texts of similar length: less padding, faster epochs on texts "
+               "of uneven length")
     tagging_loss: Literal[TAGGING_LOSSES] = _about(
         "example_mean", "token tagging loss: per text, then over texts (example_mean), or over all "
                         "tokens (token_mean)")

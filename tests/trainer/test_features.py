@@ -109,3 +109,54 @@ def test_training_and_eval_input_run_without_tf_data_autotuning(tiny_transform):
                                shuffle=shuffle)
         assert dataset.options().autotune.enabled is False
         assert next(iter(dataset))[0][TOKEN_IDS].shape[0] > 0  # still yields batches
+
+
+def test_length_bucketing_batches_each_text_once_among_texts_of_its_length():
+    from mtmoe.trainer.module import by_length
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 30, 200)
+    ids = np.zeros((200, 32), "int64")
+    for row, n in enumerate(lengths):
+        ids[row, :n] = row + 1  # every token of a text is its row number + 1
+    pools = tf.data.Dataset.from_tensor_slices(({TOKEN_IDS: ids}, {"intent": np.arange(200)})).batch(64)
+
+    dataset = by_length(pools, 10, seed=3)
+
+    def epoch(dataset=dataset):
+        return [(inputs[TOKEN_IDS].numpy(), targets["intent"].numpy())
+                for inputs, targets in dataset]
+
+    batches = epoch()
+    texts = np.concatenate([labels for _, labels in batches])
+    assert sorted(texts) == list(range(200))  # every text once, with its own label
+    for tokens, labels in batches:
+        np.testing.assert_array_equal(tokens[:, 0], labels + 1)
+    padded = sum(len(labels) * lengths[labels].max() for _, labels in batches)
+    unsorted = sum(len(lengths[i:i + 10]) * lengths[i:i + 10].max() for i in range(0, 200, 10))
+    assert padded < 1.2 * lengths.sum() < 0.8 * unsorted
+    # A pool of 64 makes six batches of 10 and one of 4; the last pool, one of 8.
+    assert sorted(len(labels) for _, labels in batches) == [4, 4, 4, 8] + [10] * 18
+    order = [labels.tolist() for _, labels in batches]
+    assert [labels.tolist() for _, labels in epoch()] != order  # the next epoch: reshuffled
+    assert [labels.tolist() for _, labels in epoch(by_length(pools, 10, seed=3))] == order  # seeded
+
+
+@pytest.mark.slow
+def test_with_length_bucketing_the_training_input_keeps_every_text_and_its_word_dropout(
+        tiny_transform):
+    from mtmoe.core.config import Config
+    from mtmoe.trainer.module import make_dataset
+
+    config, tft_output, transformed, _ = tiny_transform
+    raw = config.to_dict()
+    raw["training"].update(length_bucketing=True, word_dropout=0.5, batch_size=4)
+    config = Config.from_dict(raw)
+    num_classes = {name: len(v) for name, v in vocabularies(tft_output, config).items()}
+    dataset = make_dataset([], RowsInOrder(transformed), tft_output, config, num_classes,
+                           shuffle=True)
+    batches = list(dataset)
+    assert sum(int(inputs[TOKEN_IDS].shape[0]) for inputs, _ in batches) == len(
+        transformed[TOKEN_IDS])
+    oov = rare_token_ids(tft_output)[1] + 1
+    assert any((inputs[TOKEN_IDS].numpy() == oov).any() for inputs, _ in batches)
