@@ -95,8 +95,9 @@ def _run(args) -> None:
     print(f"\nreport: {summary['report']}")
     if summary["log"]:
         print(f"log: {summary['log']}")
-    if summary["tensorboard"]:
-        print(f"training curves: tensorboard --logdir {os.path.dirname(summary['tensorboard'])}")
+    if summary["tensorboard"]:  # the venv's TensorBoard: no activated venv needed
+        print(f"training curves: {os.path.join(os.path.dirname(sys.executable), 'tensorboard')} "
+              f"--logdir {os.path.dirname(summary['tensorboard'])}")
 
 
 def _tune(args) -> None:

@@ -29,6 +29,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 pytestmark = pytest.mark.e2e
 
+TENSORBOARD = os.path.join(os.path.dirname(sys.executable), "tensorboard")
 _PRIMARY = {"classification": "accuracy", "multilabel": "micro_f1", "token_tagging": "span_f1"}
 COMPONENTS = ("ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate",
               "Transform", "Tuner", "Trainer", "Evaluator", "TestScorer", "Pusher")
@@ -203,11 +204,43 @@ def test_summary_has_documented_keys_and_the_test_splits_counts(run):
     # TensorBoard: the Trainer's per-epoch scalars (their content: tests/trainer/test_training.py)
     for folder in ("train", "validation", "experts"):
         assert os.listdir(os.path.join(summary["tensorboard"], folder)), folder
-    assert f"tensorboard --logdir {os.path.dirname(summary['tensorboard'])}" in run["stdout"]
+    assert f"{TENSORBOARD} --logdir {os.path.dirname(summary['tensorboard'])}" in run["stdout"]
     # TF Serving's model config and batching file, for the serving folder (their content:
     # tests/serving/test_export.py)
     assert all(os.path.isfile(path) for path in summary["serving_config"].values())
     assert set(summary["serving_config"]) == {"models.config", "batching.config"}
+
+
+def test_the_printed_tensorboard_command_serves_the_runs_training_curves(run):
+    """The command the run prints starts TensorBoard, whose HTTP API gives back the Trainer's
+    loss of every epoch, as the run's history holds it."""
+    import socket
+    import urllib.request
+
+    summary = run["summary"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([TENSORBOARD, "--logdir", os.path.dirname(summary["tensorboard"]),
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=tensorboard/train&tag=epoch_loss"
+    try:
+        deadline, points = time.monotonic() + 90, None
+        while points is None:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "TensorBoard served no epoch_loss in 90 s"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    points = json.load(response) or None
+            except OSError:  # not listening yet, or the run not loaded yet (400)
+                time.sleep(1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    with open(os.path.join(os.path.dirname(summary["tensorboard"]), "history.json")) as f:
+        history = json.load(f)
+    assert [value for _, _, value in points] == pytest.approx(history["loss"], rel=1e-5)
 
 
 def test_word_vectors_start_the_training_words_only(run):
