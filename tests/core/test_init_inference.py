@@ -20,10 +20,10 @@ def test_no_skill_is_the_best_answer_that_ignores_the_text():
 
 
 def test_epochs_give_small_datasets_more_passes_within_the_range():
-    assert epochs_for(13084, 32) == 20  # SNIPS: the recipe's 20 epochs of 409 steps
-    assert epochs_for(6000, 32) == 43
-    assert epochs_for(500, 32) == EPOCHS_RANGE[1]
-    assert epochs_for(10 ** 6, 32) == EPOCHS_RANGE[0]
+    assert epochs_for(117_700) == 20  # SNIPS' training tokens: the recipe's 20 epochs
+    assert epochs_for(107_373) == 22  # Banking77
+    assert epochs_for(20_248) == EPOCHS_RANGE[1]  # NLU++: 116, at most 100
+    assert epochs_for(10 ** 7) == EPOCHS_RANGE[0]
 
 
 def _dataset(folder, eval_texts):
@@ -52,7 +52,7 @@ def test_the_written_config_loads_as_chosen_and_says_why_on_every_line(tmp_path)
     assert intent.max_drop == 0.05  # 4 eval texts: the noise bound is the range's top
     assert loaded.training.epochs == EPOCHS_RANGE[1]
     assert loaded.text.max_chars == 12  # "stolen" is unseen in training
-    assert any(line.startswith("training.epochs: 100 (") for line in lines)
+    assert any(line.startswith("training.epochs: 100 (about 2.35M token passes") for line in lines)
     text = path.read_text()
     for section in (ModelConfig, TrainingConfig):
         for name in section.__pydantic_fields__:
