@@ -271,6 +271,33 @@ def _predict(args) -> None:
         print(json.dumps(row, ensure_ascii=False))
 
 
+def _versions(args) -> None:
+    """The versions in a serving folder (the newest is the one TF Serving and `mtmoe serve` load),
+    or those a model server reports with their state."""
+    if args.server:
+        from mtmoe.serving.client import client_for
+
+        client = client_for(args.server, args.model_name)
+        if not hasattr(client, "status"):
+            raise UserError(f"{args.server}: versions are read over REST: give http://host:port")
+        for status in client.status().get("model_version_status", []):
+            print(f"version {status['version']}: {status['state']}")
+        return
+    import datetime
+
+    folder = os.path.abspath(args.serving_dir)
+    versions = sorted(int(v) for v in os.listdir(folder) if v.isdigit()) if os.path.isdir(
+        folder) else []
+    if not versions:
+        raise UserError(f"{folder}: no model versions; `mtmoe run` pushes one when a model is blessed")
+    for version in versions:
+        pushed = datetime.datetime.fromtimestamp(os.path.getmtime(os.path.join(folder, str(version))),
+                                                 datetime.timezone.utc)
+        mark = "  serving (the newest: TF Serving and `mtmoe serve` load it)" if (
+            version == versions[-1]) else ""
+        print(f"version {version}  pushed {pushed:%Y-%m-%d %H:%M} UTC{mark}")
+
+
 def _serve(args) -> None:
     from mtmoe.pipeline.paths import Paths
 
@@ -531,6 +558,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-instances", type=_number(int, 1),
                        help="requests with more texts get 400 (default: 1024)")
     serve.set_defaults(handler=_serve)
+
+    versions = commands.add_parser("versions", help="list the pushed model versions and which one "
+                                                    "serves (or ask a server with --server)")
+    versions.add_argument("--serving-dir", default=os.path.join(DEFAULT_WORK_DIR, "serving_model"),
+                          help=f"the Pusher's folder (default: {DEFAULT_WORK_DIR}/serving_model)")
+    versions.add_argument("--server", help="ask a model server instead: http://host:port (REST)")
+    versions.add_argument("--model-name", default=SERVED_MODEL_NAME,
+                          help=f"the server's model name (default: {SERVED_MODEL_NAME})")
+    versions.set_defaults(handler=_versions)
 
     check = commands.add_parser("export-check", help="check that the stock TF Serving image can "
                                                      "load a SavedModel (its ops)")

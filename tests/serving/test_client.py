@@ -49,3 +49,26 @@ def test_no_server_at_the_address_is_one_clear_line(cli):
     assert result.stderr.splitlines() == [
         f"error: http://127.0.0.1:{port}/v1/models/mtmoe: no model server answers there (is "
         "`mtmoe serve` or TF Serving running, on that host and port?)"]
+
+
+def test_versions_lists_the_pushed_versions_and_marks_the_one_that_serves(tmp_path, cli):
+    for name in ("1700000005", "1700000012", "tmp-staging"):
+        (tmp_path / name).mkdir()
+    result = cli("versions", "--serving-dir", tmp_path)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0 and len(lines) == 2
+    assert lines[0].startswith("version 1700000005  pushed ") and "serving" not in lines[0]
+    assert lines[1].startswith("version 1700000012  pushed ") and lines[1].endswith(
+        "serving (the newest: TF Serving and `mtmoe serve` load it)")
+    empty = cli("versions", "--serving-dir", tmp_path / "none")
+    assert empty.returncode == 2 and "no model versions" in empty.stderr
+
+
+def test_versions_asks_a_server_for_its_versions_and_their_state(cli):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveStatus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = cli("versions", "--server", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+    assert result.returncode == 0 and result.stdout == "version 1: AVAILABLE\n"
