@@ -4,7 +4,8 @@
 One task per label field, its type inferred from the training split's values: one string per example
 is classification; a list of BIO tags as long as the tokens, token tagging; any other list,
 multi-label. What the data decides is read off it, each with its reason, written as a comment:
-`text.max_tokens` (the 99th percentile of the training texts' token counts), `text.max_chars`
+`text.max_tokens` (the longest training text with a tagging task, else the 99th percentile of the
+token counts), `text.max_chars`
 (whether eval has tokens unseen in training), `training.epochs` (a token budget over the training
 split's size) and each task's blessing thresholds (a margin over the best answer that ignores the
 text, and a drop the eval split can tell from noise). Every other model and training field is
@@ -32,6 +33,7 @@ from mtmoe.core.formats import jsonl_objects, read_splits, split_files, write_sp
 _BIO = re.compile(r"^(O|[BI]-\S+)$")
 _NOT_A_NAME = re.compile(r"[^a-z0-9_]+")
 MIN_MAX_TOKENS = 8
+MAX_TAGGED_TOKENS = 128  # max_tokens with a token-tagging task: the longest text, up to this
 # Blessing: min_value is this share of the way from the no-skill score to 1 (a model that learned
 # little is not pushed); max_drop is two standard errors of a share on the eval split, in a range.
 NO_SKILL_MARGIN = 0.25
@@ -115,7 +117,7 @@ def infer(fmt: str, in_dir: str, label_field: str = "intent", tags_field: str = 
         why = reasons["tasks"][task["name"]] = _thresholds(task, train, evaluation)
         lines.append(f"task {task['name']}: min_value {task['min_value']} ({why['min_value']}), "
                      f"max_drop {task['max_drop']} ({why['max_drop']})")
-    text, text_lines = _text_settings(train, evaluation, reasons["text"])
+    text, text_lines = _text_settings(train, evaluation, reasons["text"], tagging=bool(tag_fields))
     training, training_lines = _training_settings(train, reasons["training"])
     return ({"tasks": tasks, "text": text, "model": {}, "training": training},
             lines + text_lines + training_lines, reasons)
@@ -160,11 +162,20 @@ def _thresholds(task: dict, train: List[dict], evaluation: List[dict]) -> Dict[s
             "max_drop": f"2 standard errors of a share of {units:,} eval {unit}"}
 
 
-def _text_settings(train: List[dict], evaluation: List[dict], reasons: Dict[str, str]):
+def _text_settings(train: List[dict], evaluation: List[dict], reasons: Dict[str, str],
+                   tagging: bool):
+    """`max_tokens`: with a token-tagging task the longest training text (a tag past it would be
+    lost, and a batch costs only its own longest text), else the 99th percentile (a text's label
+    rarely hangs on its tail); `max_chars`: see MIN_UNSEEN_FOR_CHARS."""
     counts = np.array([len(record["text"].split()) for record in train])
-    max_tokens = max(MIN_MAX_TOKENS, math.ceil(float(np.percentile(counts, 99))))
-    reasons["max_tokens"] = (f"99th percentile of {len(counts):,} training texts; longest "
-                             f"{counts.max()}, mean {counts.mean():.1f}")
+    if tagging:
+        max_tokens = max(MIN_MAX_TOKENS, min(MAX_TAGGED_TOKENS, int(counts.max())))
+        reasons["max_tokens"] = (f"the longest of {len(counts):,} training texts (at most "
+                                 f"{MAX_TAGGED_TOKENS}): no tag is cut; mean {counts.mean():.1f}")
+    else:
+        max_tokens = max(MIN_MAX_TOKENS, math.ceil(float(np.percentile(counts, 99))))
+        reasons["max_tokens"] = (f"99th percentile of {len(counts):,} training texts; longest "
+                                 f"{counts.max()}, mean {counts.mean():.1f}")
     seen = Counter(token.lower() for record in train for token in record["text"].split())
     tokens = [token.lower() for record in evaluation for token in record["text"].split()]
     unseen = sum(token not in seen for token in tokens) / max(len(tokens), 1)

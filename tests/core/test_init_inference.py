@@ -65,3 +65,18 @@ def test_without_unseen_eval_tokens_the_spelling_encoder_is_off(tmp_path):
     config, _, reasons = infer("jsonl", str(data))
     assert config["text"]["max_chars"] == 0
     assert reasons["text"]["max_chars"].startswith("0.0% of eval tokens are unseen")
+
+
+def test_max_tokens_cuts_no_tag_but_may_cut_a_classified_texts_tail(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [{"text": " ".join(["w"] * n), "intent": "a", "slots": ["O"] * n} for n in range(1, 121)]
+    for split in ("train", "eval", "test"):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config, _, _ = infer("jsonl", str(folder))
+    assert config["text"]["max_tokens"] == 120  # the longest: a tag past it would be lost
+    for split in ("train", "eval", "test"):
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": r["text"], "intent": "a"}) + "\n" for r in rows))
+    config, _, _ = infer("jsonl", str(folder))
+    assert config["text"]["max_tokens"] == 119  # the 99th percentile of 1..120 (118.81), rounded up
