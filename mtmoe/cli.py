@@ -285,9 +285,10 @@ def _versions(args) -> None:
         return
     import datetime
 
+    from mtmoe.serving.predict import version_numbers
+
     folder = os.path.abspath(args.serving_dir)
-    versions = sorted(int(v) for v in os.listdir(folder) if v.isdigit()) if os.path.isdir(
-        folder) else []
+    versions = version_numbers(folder)
     if not versions:
         raise UserError(f"{folder}: no model versions; `mtmoe run` pushes one when a model is blessed")
     for version in versions:

@@ -9,11 +9,18 @@ from mtmoe.core.file_names import CONFIG_FILE
 from mtmoe.core.tasks import prediction_rows
 
 
+def version_numbers(serving_dir: str) -> List[int]:
+    """The integer version folders of a serving folder, oldest first ([] if it does not exist)."""
+    if not os.path.isdir(serving_dir):
+        return []
+    return sorted(int(v) for v in os.listdir(serving_dir) if v.isdigit())
+
+
 def resolve_model_dir(path: str) -> str:
     """A SavedModel folder as given, or the highest integer version inside a serving folder."""
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
-    versions = [int(v) for v in os.listdir(path) if v.isdigit()] if os.path.isdir(path) else []
+    versions = version_numbers(path)
     if not versions:
         raise UserError(f"{path}: no SavedModel and no version folders found; run `mtmoe run` first")
     return os.path.join(path, str(max(versions)))

@@ -46,12 +46,16 @@ def model_targets(transformed: Dict[str, tf.Tensor], tasks, num_classes: Dict[st
             for task in tasks}
 
 
+def text_lengths(inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """[B] tokens of each text (the ids that are not padding)."""
+    return tf.reduce_sum(tf.cast(tf.not_equal(inputs[TOKEN_IDS], PAD_ID), tf.int32), axis=1)
+
+
 def cut_to_longest(inputs: Dict[str, tf.Tensor]):
     """(model inputs padded to `max_tokens` cut to the batch's longest text, at least one token;
     that length): a step or a request then costs what its texts need (SNIPS: 9 tokens on average,
     padded to 40). Padding stays masked, so no text's outputs change."""
-    lengths = tf.reduce_sum(tf.cast(tf.not_equal(inputs[TOKEN_IDS], PAD_ID), tf.int32), axis=1)
-    longest = tf.maximum(tf.reduce_max(lengths), 1)
+    longest = tf.maximum(tf.reduce_max(text_lengths(inputs)), 1)
     return {name: value[:, :longest] for name, value in inputs.items()}, longest
 
 

@@ -18,7 +18,7 @@ from tfx_bsl.public import tfxio
 
 from mtmoe.core.config import MULTILABEL, Config
 from mtmoe.core.console import say
-from mtmoe.core.feature_names import PAD_ID, TOKEN_IDS, TOKENS
+from mtmoe.core.feature_names import TOKENS
 from mtmoe.core.file_names import HISTORY_FILE, GATES_FILE, TRAINING_FILE, TENSORBOARD_DIR, TUNING_DIR_KEY, EXPORT_KEY
 from mtmoe.core.tasks import OBJECTIVE
 from mtmoe.trainer import warm_start, word_vectors
@@ -27,7 +27,7 @@ from mtmoe.trainer.callbacks import (EpochProgress, ExpertLoad, TimeLimit, Trial
 from mtmoe.trainer.distribution import distribution_strategy, output_folders, shard_by_example
 from mtmoe.trainer.export import export_serving_model
 from mtmoe.trainer.features import (drop_rare_words, model_inputs, model_targets, rare_token_ids,
-                                    trim_to_longest, vocabularies, vocabulary_sizes)
+                                    text_lengths, trim_to_longest, vocabularies, vocabulary_sizes)
 from mtmoe.trainer.introspection import GateProbe
 from mtmoe.trainer.model import EMBEDDING, build_model, compile_model, effective_loss_weights
 from mtmoe.trainer.tuning import SearchBudget, apply_hyperparameters, define_search_space, make_tuner
@@ -84,8 +84,7 @@ def by_length(pools: tf.data.Dataset, batch_size: int, seed: int) -> tf.data.Dat
     Banking77 hold 3.2x the tokens of their texts, sorted ones 1.01x; SNIPS 1.9x. The texts of an
     epoch and its randomness stay; which texts share a batch changes."""
     def sorted_batches(inputs, targets):
-        lengths = tf.reduce_sum(tf.cast(tf.not_equal(inputs[TOKEN_IDS], PAD_ID), tf.int32), axis=1)
-        order = tf.argsort(lengths, stable=True)
+        order = tf.argsort(text_lengths(inputs), stable=True)
         rows = tf.nest.map_structure(lambda value: tf.gather(value, order), (inputs, targets))
         return tf.data.Dataset.from_tensor_slices(rows).batch(batch_size)
 
