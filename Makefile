@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults
+.PHONY: run docs test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults
 
 venv: $(PROJECT_STAMP)
 
@@ -34,6 +34,10 @@ run: $(PROJECT_STAMP)
 # xdist's default order (most tests first) started it a few files in, and the suite waited for it.
 test: $(PROJECT_STAMP)
 	$(BIN)/python -m pytest tests -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+
+# docs/config-reference.md from the config classes (a test fails when it is out of date).
+docs: $(PROJECT_STAMP)
+	$(BIN)/python -m mtmoe.core.config_reference > docs/config-reference.md
 
 # The edit-test loop: everything but the end-to-end pipeline runs and the tests that train, export
 # or serve a model.

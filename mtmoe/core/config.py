@@ -47,15 +47,26 @@ BEAM_RUNNER_OPTIONS = {"direct": (), "dataflow": ("project", "region", "temp_loc
                        "flink": ("flink_master",), "spark": ("spark_master_url",)}
 
 
+def _about(default, description: str):
+    """A field's default and what it does: `mtmoe init` writes the description as the field's comment."""
+    return Field(default, description=description)
+
+
+def descriptions(section) -> Dict[str, str]:
+    """{field: description} of a config section's class."""
+    return {name: info.description or "" for name, info in section.__pydantic_fields__.items()}
+
+
 @dataclass(frozen=True, config=_STRICT)
 class TaskConfig:
-    name: Str
-    type: Literal[TASK_TYPE_NAMES]
-    label_field: Str
-    loss_weight: Annotated[Float, Field(ge=0)] = 1.0
-    min_value: Float = 0.0
-    max_drop: Float = 1.0
-    max_labels: AtLeast1 = 8  # multilabel: most labels one example may carry
+    name: Str = Field(description="the model output's name (lower_snake_case)")
+    type: Literal[TASK_TYPE_NAMES] = Field(
+        description="what the task predicts: one label per text, a set of labels, or a tag per token")
+    label_field: Str = Field(description="the data field (tf.Example feature) holding the label")
+    loss_weight: Annotated[Float, Field(ge=0)] = _about(1.0, "w_t in L = sum_t w_t L_t")
+    min_value: Float = _about(0.0, "not blessed when the primary metric on eval is below this")
+    max_drop: Float = _about(1.0, "nor when it is this far below the last blessed model's")
+    max_labels: AtLeast1 = _about(8, "multilabel: the most labels one example may carry")
 
     @field_validator("name")
     @classmethod
@@ -70,16 +81,6 @@ class TaskConfig:
         if value in RESERVED:
             raise ValueError(f"{value!r} is reserved for the input text")
         return value
-
-
-def _about(default, description: str):
-    """A field's default and what it does: `mtmoe init` writes the description as the field's comment."""
-    return Field(default, description=description)
-
-
-def descriptions(section) -> Dict[str, str]:
-    """{field: description} of a config section's class."""
-    return {name: info.description or "" for name, info in section.__pydantic_fields__.items()}
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -183,18 +184,22 @@ _Choices = Tuple[AtLeast1, ...]
 
 @dataclass(frozen=True, config=_STRICT)
 class TuningConfig:
-    enabled: Bool = False                 # true: the Tuner searches before the Trainer trains
-    algorithm: Literal[TUNING_ALGORITHMS] = "bayesian"
-    max_trials: AtLeast1 = 8
-    epochs_per_trial: AtLeast1 = 3
-    budget_minutes: Annotated[Float, Field(ge=0)] = 0.0  # wall-clock limit, checked between trials; 0 = none
-    loss_weight_range: _Range = (0.1, 10.0)  # each task's weight, log-uniform
-    learning_rate_range: _Range = ()         # (low, high): searched log-uniform too
-    top_k_choices: _Choices = ()             # deepseek_moe: e.g. (1, 2, 4)
-    routed_experts_choices: _Choices = ()    # deepseek_moe: e.g. (4, 8, 16)
-    # {task: weight} of each task's primary validation metric in the objective; {} = plain mean.
-    objective_weights: Dict[Str, Annotated[Float, Field(ge=0)]] = dataclasses.field(default_factory=dict)
-    seed: Int = 7
+    enabled: Bool = _about(False, "true: the Tuner searches before the Trainer trains")
+    algorithm: Literal[TUNING_ALGORITHMS] = _about("bayesian", "Keras Tuner's search")
+    max_trials: AtLeast1 = _about(8, "trials of a search; raising it extends a finished one")
+    epochs_per_trial: AtLeast1 = _about(3, "epochs each trial trains")
+    budget_minutes: Annotated[Float, Field(ge=0)] = _about(
+        0.0, "wall-clock limit, checked between trials; 0 = none")
+    loss_weight_range: _Range = _about((0.1, 10.0), "[low, high] of each task's weight, log-uniform")
+    learning_rate_range: _Range = _about((), "[low, high]: the learning rate is searched too, "
+                                             "log-uniform; [] = not searched")
+    top_k_choices: _Choices = _about((), "deepseek_moe: top_k values to search, e.g. [1, 2, 4]")
+    routed_experts_choices: _Choices = _about(
+        (), "deepseek_moe: routed_experts values to search, e.g. [4, 8, 16]")
+    objective_weights: Dict[Str, Annotated[Float, Field(ge=0)]] = Field(
+        default_factory=dict, description="{task: weight} of each task's primary metric in the "
+                                          "objective; {} = the plain mean")
+    seed: Int = _about(7, "the search's seed; change it to search again")
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -209,8 +214,9 @@ class TuningConfig:
 
 @dataclass(frozen=True, config=_STRICT)
 class EvaluationConfig:
-    # Token counts that bound the Evaluator's length slices: (5, 10, 20) -> <=5, 6-10, 11-20, >20.
-    length_buckets: Tuple[AtLeast1, ...] = (5, 10, 20)
+    length_buckets: Tuple[AtLeast1, ...] = _about(
+        (5, 10, 20), "token counts that bound the Evaluator's length slices: [5, 10, 20] -> <=5, "
+                     "6-10, 11-20, >20")
 
     @field_validator("length_buckets")
     @classmethod
@@ -222,7 +228,7 @@ class EvaluationConfig:
 
 @dataclass(frozen=True, config=_STRICT)
 class SpansConfig:
-    window: AtLeast0 = 0  # train and evaluate on the newest N spans; 0 = every span
+    window: AtLeast0 = _about(0, "train and evaluate on the newest N spans; 0 = every span")
 
 
 _Distance = Annotated[Float, Field(ge=0, le=1)]  # L-infinity, between label distributions
@@ -230,21 +236,24 @@ _Distance = Annotated[Float, Field(ge=0, le=1)]  # L-infinity, between label dis
 
 @dataclass(frozen=True, config=_STRICT)
 class ValidationConfig:
-    # The curated schema (`mtmoe schema update` writes it); relative to the config file's folder;
-    # "" = <config file name>.schema.pbtxt beside it. Absolute once loaded.
-    schema: Str = ""
-    max_label_drift: _Distance = 0.25  # a label field, new span's train vs the previous span's
-    max_split_skew: _Distance = 0.25   # a label field, new span's eval / test vs its train
+    schema: Str = _about("", "the curated schema (`mtmoe schema update` writes it), relative to "
+                             "this file; \"\" = <config name>.schema.pbtxt beside it")
+    max_label_drift: _Distance = _about(
+        0.25, "largest L-infinity distance of a label's values, new span's train vs the previous span's")
+    max_split_skew: _Distance = _about(
+        0.25, "largest L-infinity distance of a label's values, new span's eval / test vs its train")
 
 
 @dataclass(frozen=True, config=_STRICT)
 class PipelineConfig:
-    name: Str = "mtmoe"
-    beam_runner: Literal[tuple(BEAM_RUNNER_OPTIONS)] = "direct"
-    # direct: 0 = in-process for small input, else one worker per core; 1 = in-process; N workers
-    beam_workers: AtLeast0 = 0
-    # The runner's own options, as --name=value: e.g. project, region, temp_location (dataflow).
-    beam_options: Dict[Str, Any] = dataclasses.field(default_factory=dict)
+    name: Str = _about("mtmoe", "the pipeline's name in ML Metadata")
+    beam_runner: Literal[tuple(BEAM_RUNNER_OPTIONS)] = _about(
+        "direct", "the Beam runner of ExampleGen, StatisticsGen, Transform and the Evaluator")
+    beam_workers: AtLeast0 = _about(
+        0, "direct: 0 = in-process for small input, else one worker per core; 1 = in-process; N workers")
+    beam_options: Dict[Str, Any] = Field(
+        default_factory=dict, description="the runner's own options, passed as --name=value: e.g. "
+                                          "project, region, temp_location (dataflow)")
 
     @model_validator(mode="after")
     def _runner_options(self):
@@ -258,10 +267,11 @@ class PipelineConfig:
 class ClusterConfig:
     """A managed training job for the Trainer of a compiled Kubeflow v2 / Vertex AI pipeline
     (`mtmoe compile --target kubeflow-v2`); `mtmoe run` trains on this machine whatever it says."""
-    project: Str = ""             # Google Cloud project; "" = the Trainer runs in the pipeline's own step
-    region: Str = "us-central1"
-    workers: AtLeast1 = 1         # machines, the chief included; > 1 needs training.distribution multi_worker
-    machine_type: Str = "n1-standard-4"
+    project: Str = _about("", "Google Cloud project; \"\" = the Trainer runs in the pipeline's own step")
+    region: Str = _about("us-central1", "the Vertex AI region")
+    workers: AtLeast1 = _about(
+        1, "machines, the chief included; > 1 needs training.distribution multi_worker")
+    machine_type: Str = _about("n1-standard-4", "every worker's machine type")
 
 
 @dataclass(frozen=True, config=_STRICT)
