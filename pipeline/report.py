@@ -24,6 +24,7 @@ from mtmoe.core.tasks import task_type
 from mtmoe.pipeline import plots
 from mtmoe.pipeline.report_text import (REPORT_HTML, REPORT_JSON, headline_table, number, table,
                                         suggested_thresholds, trials_table, verdict)
+from mtmoe.pipeline.statistics_page import statistics_page
 
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
@@ -141,22 +142,19 @@ def _length_slices(evaluation, tasks, boundaries) -> List[dict]:
 
 
 def _data_summary(uri: Optional[str]) -> Dict[str, dict]:
-    """Examples per split; the features' statistics are TFDV's view (STATISTICS_HTML)."""
+    """Examples per split; every feature's statistics are on their own page (STATISTICS_HTML)."""
     return {split: {"examples": statistics.datasets[0].num_examples}
             for split, statistics in read_statistics(uri).items()}
 
 
-def _write_statistics_view(uri: Optional[str], path: str) -> bool:
-    """TFDV's Facets Overview of every feature, the train split beside the eval split."""
-    from tensorflow_data_validation.utils.display_util import get_statistics_html
-
+def _write_statistics_view(uri: Optional[str], config, path: str) -> bool:
+    """Every feature's statistics, the train split beside the eval split, the label fields first."""
     statistics = read_statistics(uri)
     if "train" not in statistics:
         return False
-    html = get_statistics_html(statistics["train"], statistics.get("eval"), lhs_name="train",
-                               rhs_name="eval")
+    splits = {split: statistics[split] for split in ("train", "eval") if split in statistics}
     with open(path, "w") as f:
-        f.write(f"<!DOCTYPE html>\n<meta charset='utf-8'>\n<title>Data statistics</title>\n{html}\n")
+        f.write(statistics_page(splits, {task.label_field: task.name for task in config.tasks}))
     return True
 
 
@@ -246,7 +244,8 @@ def render_markdown(report: dict, config, plot_dir: str, statistics_view: bool =
                                            for split, stats in report["data"].items()])
     if statistics_view:
         lines += [f"Every feature's statistics, train beside eval: [{STATISTICS_HTML}]"
-                  f"({STATISTICS_HTML}) (TFDV's Facets Overview; it loads its viewer from the web).", ""]
+                  f"({STATISTICS_HTML}) (TFDV's statistics: counts, missing values, value ranges, "
+                  f"most frequent values).", ""]
     lines += ["### Validation anomalies", ""]
     if report["anomalies"]:
         lines += ["The span went on with these anomalies (`--allow-anomalies`):", ""]
@@ -278,7 +277,8 @@ def write_report(report: dict, config, folder: str) -> str:
     """Writes report.json, report.md, report.html, statistics.html and plots/ into `folder`; returns
     the HTML path."""
     os.makedirs(folder, exist_ok=True)
-    statistics_view = _write_statistics_view(report["statistics"], os.path.join(folder, STATISTICS_HTML))
+    statistics_view = _write_statistics_view(report["statistics"], config,
+                                             os.path.join(folder, STATISTICS_HTML))
     text = render_markdown(report, config, os.path.join(folder, PLOTS_DIR), statistics_view)
     with open(os.path.join(folder, REPORT_MD), "w") as f:
         f.write(text + "\n")

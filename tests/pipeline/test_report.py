@@ -1,5 +1,4 @@
 """The run report from artifact files, without running the pipeline."""
-import base64
 import json
 import os
 import re
@@ -13,11 +12,12 @@ from mtmoe.pipeline.report import REPORT_MD, build_report, write_report
 from mtmoe.pipeline.report_text import REPORT_JSON
 
 
-@pytest.fixture
-def artifacts(tmp_path):
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
     config = load_config()
-    model_run = tmp_path / "model_run"
-    test_metrics = tmp_path / "test_metrics"
+    folder = tmp_path_factory.mktemp("artifacts")
+    model_run = folder / "model_run"
+    test_metrics = folder / "test_metrics"
     model_run.mkdir()
     test_metrics.mkdir()
     history = {"loss": [2.0, 1.0], "val_loss": [2.1, 1.3], "val_intent_accuracy": [0.5, 0.8],
@@ -58,29 +58,57 @@ def test_report_from_artifacts_links_only_plots_it_wrote(tmp_path, artifacts):
     assert [row["task"] for row in report["headline"]] == [t.name for t in config.tasks]
 
 
-def test_the_data_section_counts_each_split_and_links_tfdvs_view_of_its_features(tmp_path, artifacts):
+@pytest.fixture(scope="module")
+def report_with_statistics(tmp_path_factory, artifacts) -> str:
+    """A report folder written from the artifacts and TFDV statistics of a train and an eval split,
+    each with one label value of its own."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
     config, uris, _ = artifacts
+    folder = tmp_path_factory.mktemp("statistics_report")
     for split, examples in (("train", 40), ("eval", 10)):
         statistics = statistics_pb2.DatasetFeatureStatisticsList()
         dataset = statistics.datasets.add(num_examples=examples)
         feature = dataset.features.add(type=statistics_pb2.FeatureNameStatistics.STRING)
         feature.path.step.append("intent")
+        feature.string_stats.common_stats.num_non_missing = examples
         feature.string_stats.top_values.add(value=f"{split}_label", frequency=examples)
-        (tmp_path / "statistics" / f"Split-{split}").mkdir(parents=True)
-        (tmp_path / "statistics" / f"Split-{split}" / "FeatureStats.pb").write_bytes(
+        (folder / "statistics" / f"Split-{split}").mkdir(parents=True)
+        (folder / "statistics" / f"Split-{split}" / "FeatureStats.pb").write_bytes(
             statistics.SerializeToString())
-    uris["ExampleStatistics"] = str(tmp_path / "statistics")
+    uris = {**uris, "ExampleStatistics": str(folder / "statistics")}
     summary = {"blessed": True, "pushed_model": None, "components": {}, "test_metrics": {}}
-    html = write_report(build_report("run-1", config, summary, uris), config, str(tmp_path / "report"))
-    text = open(os.path.join(os.path.dirname(html), REPORT_MD)).read()
+    html = write_report(build_report("run-1", config, summary, uris), config, str(folder / "report"))
+    return os.path.dirname(html)
+
+
+def _visible_text(page: str) -> str:
+    return " ".join(re.sub(r"<[^>]*>", " ", page).split())
+
+
+def test_the_data_section_counts_each_split_and_links_a_statistics_page_of_its_values(
+        report_with_statistics):
+    text = open(os.path.join(report_with_statistics, REPORT_MD)).read()
     assert "| train | 40 |" in text and "| eval | 10 |" in text
     assert "[statistics.html](statistics.html)" in text
-    view = open(os.path.join(os.path.dirname(html), "statistics.html")).read()
-    shown = statistics_pb2.DatasetFeatureStatisticsList.FromString(
-        base64.b64decode(re.search(r'<facets-overview proto-input="([^"]+)"', view).group(1)))
-    assert [(d.name, d.num_examples) for d in shown.datasets] == [("train", 40), ("eval", 10)]
+    shown = _visible_text(open(os.path.join(report_with_statistics, "statistics.html")).read())
+    # each value, then its count and share in train and in eval ("—": not among that split's values)
+    assert re.search(r"\bintent\b.*\btrain_label 40 100\.0% — — eval_label — — 10 100\.0%", shown)
+
+
+# A reference the browser would fetch from another host: an attribute, a CSS url() or an import
+# whose address starts with a scheme and // or with // alone.
+EXTERNAL_REFERENCE = re.compile(
+    r"""(?:\b(?:src|href|srcset|action|poster|data)\s*=\s*["']?|url\(\s*["']?|@?import\b[\s(]*["']?)"""
+    r"""\s*(?:[a-z][a-z0-9+.-]*:)?//""", re.IGNORECASE)
+
+
+def test_every_page_of_the_report_renders_offline(report_with_statistics):
+    pages = sorted(name for name in os.listdir(report_with_statistics) if name.endswith(".html"))
+    assert pages == ["report.html", "statistics.html"]
+    for page in pages:
+        text = open(os.path.join(report_with_statistics, page)).read()
+        assert EXTERNAL_REFERENCE.findall(text) == [], page
 
 
 def test_the_first_runs_report_suggests_min_values_its_eval_scores_allow():
