@@ -40,6 +40,10 @@ _BEAM_RUNNER_CLASSES = {"direct": "DirectRunner", "dataflow": "DataflowRunner",
 # pipeline's own process: each Beam job in worker processes first spends seconds starting them
 # (importing TensorFlow and TFX), which small data never wins back on a few cores.
 IN_PROCESS_MAX_BYTES = 8 << 20
+# TFX builds an sdist of itself for remote Beam workers (3-5 s in every Beam component, 4 per run)
+# unless the arguments name where the workers' packages come from (tfx/utils/dependency_utils.py);
+# the DirectRunner's workers run in this Python environment, so that is what we say.
+_DIRECT_WORKERS_ENVIRONMENT = "--sdk_container_image=none"
 
 
 def beam_args(config: Config, data_bytes: Optional[int] = None):
@@ -52,10 +56,10 @@ def beam_args(config: Config, data_bytes: Optional[int] = None):
     small = settings.beam_workers == 0 and data_bytes is not None and \
         data_bytes <= IN_PROCESS_MAX_BYTES
     if settings.beam_runner == "direct" and (settings.beam_workers == 1 or small):
-        args.append("--direct_running_mode=in_memory")  # no worker process to start
+        args += ["--direct_running_mode=in_memory", _DIRECT_WORKERS_ENVIRONMENT]
     elif settings.beam_runner == "direct":
         args += ["--direct_running_mode=multi_processing",
-                 f"--direct_num_workers={settings.beam_workers}"]
+                 f"--direct_num_workers={settings.beam_workers}", _DIRECT_WORKERS_ENVIRONMENT]
     args += [f"--{name}={value}" for name, value in sorted(settings.beam_options.items())]
     return args + ["--beam_plugins=tensorflow_text"]
 
@@ -163,7 +167,10 @@ def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: 
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"config": transform_config, "source_fingerprint": facts.transform_code},
-        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)),
+        # Transform's own TFDV statistics of the raw data (StatisticsGen's again) and of its output:
+        # nothing reads them, and they cost a Beam pass over every split.
+        disable_statistics=True)
     transform.add_upstream_node(data_gate)  # a span that fails validation is never transformed
     components.append(transform)
 

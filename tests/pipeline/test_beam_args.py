@@ -18,13 +18,26 @@ def _config(tmp_path, **pipeline):
 def test_direct_runner_uses_multi_processing_with_the_configured_workers(tmp_path):
     args = beam_args(_config(tmp_path, beam_workers=3))
     assert args == ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                    "--direct_num_workers=3", "--beam_plugins=tensorflow_text"]
+                    "--direct_num_workers=3", "--sdk_container_image=none",
+                    "--beam_plugins=tensorflow_text"]
 
 
 def test_one_direct_worker_runs_beam_in_the_pipelines_own_process(tmp_path):
     args = beam_args(_config(tmp_path, beam_workers=1))
     assert args == ["--runner=DirectRunner", "--direct_running_mode=in_memory",
-                    "--beam_plugins=tensorflow_text"]
+                    "--sdk_container_image=none", "--beam_plugins=tensorflow_text"]
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_tfx_builds_no_package_of_itself_for_direct_workers(tmp_path, monkeypatch, workers):
+    from tfx.utils import dependency_utils
+
+    def build():
+        raise AssertionError("TFX built an sdist of itself for the DirectRunner's workers")
+
+    monkeypatch.setattr(dependency_utils, "build_ephemeral_package", build)
+    args = beam_args(_config(tmp_path, beam_workers=workers), 1 << 10)
+    assert dependency_utils.make_beam_dependency_flags(args) == args
 
 
 @pytest.mark.parametrize("data_bytes, mode", [
