@@ -241,19 +241,25 @@ def _report(args) -> None:
 
 
 def _history(args) -> None:
-    from mtmoe.core.config import load_config
+    """The runs' lines from runs.jsonl. A work dir whose runs are all from before that file is read
+    from ML Metadata instead, as the runs would write it (slow: TFMA loads TensorFlow), with a note:
+    its next run writes the file."""
+    from mtmoe.pipeline.history import RUNS_FILE, format_history, recorded_runs, with_skipped
     from mtmoe.pipeline.paths import Paths
 
-    config = load_config(args.config)
     paths = Paths(data_root="", work_dir=os.path.abspath(args.work_dir))
-    no_run = UserError(f"{paths.work_dir}: no pipeline run recorded; `mtmoe run` records one")
-    if not os.path.isfile(paths.metadata):
-        raise no_run
-    from mtmoe.pipeline.history import format_history, history_rows
+    runs = recorded_runs(paths)
+    if runs is None and os.path.isfile(paths.metadata):
+        print(f"note: no {RUNS_FILE} in {paths.work_dir} (its runs are older): reading ML Metadata "
+              "instead, which takes a while; the next `mtmoe run` writes it", file=sys.stderr)
+        from mtmoe.core.config import load_config
+        from mtmoe.pipeline.local_runner import history_row, pipeline_runs
 
-    rows = history_rows(paths, config)
+        config = load_config(args.config)
+        runs = [history_row(record, config) for record in pipeline_runs(paths, config.pipeline.name)]
+    rows = with_skipped(paths, runs or [])
     if not rows:
-        raise no_run
+        raise UserError(f"{paths.work_dir}: no pipeline run recorded; `mtmoe run` records one")
     print("\n".join(format_history(rows)))
 
 
@@ -524,9 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=_report)
 
     history = commands.add_parser("history", help="one line per run: spans, metrics, blessed, "
-                                                  "pushed version (from ML Metadata)")
+                                                  "pushed version (from the runs' runs.jsonl)")
     history.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=WORK_DIR_HELP)
-    history.add_argument("--config", help="the runs' config: its pipeline name and tasks")
+    history.add_argument("--config", help="only for a work dir whose runs predate runs.jsonl: the "
+                                          "runs' config (its pipeline name and tasks)")
     history.set_defaults(handler=_history)
 
     predict = commands.add_parser("predict", help="predict every task for each text")

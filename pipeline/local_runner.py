@@ -8,6 +8,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+import tensorflow_model_analysis as tfma
 from absl import logging as absl_logging
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -16,12 +17,15 @@ from tfx import v1 as tfx
 from mtmoe.components.data_validation import DATA_GATE
 from mtmoe.components.test_scoring import TestMetrics
 from mtmoe.core.errors import StepFailed, UserError
+from mtmoe.core.feature_names import OVERALL
 from mtmoe.core.file_names import (GATES_FILE, HISTORY_FILE, METRICS_FILE, SERVED_MODEL_NAME,
                                     TENSORBOARD_DIR, TRAINING_FILE)
+from mtmoe.core.tasks import task_type
 from mtmoe.pipeline.facts import gather_run_facts
+from mtmoe.pipeline.history import recorded_runs, write_runs
 from mtmoe.pipeline.paths import Paths
 from mtmoe.pipeline.pipeline import create_ingest_pipeline, create_pipeline, sqlite_metadata
-from mtmoe.pipeline.report import build_report, write_report
+from mtmoe.pipeline.report import CANDIDATE, build_report, read_evaluation, write_report
 from mtmoe.pipeline.spans import SPAN_PROPERTY_NAME
 from mtmoe.pipeline.unchanged import record_pushed, window_files, window_spans
 from mtmoe.serving.deploy import write_deployment_files
@@ -82,6 +86,7 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
 
     A full run also writes summary.json and the run report, and when it pushes, notes what the
     pushed model was trained on (`inputs`, from `unchanged.inputs_fingerprint` before the run).
+    Every run, however it ends, adds its line to the work dir's history (`record_runs`).
     """
     progress = _ComponentProgress(echo, paths, config.pipeline.name)
     # TFX's and TensorFlow's absl records, INFO included, to stderr: the run's log (mtmoe.core.console).
@@ -116,6 +121,7 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
             absl_logger.removeHandler(handler)
         absl_logging.set_verbosity(previous[0])
         absl_logger.propagate = previous[1]
+        record_runs(paths, config)
     record = latest_run(paths, config.pipeline.name)
     trials = trial_rows(record, config, paths) if config.tuning.enabled or tuning_only else []
     if tuning_only:
@@ -277,3 +283,57 @@ def summarize(record: RunRecord) -> dict:
         "word_vectors": training.get("word_vectors"),
         "tensorboard": os.path.join(model_run, TENSORBOARD_DIR) if model_run else None,
     }
+
+
+def record_runs(paths: Paths, config) -> None:
+    """Adds to `runs.jsonl` (`mtmoe history`) the line of every run ML Metadata has and the file
+    lacks: the run just ended, one killed before it could add its own, and on a work dir from before
+    the file, all earlier ones."""
+    recorded = recorded_runs(paths) or []
+    known = {row["run_id"] for row in recorded}
+    new = [history_row(record, config) for record in pipeline_runs(paths, config.pipeline.name)
+           if record.run_id not in known]
+    if new:
+        write_runs(paths, recorded + new)
+
+
+def _failure(failure) -> str:
+    key, threshold = failure.metric_key, failure.metric_threshold
+    value = failure.metric_value.double_value.value
+    if threshold.HasField("change_threshold"):
+        return (f"{key.output_name} {key.name} changed {value:+.4f} "
+                f"(allowed {threshold.change_threshold.absolute.value:+.4f})")
+    return f"{key.output_name} {key.name} {value:.4f} < {threshold.value_threshold.lower_bound.value}"
+
+
+def history_row(record: RunRecord, config) -> dict:
+    """A run's line of `mtmoe history` as plain data; its metrics are the config's tasks' primary
+    metrics."""
+    primary = {task.name: (task_type(task).eval_output(task), task_type(task).primary_metric)
+               for task in config.tasks}
+    evaluation = record.uri("ModelEvaluation")
+    metrics, failures = {}, []
+    if evaluation:
+        overall = read_evaluation(evaluation).get(OVERALL, {})
+        metrics = {f"{name} {metric}": overall[(CANDIDATE, output, metric, False)]
+                   for name, (output, metric) in primary.items()
+                   if (CANDIDATE, output, metric, False) in overall}
+        validation = tfma.load_validation_result(evaluation)
+        failures = [_failure(failure) for per_slice in validation.metric_validations_per_slice
+                    for failure in per_slice.failures]
+    if record.property("PushedModel", "pushed") == 1:
+        outcome = f"blessed, pushed version {record.property('PushedModel', 'pushed_version')}"
+    elif record.property("ModelBlessing", "blessed") == 1:
+        outcome = "blessed, not pushed"
+    elif evaluation:
+        outcome = "NOT blessed: " + "; ".join(failures)
+    elif TRAINER not in record.outputs and any(n.startswith(TRAINER) for n in record.outputs):
+        outcome = "tuning run (mtmoe tune)"
+    elif DATA_GATE in record.outputs and not record.outputs[DATA_GATE]:
+        outcome = "stopped by data validation"
+    else:
+        outcome = "stopped before the Evaluator"
+    started = summarize(record)["warm_start"]
+    start = None if started is None else "warm" if started["warm_started"] else "scratch"
+    return {"run_id": record.run_id, "spans": record.spans, "start": start, "metrics": metrics,
+            "outcome": outcome, "failures": failures}

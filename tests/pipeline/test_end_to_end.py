@@ -17,6 +17,7 @@ Training again on run 1's inputs gives the same metrics.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -476,6 +477,31 @@ def test_history_has_one_line_per_run_with_spans_start_metrics_and_outcome(
     _, report = _report(run["summary"])
     intent = next(row for row in report["headline"] if row["task"] == "intent")
     assert rows[0][header.index("intent accuracy")] == f"{intent['eval']:.4f}"
+
+
+def test_history_of_a_work_dir_from_before_runs_jsonl_is_read_from_ml_metadata_alike(
+        run, refused_run, cli, tmp_path):
+    old = tmp_path / "work"  # the runs' ML Metadata (absolute artifact URIs) without runs.jsonl
+    old.mkdir()
+    for name in ("metadata.sqlite", "skipped_runs.jsonl"):
+        shutil.copy(run["work"] / name, old)
+    result = cli("history", "--work-dir", old, "--config", run["root"] / "config.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.startswith(f"note: no runs.jsonl in {old} (its runs are older)")
+    assert result.stdout == cli("history", "--work-dir", run["work"]).stdout
+
+
+def test_read_only_commands_load_no_tensorflow(run):
+    """`history`, `report` and `versions` read what the runs wrote: no TensorFlow, so no CUDA or
+    absl lines, and an answer in a fraction of the seconds TensorFlow takes to load."""
+    code = ("import sys; from mtmoe.cli import main; code = main(sys.argv[1:]); "
+            "print('tensorflow' in sys.modules, code)")
+    for args in (["history", "--work-dir", run["work"]], ["report", "--work-dir", run["work"]],
+                 ["versions", "--serving-dir", run["work"] / "serving_model"]):
+        result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                                text=True, timeout=120)
+        assert result.stdout.split()[-2:] == ["False", "0"], (args, result.stdout, result.stderr)
+        assert result.stderr == "", (args, result.stderr)
 
 
 def test_each_run_has_a_report_naming_every_task_with_existing_plots(run, refused_run):
