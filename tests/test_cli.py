@@ -122,6 +122,8 @@ def test_a_failing_step_shows_its_error_and_the_log_path_and_logs_the_rest(tmp_p
     ["history"],                                   # no run recorded
     ["report"],
     ["predict", "--model", "{missing}", "hello"],  # no model
+    ["predict", "--server", "http://127.0.0.1:1", "hello"],  # no server
+    ["versions", "--server", "http://127.0.0.1:1"],
     ["serve", "--serving-dir", "{missing}"],
     ["export-check", "{missing}"],
 ])
