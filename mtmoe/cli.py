@@ -433,7 +433,13 @@ def _compile(args) -> None:
     config = os.path.abspath(args.config) if args.config else None
     output = os.path.abspath(args.output)
     if args.target == "kubeflow-v2":
-        tasks = compile_kubeflow_v2(config, data_root, work_dir, output, args.image)
+        import tensorflow as tf
+
+        try:
+            tasks = compile_kubeflow_v2(config, data_root, work_dir, output, args.image)
+        except tf.errors.OpError as e:  # e.g. a gs:// work dir without network or credentials
+            raise UserError(f"{work_dir}: compiling keeps the curated schema under the work dir, "
+                            f"and it could not be written there: {e.message.splitlines()[0]}") from None
         print(f"wrote {output}\ncomponents: {', '.join(tasks)}")
     else:
         write_airflow_dag(config, data_root, work_dir, output, args.every)

@@ -135,6 +135,18 @@ def test_kubeflow_v2_refuses_a_window_of_several_spans(tmp_path, cli):
     assert not output.exists()
 
 
+def test_kubeflow_v2_with_a_work_dir_it_cannot_write_is_one_line(tmp_path, cli):
+    (tmp_path / "a_file").write_text("")
+    work_dir, output = tmp_path / "a_file" / "work", tmp_path / "pipeline.json"
+    result = cli("compile", "--target", "kubeflow-v2", "--output", output,
+                 "--config", _config(tmp_path, 1), "--work-dir", work_dir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert error == [f"error: {work_dir}: compiling keeps the curated schema under the work dir, "
+                     f"and it could not be written there: {tmp_path / 'a_file'} is not a directory"]
+    assert not output.exists()
+
+
 @pytest.mark.parametrize("every, schedule", [("day", "@daily"), ("week", "@weekly")])
 def test_airflow_dag_module(tmp_path, cli, every, schedule):
     config, output = _config(tmp_path, 0), tmp_path / "dags" / "mtmoe_dag.py"
