@@ -35,9 +35,11 @@ run: $(PROJECT_STAMP)
 test: $(PROJECT_STAMP)
 	$(BIN)/python -m pytest tests -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
-# docs/config-reference.md from the config classes (a test fails when it is out of date).
+# docs/config-reference.md from the config classes and the command reference in docs/cli.md
+# from the CLI's parser (a test fails when either is out of date).
 docs: $(PROJECT_STAMP)
 	$(BIN)/python -m mtmoe.core.config_reference > docs/config-reference.md
+	$(BIN)/python -m mtmoe.cli_reference docs/cli.md
 
 # The edit-test loop: everything but the end-to-end pipeline runs and the tests that train, export
 # or serve a model.

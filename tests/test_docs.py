@@ -11,6 +11,7 @@ import shlex
 import pytest
 
 from mtmoe.cli import build_parser
+from mtmoe.cli_reference import with_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(f"{ROOT}/docs/*.md"))]
@@ -106,3 +107,11 @@ def test_relative_links_resolve(page):
 def test_readme_is_a_front_door():
     lines = _read("README.md").count("\n")
     assert lines <= 300, f"README.md has {lines} lines; guides go under docs/"
+
+
+def test_the_command_reference_is_the_generated_one():
+    page = _read("docs/cli.md")
+    assert page == with_reference(page), \
+        "docs/cli.md's command reference is out of date with mtmoe/cli.py: run `make docs`"
+    for command in ("mtmoe run", "mtmoe versions", "mtmoe data convert", "mtmoe schema update"):
+        assert f"### `{command}`" in page

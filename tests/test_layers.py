@@ -16,7 +16,7 @@ LAYERS = [
     ("TFX components", ["mtmoe.components"]),
     ("serving tools", ["mtmoe.serving"]),
     ("pipeline assembly and runners", ["mtmoe.pipeline"]),
-    ("command line", ["mtmoe.cli", "mtmoe.init_config"]),
+    ("command line", ["mtmoe.cli", "mtmoe.cli_reference", "mtmoe.init_config"]),
 ]
 
 
