@@ -210,6 +210,15 @@ class _CommandLog:
             os.remove(self.path)
 
 
+def _load_tensorflow_quietly() -> None:
+    """Imports TensorFlow with what its C++ libraries print while loading (on a machine without a
+    GPU, TF 2.16's `Unable to register cuDNN factory ...` lines) kept off the console of the
+    commands that print their own lines; an error while importing still shows."""
+    if "tensorflow" not in sys.modules:
+        with _CommandLog(verbose=False).capturing():
+            import tensorflow  # noqa: F401
+
+
 def format_summary(summary: dict) -> str:
     lines = ["", f"run {summary['run_id']}: "
              + ("blessed, pushed to " + summary["pushed_model"] if summary["pushed_model"]
@@ -272,6 +281,7 @@ def _predict(args) -> None:
         from mtmoe.serving.predict import Predictor, resolve_model_dir
 
         model_dir = resolve_model_dir(args.model or os.path.join(DEFAULT_WORK_DIR, "serving_model"))
+        _load_tensorflow_quietly()
         rows = Predictor(model_dir).predict(args.texts)
     for row in rows:
         print(json.dumps(row, ensure_ascii=False))
@@ -319,6 +329,7 @@ def _serve(args) -> None:
         batching = beside if os.path.isfile(beside) else None
     elif not os.path.isfile(batching):
         raise UserError(f"{batching}: batching config not found")
+    _load_tensorflow_quietly()
     from mtmoe.serving.server import serve
 
     try:
@@ -332,6 +343,7 @@ def _export_check(args) -> None:
     from mtmoe.serving.predict import resolve_model_dir
 
     model_dir = resolve_model_dir(args.model)
+    _load_tensorflow_quietly()
     from mtmoe.serving.compat import TF_TEXT_VERSION, graph_ops, unsupported_ops
 
     missing = unsupported_ops(model_dir)
@@ -375,6 +387,7 @@ def _convert(args) -> None:
     # TensorFlow loads (write_span) and before anything is written.
     for records in splits({split: BioCheck(args.bio) for split in SPLITS}).values():
         collections.deque(records, maxlen=0)
+    _load_tensorflow_quietly()
     path, counts = write_span({s: measured(s, r) for s, r in splits(bio).items()}, args.output,
                               args.span)
     print(f"wrote {counts} examples to {path}")
@@ -397,6 +410,7 @@ def _schema_update(args) -> None:
         raise UserError(f"{data_root}: no span-{args.span} (spans there: {spans or 'none'})")
     span_dir = os.path.join(data_root, f"span-{args.span}") if args.span else \
         check_latest_span(data_root, config.tasks)
+    _load_tensorflow_quietly()
     from mtmoe.components.data_validation import update_schema
 
     lines = update_schema(config.validation.schema, span_dir, [t.label_field for t in config.tasks])

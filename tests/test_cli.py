@@ -60,10 +60,12 @@ def test_convert_help_names_the_bio_modes_and_the_length_report(cli):
     assert "--bio {reject,fix}" in result.stdout and "text.max_tokens" in result.stdout
 
 
-def test_sample_then_convert_makes_a_span(tmp_path, cli):
+def test_sample_then_convert_makes_a_span_and_prints_nothing_of_tensorflows(tmp_path, cli,
+                                                                           cli_process):
     assert cli("data", "sample", "--out", str(tmp_path / "s"), "--num-examples", "50").returncode == 0
-    result = cli("data", "convert", "--format", "jsonl", str(tmp_path / "s"), str(tmp_path / "d"))
+    result = cli_process("data", "convert", "--format", "jsonl", tmp_path / "s", tmp_path / "d")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no CUDA factory lines, no absl warnings
     assert "{'train': 40, 'eval': 5, 'test': 5}" in result.stdout
     assert sorted(os.listdir(tmp_path / "d" / "span-1")) == ["eval", "test", "train"]
 
