@@ -363,7 +363,8 @@ def _sample(args) -> None:
 
 def _convert(args) -> None:
     from mtmoe.core.config import load_config
-    from mtmoe.core.formats import SPLITS, BioCheck, read_splits, write_span
+    from mtmoe.core.formats import (SPLITS, BioCheck, RecordsFingerprint, read_splits,
+                                    span_with_source, write_span)
 
     config = load_config(args.config)
     tasks, max_tokens = config.tasks, config.text.max_tokens
@@ -385,11 +386,17 @@ def _convert(args) -> None:
 
     # A first pass reads and checks every record, so that bad data stops the command before
     # TensorFlow loads (write_span) and before anything is written.
-    for records in splits({split: BioCheck(args.bio) for split in SPLITS}).values():
-        collections.deque(records, maxlen=0)
+    fingerprint = RecordsFingerprint()
+    for split, records in splits({split: BioCheck(args.bio) for split in SPLITS}).items():
+        fingerprint.add(split, records)
+    twin = span_with_source(args.output, fingerprint.hexdigest())
+    if twin and not args.allow_duplicate:
+        raise UserError(f"{args.input}: the same examples as {args.output}/span-{twin}; each convert "
+                        "adds a span, so the pipeline would train on them twice (convert new data, or "
+                        "pass --allow-duplicate)")
     _load_tensorflow_quietly()
     path, counts = write_span({s: measured(s, r) for s, r in splits(bio).items()}, args.output,
-                              args.span)
+                              args.span, fingerprint.hexdigest())
     print(f"wrote {counts} examples to {path}")
     for split in SPLITS:
         if args.bio == "fix":
@@ -697,6 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "reads it, and reports how many it fixed per split")
     convert.add_argument("--label-field", default="intent", help="slu: field for the sentence label")
     convert.add_argument("--tags-field", default="slots", help="slu / conll: field for the tags")
+    convert.add_argument("--allow-duplicate", action="store_true",
+                         help="write the span even when a span of the same examples exists")
     convert.set_defaults(handler=_convert)
     return parser
 

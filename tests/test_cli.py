@@ -70,6 +70,21 @@ def test_sample_then_convert_makes_a_span_and_prints_nothing_of_tensorflows(tmp_
     assert sorted(os.listdir(tmp_path / "d" / "span-1")) == ["eval", "test", "train"]
 
 
+def test_converting_the_same_examples_again_is_refused_unless_asked(tmp_path, cli):
+    assert cli("data", "sample", "--out", tmp_path / "s", "--num-examples", "50").returncode == 0
+    assert cli("data", "sample", "--out", tmp_path / "t", "--num-examples", "50",
+               "--seed", "2").returncode == 0
+    convert = ("data", "convert", "--format", "jsonl")
+    assert cli(*convert, tmp_path / "s", tmp_path / "d").returncode == 0
+    again = cli(*convert, tmp_path / "s", tmp_path / "d")
+    _assert_user_error(again, f"{tmp_path / 's'}: the same examples as {tmp_path / 'd'}/span-1",
+                       "--allow-duplicate")
+    assert sorted(os.listdir(tmp_path / "d")) == ["span-1"]
+    assert cli(*convert, tmp_path / "t", tmp_path / "d").returncode == 0  # other examples: span 2
+    assert cli(*convert, tmp_path / "s", tmp_path / "d", "--allow-duplicate").returncode == 0
+    assert sorted(os.listdir(tmp_path / "d")) == ["span-1", "span-2", "span-3"]
+
+
 def test_predict_without_a_model_says_how_to_get_one(tmp_path, cli):
     result = cli("predict", "--model", str(tmp_path), "hello")
     _assert_user_error(result, "run `mtmoe run` first")

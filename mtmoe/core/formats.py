@@ -8,6 +8,7 @@ example is then unlabelled for that task and still trains the others. Tag fields
 """
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,9 @@ from mtmoe.core.errors import UserError
 SPLITS = ("train", "eval", "test")
 _SPLIT_NAMES = {"train": "train", "eval": "eval", "dev": "eval", "valid": "eval", "test": "test"}
 _SPAN_DIR = re.compile(r"^span-(\d+)$")
+# In a span folder, beside its splits: a fingerprint of the records it was written from, so that
+# converting the same data again is caught (each convert adds a span: it would train twice on it).
+SOURCE_FILE = "source.json"
 FORMATS = ("jsonl", "slu", "conll")
 BIO_MODES = ("reject", "fix")
 _TAG = re.compile(r"O|[BI]-\S+")
@@ -254,9 +258,37 @@ def read_splits(fmt: str, in_dir: str, label_fields: Sequence[str], tag_fields: 
     raise UserError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
-def write_span(splits: Dict[str, Iterable[Record]], data_root: str, span: int = 0
-               ) -> Tuple[str, Dict[str, int]]:
-    """Writes a new span folder atomically: all of it appears, or none of it. Returns (path, counts)."""
+class RecordsFingerprint:
+    """A hash of the records of every split, in order, whatever format they were read from."""
+
+    def __init__(self):
+        self._hash = hashlib.sha256()
+
+    def add(self, split: str, records: Iterable[Record]) -> None:
+        self._hash.update(split.encode())
+        for record in records:
+            self._hash.update(json.dumps(record, sort_keys=True).encode() + b"\n")
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def span_with_source(data_root: str, fingerprint: str) -> Optional[int]:
+    """The existing span written from records with this fingerprint, if any."""
+    for span in existing_spans(data_root):
+        try:
+            with open(os.path.join(data_root, f"span-{span}", SOURCE_FILE)) as f:
+                if json.load(f).get("records_sha256") == fingerprint:
+                    return span
+        except (FileNotFoundError, ValueError):
+            continue  # a span from before the file, or one written by hand
+    return None
+
+
+def write_span(splits: Dict[str, Iterable[Record]], data_root: str, span: int = 0,
+               fingerprint: str = "") -> Tuple[str, Dict[str, int]]:
+    """Writes a new span folder atomically: all of it appears, or none of it. Returns (path, counts).
+    `fingerprint` (a RecordsFingerprint's) is kept in the span's SOURCE_FILE."""
     import tensorflow as tf
 
     span = span or (max(existing_spans(data_root), default=0) + 1)
@@ -267,6 +299,9 @@ def write_span(splits: Dict[str, Iterable[Record]], data_root: str, span: int = 
     staging = tempfile.mkdtemp(prefix=f".span-{span}-", dir=data_root)
     counts = {}
     try:
+        if fingerprint:
+            with open(os.path.join(staging, SOURCE_FILE), "w") as f:
+                json.dump({"records_sha256": fingerprint}, f)
         for split in SPLITS:
             os.makedirs(os.path.join(staging, split))
             path = os.path.join(staging, split, "data.tfrecord.gz")
