@@ -276,6 +276,8 @@ def _predict(args) -> None:
     if args.server:
         from mtmoe.serving.client import client_for
 
+        if args.server.startswith("grpc://"):  # TF Serving's gRPC messages import TensorFlow
+            _load_tensorflow_quietly()
         rows = client_for(args.server, args.model_name).predict(args.texts)
     else:
         from mtmoe.serving.predict import Predictor, resolve_model_dir
