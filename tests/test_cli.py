@@ -67,7 +67,8 @@ def test_sample_then_convert_makes_a_span_and_prints_nothing_of_tensorflows(tmp_
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no CUDA factory lines, no absl warnings
     assert "{'train': 40, 'eval': 5, 'test': 5}" in result.stdout
-    assert sorted(os.listdir(tmp_path / "d" / "span-1")) == ["eval", "test", "train"]
+    # source.json is the fingerprint that refuses converting the same examples twice.
+    assert sorted(os.listdir(tmp_path / "d" / "span-1")) == ["eval", "source.json", "test", "train"]
 
 
 def test_converting_the_same_examples_again_is_refused_unless_asked(tmp_path, cli):
