@@ -169,8 +169,8 @@ class TrainingConfig:
         0.5, "chance that a token seen once in training becomes the OOV id in a step (its "
              "characters stay)")
     length_bucketing: Bool = _about(
-        False, "training batches of texts of similar length: less padding, faster epochs on texts "
-               "of uneven length")
+        True, "training batches of texts of similar length: less padding, faster epochs on texts "
+              "of uneven length")
     tagging_loss: Literal[TAGGING_LOSSES] = _about(
         "example_mean", "token tagging loss: per text, then over texts (example_mean), or over all "
                         "tokens (token_mean)")
