@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run docs test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults
+.PHONY: run docs test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults bench-oos
 
 venv: $(PROJECT_STAMP)
 
@@ -89,6 +89,10 @@ bench-multitask: $(PROJECT_STAMP)
 # options on, e.g. ARGS="--datasets nlupp --seeds 42").
 bench-defaults: $(PROJECT_STAMP)
 	$(BIN)/python bench/defaults.py $(ARGS)
+
+# CLINC150's in-scope accuracy and out-of-scope recall, Banking77's calibration, through init's configs.
+bench-oos: $(PROJECT_STAMP)
+	$(BIN)/python bench/oos.py $(ARGS)
 
 # Span errors by entity type and kind on the dev split, for the models bench-snips pushed (seeds).
 bench-slot-errors: $(PROJECT_STAMP)

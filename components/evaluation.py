@@ -8,6 +8,7 @@ import json
 from typing import Dict, Iterable, List
 
 import apache_beam as beam
+import numpy as np
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 
@@ -26,30 +27,37 @@ class TaskMetric(metric_types.Metric):
     `name` is the task type's primary metric, the key that thresholds bind to.
     """
 
-    def __init__(self, task_type: str, name: str = "task_metric"):
+    def __init__(self, task_type: str, name: str = "task_metric", out_of_scope: bool = False):
         super().__init__(metric_util.merge_per_key_computations(_task_metric), name=name,
-                         task_type=task_type)
+                         task_type=task_type, out_of_scope=out_of_scope)
 
 
 metric_types.register_metric(TaskMetric)
 
 
-def _task_metric(name, task_type, eval_config=None, model_name="", output_name="", sub_key=None,
-                 aggregation_type=None, class_weights=None, example_weighted=False):
+def _task_metric(name, task_type, out_of_scope=False, eval_config=None, model_name="",
+                 output_name="", sub_key=None, aggregation_type=None, class_weights=None,
+                 example_weighted=False):
     kind = TASK_TYPES[task_type]
+    names = kind.score({}, out_of_scope=True) if out_of_scope else kind.score({})
     keys = {metric: metric_types.MetricKey(name=metric, model_name=model_name,
                                            output_name=output_name, sub_key=sub_key,
                                            example_weighted=example_weighted)
-            for metric in kind.score({})}
+            for metric in names}
     return [metric_types.MetricComputation(
         keys=list(keys.values()), preprocessors=None,
-        combiner=_TaskMetricCombiner(keys, task_type, eval_config, model_name, output_name))]
+        combiner=_TaskMetricCombiner(keys, task_type, out_of_scope, eval_config, model_name,
+                                     output_name))]
 
 
 class _TaskMetricCombiner(beam.CombineFn):
-    def __init__(self, keys, task_type, eval_config, model_name, output_name):
+    """`out_of_scope`: the task answers out of scope; each example's in-scope answer is the
+    model's `<output>_in_scope` output."""
+
+    def __init__(self, keys, task_type, out_of_scope, eval_config, model_name, output_name):
         self._keys = keys
         self._task_type = task_type
+        self._out_of_scope = out_of_scope
         self._eval_config = eval_config
         self._model_name = model_name
         self._output_name = output_name
@@ -59,10 +67,13 @@ class _TaskMetricCombiner(beam.CombineFn):
 
     def add_input(self, accumulator, element):
         kind = TASK_TYPES[self._task_type]
+        extra = ()
+        if self._out_of_scope:  # the model's other outputs sit beside this one
+            extra = (np.asarray(element.predictions[f"{self._output_name}_in_scope"]),)
         for label, prediction, _ in metric_util.to_label_prediction_example_weight(
                 element, eval_config=self._eval_config, model_name=self._model_name,
                 output_name=self._output_name, flatten=False, squeeze=False):
-            add_counts(accumulator, kind.count(label, prediction) or {})
+            add_counts(accumulator, kind.count(label, prediction, *extra) or {})
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[Dict[str, float]]):
@@ -72,7 +83,9 @@ class _TaskMetricCombiner(beam.CombineFn):
         return merged
 
     def extract_output(self, accumulator):
-        scores = TASK_TYPES[self._task_type].score(accumulator)
+        kind = TASK_TYPES[self._task_type]
+        scores = (kind.score(accumulator, out_of_scope=True) if self._out_of_scope
+                  else kind.score(accumulator))
         return {key: scores[metric] for metric, key in self._keys.items()}
 
 
@@ -95,7 +108,8 @@ def build_eval_config(tasks) -> tfma.EvalConfig:
             # One instance emits every score of the task; the threshold binds to its name.
             tfma.MetricConfig(class_name="TaskMetric", module=__name__,
                               config=json.dumps({"task_type": task.type,
-                                                 "name": kind.primary_metric}),
+                                                 "name": kind.primary_metric,
+                                                 "out_of_scope": task.answers_out_of_scope}),
                               per_slice_thresholds=_thresholds(task)),
         ]
         metrics_specs.append(tfma.MetricsSpec(output_names=[kind.eval_output(task)],

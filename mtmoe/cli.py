@@ -389,8 +389,23 @@ def _convert(args) -> None:
     # A first pass reads and checks every record, so that bad data stops the command before
     # TensorFlow loads (write_span) and before anything is written.
     fingerprint = RecordsFingerprint()
+    out_of_scope = {t.label_field: t for t in tasks if t.out_of_scope_label}
+    seen = set()
+
+    def watched(records):
+        """The training records, noting which out-of-scope labels occur."""
+        for record in records:
+            seen.update(field for field, task in out_of_scope.items()
+                        if record.get(field) == task.out_of_scope_label)
+            yield record
+
     for split, records in splits({split: BioCheck(args.bio) for split in SPLITS}).items():
-        fingerprint.add(split, records)
+        fingerprint.add(split, watched(records) if split == "train" else records)
+    for field in sorted(set(out_of_scope) - seen):
+        task = out_of_scope[field]
+        raise UserError(f"{args.input}: task {task.name}: out_of_scope_label "
+                        f"{task.out_of_scope_label!r} never occurs in the training split (is it "
+                        "spelled as in the data?)")
     twin = span_with_source(args.output, fingerprint.hexdigest())
     if twin and not args.allow_duplicate:
         raise UserError(f"{args.input}: the same examples as {args.output}/span-{twin}; each convert "
@@ -431,7 +446,8 @@ def _init(args) -> None:
     from mtmoe.init_config import write_config
 
     with _CommandLog(verbose=False).capturing():  # TensorFlow's start-up lines: nowhere
-        lines = write_config(args.format, args.data, args.out, args.label_field, args.tags_field)
+        lines = write_config(args.format, args.data, args.out, args.label_field, args.tags_field,
+                             args.out_of_scope)
     print("\n".join(lines))
     print(f"next: mtmoe data convert --format {args.format} {args.data} DATA --config {args.out}\n"
           f"      mtmoe run --config {args.out} --data DATA")
@@ -661,7 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "inferred from the values (one string: classification; a BIO tag per token: "
                     "token tagging; any other list: multilabel), what the data decides (text "
                     "length, the spelling encoder, epochs, blessing thresholds over the no-skill "
-                    "score on eval), every other model and training field with its default, and "
+                    "score on eval, how each classification task answers out of scope), every "
+                    "other model and training field with its default, and "
                     "the curated schema beside it. Prints what it inferred and why; the config "
                     "says it in comments.")
     init.add_argument("--data", required=True, metavar="IN", help="folder with train / dev|eval / "
@@ -671,6 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="config to write (default: mtmoe.yaml); never overwritten")
     init.add_argument("--label-field", default="intent", help="slu: field for the sentence label")
     init.add_argument("--tags-field", default="slots", help="slu / conll: field for the tags")
+    init.add_argument("--out-of-scope", default="", metavar="LABEL",
+                      help="the label value of texts outside a classification task's classes "
+                           "(default: a value named oos, out_of_scope or out-of-scope, if any)")
     init.set_defaults(handler=_init)
 
     data = commands.add_parser("data", help="make or convert input data").add_subparsers(

@@ -46,6 +46,8 @@ EPOCHS_RANGE = (3, 100)
 MAX_MINUTES = 60
 # The spelling encoder, when at least this share of eval tokens is unseen in training.
 MIN_UNSEEN_FOR_CHARS = 0.005
+# Label values read as "outside the task's classes" without being told (CLINC150 uses `oos`).
+OUT_OF_SCOPE_NAMES = ("oos", "out_of_scope", "out-of-scope")
 
 
 def _jsonl_fields(path: str) -> Dict[str, list]:
@@ -80,10 +82,11 @@ def _task_name(field: str) -> str:
     return name if name and name[0].isalpha() else f"task_{name}"
 
 
-def infer(fmt: str, in_dir: str, label_field: str = "intent", tags_field: str = "slots"
-          ) -> Tuple[dict, List[str], Dict[str, Any]]:
+def infer(fmt: str, in_dir: str, label_field: str = "intent", tags_field: str = "slots",
+          out_of_scope: str = "") -> Tuple[dict, List[str], Dict[str, Any]]:
     """(the config as a dict, one line per inference and its reason, {section: {field: why}} for
-    the written file's comments)."""
+    the written file's comments). `out_of_scope`: the label value of out-of-scope texts, if the
+    user named one."""
     if fmt == "jsonl":
         train = split_files(in_dir, "*.jsonl")["train"]
         fields = _jsonl_fields(train)
@@ -117,6 +120,12 @@ def infer(fmt: str, in_dir: str, label_field: str = "intent", tags_field: str = 
         why = reasons["tasks"][task["name"]] = _thresholds(task, train, evaluation)
         lines.append(f"task {task['name']}: min_value {task['min_value']} ({why['min_value']}), "
                      f"max_drop {task['max_drop']} ({why['max_drop']})")
+        if task["type"] == CLASSIFICATION:
+            lines.append(_out_of_scope(task, train, out_of_scope, why))
+    named = {t.get("out_of_scope_label") for t in tasks}
+    if out_of_scope and out_of_scope not in named:
+        raise UserError(f"--out-of-scope {out_of_scope}: no classification field of "
+                        f"{in_dir}'s training split has this value")
     text, text_lines = _text_settings(train, evaluation, reasons["text"], tagging=bool(tag_fields))
     training, training_lines = _training_settings(train, reasons["training"])
     return ({"tasks": tasks, "text": text, "model": {}, "training": training},
@@ -160,6 +169,24 @@ def _thresholds(task: dict, train: List[dict], evaluation: List[dict]) -> Dict[s
     unit = {CLASSIFICATION: "texts", MULTILABEL: "labels", TOKEN_TAGGING: "spans"}[kind]
     return {"min_value": f"no-skill {baseline:.3f} on eval + {NO_SKILL_MARGIN:g} of the way to 1",
             "max_drop": f"2 standard errors of a share of {units:,} eval {unit}"}
+
+
+def _out_of_scope(task: dict, train: List[dict], named: str, why: Dict[str, str]) -> str:
+    """Sets how a classification task answers texts outside its classes: its out-of-scope label
+    (the named one, or a conventional name) if the training split has it, and a rejection
+    threshold chosen on eval after training; returns the line that says so."""
+    counts = Counter(r[task["label_field"]] for r in train if task["label_field"] in r)
+    label = named if named in counts else next(
+        (value for value in counts if value.lower() in OUT_OF_SCOPE_NAMES), "")
+    if label:
+        task["out_of_scope_label"] = label
+        why["out_of_scope_label"] = (f"{counts[label]:,} training texts{'' if label == named else ', by its name'}: "
+                                     "trained as a class, answered as out of scope")
+    task["reject_below"] = "auto"
+    why["reject_below"] = ("chosen on eval for the best mean of in-scope accuracy and out-of-scope "
+                           "recall" if label else "chosen on eval to reject 2% of its texts")
+    return (f"task {task['name']}: out of scope when " + (f"labelled {label!r} or " if label else "")
+            + f"its top probability is below a threshold {why['reject_below']}")
 
 
 def _text_settings(train: List[dict], evaluation: List[dict], reasons: Dict[str, str],
@@ -241,12 +268,12 @@ def config_text(config: dict, reasons: Dict[str, Any], source: str) -> str:
 
 
 def write_config(fmt: str, in_dir: str, out: str, label_field: str = "intent",
-                 tags_field: str = "slots") -> List[str]:
+                 tags_field: str = "slots", out_of_scope: str = "") -> List[str]:
     """Writes the inferred config to `out` and its curated schema beside it (both, or neither);
     returns what was inferred and why."""
     if os.path.exists(out):
         raise UserError(f"{out}: already exists; choose another --out")
-    config, lines, reasons = infer(fmt, in_dir, label_field, tags_field)
+    config, lines, reasons = infer(fmt, in_dir, label_field, tags_field, out_of_scope)
     # TensorFlow (TFDV) loads only once the data has been read and found good.
     from mtmoe.components.data_validation import update_schema
 

@@ -281,6 +281,8 @@ def summarize(record: RunRecord) -> dict:
         "epoch_seconds": training.get("epoch_seconds"),
         "parameters": training.get("parameters"),
         "word_vectors": training.get("word_vectors"),
+        "calibration": training.get("calibration"),
+        "rejection": training.get("rejection"),
         "tensorboard": os.path.join(model_run, TENSORBOARD_DIR) if model_run else None,
     }
 

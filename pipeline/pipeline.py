@@ -29,7 +29,7 @@ RUN_FN = f"{TRAINER_CODE}.run_fn"
 TUNER_FN = f"{TRAINER_CODE}.tuner_fn"
 # The task fields Transform reads: loss weights and thresholds stay out so that changing them
 # (by hand or by the Tuner) keeps Transform's cache.
-_TRANSFORM_TASK_FIELDS = ("name", "type", "label_field", "max_labels")
+_TRANSFORM_TASK_FIELDS = ("name", "type", "label_field", "max_labels", "out_of_scope_label")
 
 
 _BEAM_RUNNER_CLASSES = {"direct": "DirectRunner", "dataflow": "DataflowRunner",

@@ -46,6 +46,29 @@ def confusion_matrix(counts: Dict[str, Dict[str, int]], title: str, path: str) -
     return _save(figure, path)
 
 
+def reliability_diagram(bins: List[Dict[str, float]], title: str, path: str) -> str:
+    """Accuracy against mean confidence per confidence bin (metrics.reliability), bars as wide as
+    their bin, with the diagonal a calibrated model follows; each bin's count above its bar."""
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    lows = [b["low"] for b in bins]
+    widths = [b["high"] - b["low"] for b in bins]
+    axes.bar(lows, [b["accuracy"] for b in bins], width=widths, align="edge", alpha=0.7,
+             edgecolor="black", label="accuracy")
+    axes.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="black",
+              markersize=3, label="mean confidence")
+    for b in bins:
+        axes.text(b["low"] + (b["high"] - b["low"]) / 2, min(b["accuracy"] + 0.02, 0.97),
+                  str(b["count"]), ha="center", fontsize=6)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("confidence")
+    axes.set_ylabel("accuracy")
+    axes.set_title(title)
+    axes.legend(loc="upper left", fontsize=7)
+    return _save(figure, path)
+
+
 def training_curves(history: Dict[str, List[float]], task_names: Sequence[str],
                     primary_metrics: Dict[str, str], path: str) -> str:
     """Left: total and per-task losses, train (solid) and validation (dashed). Right: validation

@@ -98,6 +98,7 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
             "max_drop": task.max_drop,
             "passed": None if not overall else task.name not in failures,
             "test": summary["test_metrics"].get(task.name, {}).get(metric),
+            "test_scores": summary["test_metrics"].get(task.name, {}),
         })
     return {
         "run_id": run_id,
@@ -121,6 +122,8 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
         "loss_weights": summary.get("loss_weights"),
         "kept_epoch": summary.get("kept_epoch"),
         "word_vectors": summary.get("word_vectors"),
+        "calibration": summary.get("calibration") or {},
+        "rejection": summary.get("rejection") or {},
     }
 
 
@@ -156,6 +159,41 @@ def _write_statistics_view(uri: Optional[str], config, path: str) -> bool:
     with open(path, "w") as f:
         f.write(statistics_page(splits, {task.label_field: task.name for task in config.tasks}))
     return True
+
+
+def calibration_section(report: dict, config, plot_dir: str) -> List[str]:
+    """Each calibrated task's temperature, its ECE and NLL on eval before and after, on test
+    after, each out-of-scope rule, and each task's test reliability diagram."""
+    fitted = report["calibration"]
+    if not fitted:
+        return []
+    test = {h["task"]: h.get("test_scores") or {} for h in report["headline"]}
+    lines = ["## Calibration", "",
+             "Each task's probabilities are divided by a temperature fitted on the eval split "
+             "(temperature scaling; arg-maxes and 0.5 decisions stay). ECE: expected calibration "
+             "error of the top label (a multi-label task: of each label's score), 15 bins; NLL: "
+             "negative log-likelihood. Lower is better for both.", ""]
+    lines += table(["task", "temperature", "eval ECE before", "eval ECE after", "eval NLL before",
+                    "eval NLL after", "test ECE", "test NLL"],
+                   [[name, number(fit["temperature"]), number(fit["ece_before"]),
+                     number(fit["ece_after"]), number(fit["nll_before"]), number(fit["nll_after"]),
+                     number(test.get(name, {}).get("ece")), number(test.get(name, {}).get("nll"))]
+                    for name, fit in fitted.items()])
+    for name, rule in report["rejection"].items():
+        scores = test.get(name, {})
+        lines += [f"{name} answers out of scope below a top in-scope probability of "
+                  f"{number(rule['reject_below'])} ({rule['criterion']}): on test, in-scope accuracy "
+                  f"{number(scores.get('in_scope_accuracy'))}, out-of-scope recall "
+                  f"{number(scores.get('out_of_scope_recall'))}, precision "
+                  f"{number(scores.get('out_of_scope_precision'))}.", ""]
+    relative = os.path.basename(plot_dir)
+    for task in config.tasks:
+        bins = report["breakdowns"].get(task.name, {}).get("reliability")
+        if bins:
+            path = plots.reliability_diagram(bins, f"{task.name}: reliability (test)",
+                                             os.path.join(plot_dir, f"reliability_{task.name}.png"))
+            lines += [f"![{task.name} reliability diagram]({relative}/{os.path.basename(path)})", ""]
+    return lines
 
 
 def render_markdown(report: dict, config, plot_dir: str, statistics_view: bool = False) -> str:
@@ -202,6 +240,8 @@ def render_markdown(report: dict, config, plot_dir: str, statistics_view: bool =
                              number(scores["f1"]), counts.get("tp", 0) + counts.get("fn", 0)])
             lines += [f"### {task.name}", ""]
             lines += table(["class", "precision", "recall", "F1", "gold"], rows)
+
+    lines += calibration_section(report, config, plot_dir)
 
     if report["loss_weights"]:
         lines += ["## Loss weights", "",

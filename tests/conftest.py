@@ -21,6 +21,7 @@ import sys
 import time
 from importlib import resources
 
+import numpy as np
 import pytest
 import yaml
 
@@ -232,13 +233,15 @@ def tiny_transform(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_export(tiny_transform, tmp_path_factory):
     """A tiny model trained for a few steps on the transformed rows and exported by the real
-    `export_serving_model` as version 1 of a serving folder: {"config", "serving_dir", "version",
-    "model", "texts"}."""
+    `export_serving_model`, with a temperature per calibrated task and a rejection threshold for
+    the intent, as version 1 of a serving folder: {"config", "serving_dir", "version", "model",
+    "texts", "features", "temperatures", "reject_below"}."""
     import keras
     import tensorflow as tf
 
     from mtmoe.trainer.export import export_serving_model
     from mtmoe.trainer.features import model_inputs, model_targets, vocabularies, vocabulary_sizes
+    from mtmoe.trainer.heads import calibrate
     from mtmoe.trainer.model import build_model, compile_model
 
     config, tft_output, features, rows = tiny_transform
@@ -253,6 +256,14 @@ def tiny_export(tiny_transform, tmp_path_factory):
     serving_dir = tmp_path_factory.mktemp("tiny_export") / "serving_model"
     version = serving_dir / "1"
     texts = [row["text"] for row in rows[:8]]
-    export_serving_model(model, tft_output, config, str(version), texts)
+    # Temperatures as calibration fits them, away from 1 so that a graph without them differs.
+    temperatures = {task.name: 2.0 + i for i, task in enumerate(config.tasks)
+                    if task.type != "token_tagging"}
+    # The intent answers out of scope below the median top in-scope probability of the texts.
+    first = {name: value[:len(texts)] for name, value in features.items()}
+    intent = calibrate(config.tasks, model(model_inputs(first)), temperatures)["intent"].numpy()
+    reject_below = {"intent": float(np.median(intent[:, :-1].max(axis=-1)))}
+    export_serving_model(model, tft_output, config, str(version), texts, temperatures, reject_below)
     return {"config": config, "serving_dir": serving_dir, "version": str(version), "model": model,
-            "texts": texts, "features": features}
+            "texts": texts, "features": features, "temperatures": temperatures,
+            "reject_below": reject_below}

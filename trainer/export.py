@@ -1,7 +1,8 @@
 """The exported SavedModel: Transform graph + Keras model behind explicit signatures.
 
-- `serving_default(text)`: a batch of raw strings -> per task, labels as strings plus scores, and the
-  `tokens` that token-level outputs align with.
+- `serving_default(text)`: a batch of raw strings -> per task, labels as strings plus scores
+  (calibrated: mtmoe.trainer.calibration), whether the text is in scope for the tasks that answer
+  out of scope (`<task>_in_scope`), and the `tokens` that token-level outputs align with.
 - `serving_examples(examples)`: serialized tf.Examples -> the same, plus each task's raw model output
   under the task name (what the Evaluator scores).
 - `transform_features(examples)`: serialized tf.Examples -> per-task labels in the form the Evaluator
@@ -20,16 +21,18 @@ from mtmoe.core.file_names import CONFIG_FILE, WARMUP_FILE
 from mtmoe.core.metrics import length_bucket_names
 from mtmoe.core.tasks import label_key
 from mtmoe.trainer.features import class_names, cut_to_longest, model_inputs, model_targets
-from mtmoe.trainer.heads import crf_scores, decode_outputs, head_of
+from mtmoe.trainer.heads import calibrate, crf_scores, decode_outputs, head_of
 from mtmoe.trainer.text import tokenize
 
 SIGNATURES = ("serving_default", "serving_examples", "transform_features")
 
 
 class ServingModule(tf.Module):
-    def __init__(self, model, tft_output, config):
+    def __init__(self, model, tft_output, config, temperatures=None, reject_below=None):
         super().__init__()
         self.model = model
+        self._temperatures = dict(temperatures or {})
+        self._reject_below = dict(reject_below or {})
         self.tft_layer = tft_output.transform_features_layer()
         self._tasks = config.tasks
         names = {task.name: class_names(tft_output, task) for task in config.tasks}
@@ -44,11 +47,13 @@ class ServingModule(tf.Module):
         # The model and the decoder see the batch cut to its longest text (a 10-token request
         # costs 10 tokens, not max_tokens); token-level outputs are padded back to max_tokens.
         inputs, _ = cut_to_longest(model_inputs(transformed))
-        probabilities = self.model(inputs, training=False)
+        probabilities = calibrate(self._tasks, self.model(inputs, training=False),
+                                  self._temperatures)
         token_mask = tf.not_equal(inputs[TOKEN_IDS], PAD_ID)
         outputs = decode_outputs(self._tasks, probabilities, self._class_names, token_mask,
                                  pad_to=tf.shape(transformed[TOKEN_IDS])[1],
-                                 crf=crf_scores(self.model, self._tasks))
+                                 crf=crf_scores(self.model, self._tasks),
+                                 reject_below=self._reject_below)
         raw = {task.name: outputs.pop(task.name) for task in self._tasks}
         return {TOKENS: transformed[TOKENS], **outputs}, raw
 
@@ -83,8 +88,11 @@ class ServingModule(tf.Module):
                          tf.searchsorted(self._bucket_bounds, counts, side="left"))
 
 
-def export_serving_model(model, tft_output, config, export_dir: str, warmup_texts=()) -> None:
-    module = ServingModule(model, tft_output, config)
+def export_serving_model(model, tft_output, config, export_dir: str, warmup_texts=(),
+                         temperatures=None, reject_below=None) -> None:
+    """`temperatures`: {task: T} of the tasks whose probabilities the graph calibrates;
+    `reject_below`: {task: threshold} of the tasks that answer out of scope."""
+    module = ServingModule(model, tft_output, config, temperatures, reject_below)
     tf.saved_model.save(module, export_dir, signatures={
         "serving_default": module.serve_text,
         "serving_examples": module.serve_examples,

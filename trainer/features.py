@@ -12,7 +12,7 @@ from mtmoe.trainer.warm_start import CHARS, TOKENS, embedding_rows
 
 def class_names(tft_output, task) -> List[str]:
     vocabulary = tft_output.vocabulary_by_name(label_vocabulary_name(task))
-    return class_names_from_vocabulary([v.decode("utf-8") for v in vocabulary])
+    return class_names_from_vocabulary([v.decode("utf-8") for v in vocabulary], task)
 
 
 def vocabularies(tft_output, config) -> Dict[str, List[str]]:

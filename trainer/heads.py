@@ -11,7 +11,7 @@ from keras import ops
 
 from mtmoe.core.config import CLASSIFICATION, MULTILABEL, TOKEN_TAGGING
 from mtmoe.core.feature_names import PAD_ID
-from mtmoe.core.metrics import logit
+from mtmoe.core.metrics import PROBABILITY_FLOOR, SIGMOID_CLIP, logit
 from mtmoe.core.file_names import KERAS_PACKAGE
 from mtmoe.core.tasks import UNLABELLED, label_vocabulary_name, task_type
 from mtmoe.trainer.decoding import bio_constraints, constrained_viterbi, crf_log_likelihood
@@ -25,9 +25,13 @@ def _ragged_strings(raw) -> tf.RaggedTensor:
 
 
 def _label_ids(task, raw, tft, width: int) -> tf.Tensor:
-    """Label strings -> ids [B, width] (vocabulary + one reserved unknown id), -1 where absent."""
+    """Label strings -> ids [B, width] (vocabulary + one reserved unknown id), -1 where absent.
+    A task's out-of-scope label stays out of the vocabulary: it gets the reserved last id, so that
+    every stage knows the out-of-scope class by its place (mtmoe.core.tasks.class_names_from_vocabulary)."""
     values = _ragged_strings(raw)
-    vocabulary = tft.vocabulary(values, vocab_filename=label_vocabulary_name(task))
+    in_scope = (tf.ragged.boolean_mask(values, tf.not_equal(values, task.out_of_scope_label))
+                if task.out_of_scope_label else values)
+    vocabulary = tft.vocabulary(in_scope, vocab_filename=label_vocabulary_name(task))
     ids = tft.apply_vocabulary(values, vocabulary, num_oov_buckets=1)
     return ids.to_tensor(default_value=UNLABELLED, shape=[None, width])
 
@@ -259,6 +263,10 @@ class ClassificationHead:
     def keras_metrics(self):
         return [_MaskedMean(name="accuracy")]
 
+    def calibrated(self, probs, temperature: float):
+        """softmax(log p / T): the probabilities of the logits divided by the temperature."""
+        return tf.nn.softmax(tf.math.log(tf.maximum(probs, PROBABILITY_FLOOR)) / temperature)
+
     def decode(self, task, probs, class_names, token_mask, crf=None):
         return {f"{task.name}_label": tf.gather(class_names, tf.argmax(probs, axis=-1)),
                 f"{task.name}_score": tf.reduce_max(probs, axis=-1)}
@@ -287,6 +295,11 @@ class MultilabelHead:
 
     def keras_metrics(self):
         return [_MicroF1(name="micro_f1")]
+
+    def calibrated(self, probs, temperature: float):
+        """sigmoid(logit(p) / T): the threshold's 0.5 stays where it is."""
+        probs = tf.clip_by_value(probs, SIGMOID_CLIP, 1 - SIGMOID_CLIP)
+        return tf.sigmoid((tf.math.log(probs) - tf.math.log1p(-probs)) / temperature)
 
     def decode(self, task, probs, class_names, token_mask, crf=None):
         order = tf.argsort(probs, axis=-1, direction="DESCENDING")
@@ -341,15 +354,39 @@ def head_of(task):
     return HEADS[task.type]
 
 
+def calibrate(tasks, probabilities, temperatures: Dict[str, float]):
+    """The model's outputs with each task of `temperatures` ({task: T}, fitted on eval after
+    training, see mtmoe.trainer.calibration) temperature-scaled."""
+    calibrated = dict(probabilities)
+    for task in tasks:
+        if task.name in temperatures:
+            calibrated[task.name] = head_of(task).calibrated(probabilities[task.name],
+                                                             temperatures[task.name])
+    return calibrated
+
+
+def in_scope(probabilities, reject_below: float):
+    """[B] whether each text is in scope: its arg-max is not the out-of-scope class (the last)
+    and its top in-scope probability reaches `reject_below` (mtmoe.core.metrics.accepted)."""
+    last = tf.shape(probabilities)[-1] - 1
+    return tf.logical_and(
+        tf.not_equal(tf.argmax(probabilities, axis=-1, output_type=tf.int32), last),
+        tf.reduce_max(probabilities[:, :-1], axis=-1) >= reject_below)
+
+
 def decode_outputs(tasks, probabilities, class_names: Dict[str, List[str]], token_mask,
-                   pad_to=None, crf: Optional[Dict[str, tuple]] = None):
+                   pad_to=None, crf: Optional[Dict[str, tuple]] = None,
+                   reject_below: Optional[Dict[str, float]] = None):
     """The tasks' model outputs -> {decoded strings and scores per task, plus each task's raw
     output} (a model's training-only outputs are left out). With
     `pad_to`, token-level outputs of a batch cut to its longest text are padded back to that many
     tokens, so that their shape stays fixed; they hold '' and 0 at every padding position, so that
     no output depends on the other texts of the batch. `crf`: each CRF-tagged task's scores
-    (crf_scores)."""
+    (crf_scores). `reject_below`: {task: threshold} of the tasks that answer out of scope, whose
+    `<task>_in_scope` output is added (in_scope)."""
     outputs = {task.name: probabilities[task.name] for task in tasks}
+    for name, threshold in (reject_below or {}).items():
+        outputs[f"{name}_in_scope"] = in_scope(probabilities[name], threshold)
     for task in tasks:
         decoded = head_of(task).decode(task, probabilities[task.name], class_names[task.name],
                                        token_mask, (crf or {}).get(task.name))

@@ -22,6 +22,7 @@ from mtmoe.core.feature_names import TOKENS
 from mtmoe.core.file_names import HISTORY_FILE, GATES_FILE, TRAINING_FILE, TENSORBOARD_DIR, TUNING_DIR_KEY, EXPORT_KEY
 from mtmoe.core.tasks import OBJECTIVE
 from mtmoe.trainer import warm_start, word_vectors
+from mtmoe.trainer.calibration import choose_rejections, fit_temperatures
 from mtmoe.trainer.callbacks import (EpochProgress, ExpertLoad, TimeLimit, TrialProgress,
                                      epoch_callbacks)
 from mtmoe.trainer.distribution import distribution_strategy, output_folders, shard_by_example
@@ -286,6 +287,9 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
                             best, EpochProgress("Trainer", epochs)] + ([limit] if limit else []),
                         verbose=2)
     thresholds = set_thresholds(model, config, history, best.best_epoch)
+    calibration = fit_temperatures(model, config.tasks, inputs.evaluation)
+    temperatures = {task: fit["temperature"] for task, fit in calibration.items()}
+    rejection = choose_rejections(model, config.tasks, inputs.evaluation, temperatures)
     _write_json(model_run_dir, HISTORY_FILE,
                 {k: [float(v) for v in vs] for k, vs in history.history.items()})
     _write_json(model_run_dir, TRAINING_FILE, {
@@ -297,6 +301,8 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
         "epochs": epochs,
         "kept_epoch": kept_epoch(best, history, limit),
         "multilabel_thresholds": thresholds,
+        "calibration": calibration,
+        "rejection": rejection,
         "epoch_seconds": history.history["epoch_seconds"],
         "parameters": model.count_params(),
         "replicas": strategy.num_replicas_in_sync,
@@ -305,6 +311,7 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
         warm_start.save(model, config, inputs.vocabularies, os.path.dirname(serving_model_dir))
         _write_json(model_run_dir, GATES_FILE, probe(inputs.evaluation.map(lambda x, _: x)))
         export_serving_model(model, inputs.tft_output, config, serving_model_dir,
-                             sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS))
+                             sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS),
+                             temperatures, {task: r["reject_below"] for task, r in rejection.items()})
     else:  # TFX's Trainer requires the folder; a reference training leaves it empty
         tf.io.gfile.makedirs(serving_model_dir)

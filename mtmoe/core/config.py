@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 from importlib import resources
-from typing import Annotated, Any, Dict, Literal, Optional, Tuple
+from typing import Annotated, Any, Dict, Literal, Optional, Tuple, Union
 
 import yaml
 from pydantic import (ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError,
@@ -67,6 +67,38 @@ class TaskConfig:
     min_value: Float = _about(0.0, "not blessed when the primary metric on eval is below this")
     max_drop: Float = _about(1.0, "nor when it is this far below the last blessed model's")
     max_labels: AtLeast1 = _about(8, "multilabel: the most labels one example may carry")
+    out_of_scope_label: Str = _about(
+        "", "classification: the label value of texts outside the task's classes (e.g. oos), "
+            "trained as a class and answered as out of scope; \"\" = none")
+    reject_below: Union[Annotated[Float, Field(ge=0, le=1)], Literal["auto", "off"]] = _about(
+        "off", "classification: answer out of scope when the top in-scope (calibrated) probability "
+               "is below this; auto = chosen on eval; off = never")
+    rejected_in_scope: Annotated[Float, Field(gt=0, lt=1)] = _about(
+        0.02, "reject_below auto, on an eval split without out-of-scope texts: the share of "
+              "in-scope eval texts it rejects")
+
+    @field_validator("reject_below", mode="before")
+    @classmethod
+    def _threshold_or_word(cls, value):
+        """One clear error instead of one per member of the union."""
+        if value in ("auto", "off") or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                        and 0 <= value <= 1):
+            return value
+        raise ValueError(f"expected a number in [0, 1], auto or off, got {value!r}")
+
+    @model_validator(mode="after")
+    def _out_of_scope_needs_classification(self):
+        for field in ("out_of_scope_label", "reject_below"):
+            if getattr(self, field) not in ("", "off") and self.type != CLASSIFICATION:
+                raise ValueError(f"{field}: only a classification task answers out of scope "
+                                 f"(this one is {self.type})")
+        return self
+
+    @property
+    def answers_out_of_scope(self) -> bool:
+        """Whether the task says which texts are outside its classes (an out-of-scope label, a
+        rejection threshold, or both)."""
+        return bool(self.out_of_scope_label) or self.reject_below != "off"
 
     @field_validator("name")
     @classmethod

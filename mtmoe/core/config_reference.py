@@ -52,6 +52,8 @@ def type_text(annotation, metadata=()) -> str:
         text = "list of " + type_text(args[0])
     elif origin is dict:
         text = f"mapping of {type_text(args[0])} to {type_text(args[1])}"
+    elif origin is typing.Union:
+        text = " or ".join(type_text(member) for member in args)
     elif annotation is typing.Any:
         text = "any value"
     else:

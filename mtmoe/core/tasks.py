@@ -32,33 +32,68 @@ def label_vocabulary_name(task) -> str:
     return f"{task.name}_labels"
 
 
+def in_scope_output(task) -> str:
+    """The served output saying, for a task that answers out of scope, whether each text is in
+    scope."""
+    return f"{task.name}_in_scope"
+
+
 class Classification:
     """One label per example: softmax over the label vocabulary, accuracy."""
 
     primary_metric = "accuracy"
     decoded_outputs = ("label", "score")
     per_token = False  # one target per example
+    calibrated = True  # temperature-scaled after training (mtmoe.trainer.calibration)
 
     def prediction_json(self, task, outputs, i):
-        return {"label": _text(outputs[f"{task.name}_label"][i]),
-                "score": float(outputs[f"{task.name}_score"][i])}
+        answer = {"label": _text(outputs[f"{task.name}_label"][i]),
+                  "score": float(outputs[f"{task.name}_score"][i])}
+        if in_scope_output(task) in outputs:
+            answer["in_scope"] = bool(outputs[in_scope_output(task)][i])
+        return answer
 
     def eval_output(self, task):
         return task.name
 
-    def count(self, label, prediction) -> Optional[Dict[str, int]]:
+    def count(self, label, prediction, in_scope=None) -> Optional[Dict[str, float]]:
+        """Accuracy's counts, the top label's calibration counts (its probability against whether
+        it is right) and, given the served in-scope answer of a task that answers out of scope,
+        its counts: a gold label of the last class (the out-of-scope one) is out of scope."""
         label = int(np.asarray(label).reshape(-1)[0])
         if label < 0:
             return None
-        return {"correct": int(np.argmax(prediction) == label), "total": 1}
+        probabilities = np.asarray(prediction, np.float64).reshape(-1)
+        correct = int(np.argmax(probabilities) == label)
+        nll = -np.log(max(probabilities[label], 1e-12))
+        counts = {"correct": correct, "total": 1,
+                  **metrics.calibration_counts(probabilities.max(), correct, nll)}
+        if in_scope is not None:
+            accepted = bool(np.asarray(in_scope).reshape(-1)[0])
+            if label == len(probabilities) - 1:
+                counts.update(out_of_scope_total=1, out_of_scope_caught=int(not accepted))
+            else:
+                counts.update(in_scope_total=1, in_scope_correct=int(accepted and correct),
+                              in_scope_rejected=int(not accepted))
+        return counts
 
     def exact(self, label, prediction) -> Optional[bool]:
         counts = self.count(label, prediction)
         return None if counts is None else bool(counts["correct"])
 
-    def score(self, counts):
-        return {"accuracy": counts.get("correct", 0) / max(counts.get("total", 0), 1),
-                "examples": counts.get("total", 0)}
+    def score(self, counts, out_of_scope: bool = False):
+        """Accuracy, ECE and NLL; with `out_of_scope` (a task that answers out of scope), the
+        in-scope accuracy (over in-scope texts; a rejected one is an error) and out-of-scope
+        recall and precision."""
+        scores = {"accuracy": counts.get("correct", 0) / max(counts.get("total", 0), 1),
+                  "examples": counts.get("total", 0), **metrics.calibration_scores(counts)}
+        if out_of_scope:
+            caught = counts.get("out_of_scope_caught", 0)
+            scores.update(
+                in_scope_accuracy=counts.get("in_scope_correct", 0) / max(counts.get("in_scope_total", 0), 1),
+                out_of_scope_recall=caught / max(counts.get("out_of_scope_total", 0), 1),
+                out_of_scope_precision=caught / max(caught + counts.get("in_scope_rejected", 0), 1))
+        return scores
 
     breakdown_kind = "confusion"
 
@@ -77,6 +112,7 @@ class Multilabel:
     primary_metric = "micro_f1"
     decoded_outputs = ("labels", "scores")
     per_token = False
+    calibrated = True
 
     def prediction_json(self, task, outputs, i, threshold=0.5):
         """The labels whose score reaches the threshold, best first."""
@@ -87,11 +123,17 @@ class Multilabel:
     def eval_output(self, task):
         return task.name
 
-    def count(self, label, prediction) -> Optional[Dict[str, int]]:
+    def count(self, label, prediction) -> Optional[Dict[str, float]]:
+        """Micro-F1's counts and each label's calibration counts (its score against whether it is
+        gold: a sigmoid is a probability of its own)."""
         label = np.asarray(label)
         if label.min() < 0:
             return None
-        return metrics.multilabel_counts(label, prediction)
+        scores = np.clip(np.asarray(prediction, np.float64).reshape(-1), 1e-12, 1 - 1e-12)
+        gold = label.reshape(-1) > 0.5
+        nll = -np.log(np.where(gold, scores, 1 - scores))
+        return {**metrics.multilabel_counts(label, prediction),
+                **metrics.calibration_counts(scores, gold, nll)}
 
     def exact(self, label, prediction) -> Optional[bool]:
         counts = self.count(label, prediction)
@@ -99,7 +141,8 @@ class Multilabel:
 
     def score(self, counts):
         scores = metrics.f1_from_counts(counts)
-        return {"micro_f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"]}
+        return {"micro_f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
+                **metrics.calibration_scores(counts)}
 
     breakdown_kind = "per_class"
 
@@ -118,6 +161,7 @@ class TokenTagging:
     primary_metric = "span_f1"
     decoded_outputs = ("tags", "scores")
     per_token = True  # targets [B, L], one per token
+    calibrated = False
 
     def prediction_json(self, task, outputs, i):
         n = sum(1 for token in outputs[TOKENS][i] if _text(token))
@@ -168,6 +212,14 @@ def task_type(task):
     return TASK_TYPES[task.type]
 
 
+def task_scores(task, counts) -> Dict[str, float]:
+    """A task's scores from its counts, with the out-of-scope ones where its predictions carried
+    the in-scope answer (an exported model's, not a training epoch's)."""
+    if any(key in counts for key in ("in_scope_total", "out_of_scope_total")):
+        return task_type(task).score(counts, out_of_scope=True)
+    return task_type(task).score(counts)
+
+
 def tasks_from_output_names(names) -> list:
     """The tasks a serving signature answers for, read off its output names (`<task>_<output>`),
     for clients that have only the signature."""
@@ -189,9 +241,11 @@ def prediction_rows(texts, outputs, tasks) -> List[dict]:
             for i, text in enumerate(texts)]
 
 
-def class_names_from_vocabulary(vocabulary: List[str]) -> List[str]:
-    """Output classes of a task: its label vocabulary, then the reserved unknown-label class."""
-    return list(vocabulary) + [UNKNOWN_LABEL]
+def class_names_from_vocabulary(vocabulary: List[str], task) -> List[str]:
+    """Output classes of a task: its label vocabulary, then the reserved last class: labels
+    training never saw, named after the task's out-of-scope label where it has one (Transform
+    gives that label the reserved id)."""
+    return list(vocabulary) + [task.out_of_scope_label or UNKNOWN_LABEL]
 
 
 class TaskScorer:
@@ -217,7 +271,10 @@ class TaskScorer:
             for task in self.tasks:
                 kind = task_type(task)
                 label, prediction = labels[label_key(task)][i], predictions[kind.eval_output(task)][i]
-                metrics.add_counts(self.counts[task.name], kind.count(label, prediction) or {})
+                answer = predictions.get(in_scope_output(task))
+                counts = (kind.count(label, prediction) if answer is None else
+                          kind.count(label, prediction, answer[i]))
+                metrics.add_counts(self.counts[task.name], counts or {})
                 if self.class_names is not None:
                     metrics.add_nested_counts(self.breakdowns[task.name], kind.breakdown(
                         label, prediction, self.class_names[task.name]) or {})
@@ -228,15 +285,21 @@ class TaskScorer:
                 self.overall["correct"] += all(verdicts)
 
     def result(self) -> Dict[str, Dict[str, float]]:
-        scores = {task.name: task_type(task).score(self.counts[task.name]) for task in self.tasks}
+        scores = {task.name: task_scores(task, self.counts[task.name]) for task in self.tasks}
         scores[OVERALL] = {"accuracy": self.overall["correct"] / max(self.overall["total"], 1),
                            "examples": self.overall["total"]}
         return scores
 
     def breakdown(self) -> Dict[str, Dict[str, object]]:
-        """{task: {"kind": "confusion" | "per_class", "counts": {row: {column: count}}}}."""
-        return {task.name: {"kind": task_type(task).breakdown_kind,
-                            "counts": self.breakdowns[task.name]} for task in self.tasks}
+        """{task: {"kind": "confusion" | "per_class", "counts": {row: {column: count}}, and for
+        tasks with probabilities, "reliability": metrics.reliability's bins}}."""
+        breakdowns = {task.name: {"kind": task_type(task).breakdown_kind,
+                                  "counts": self.breakdowns[task.name]} for task in self.tasks}
+        for task in self.tasks:
+            bins = metrics.reliability(self.counts[task.name])
+            if bins:
+                breakdowns[task.name]["reliability"] = bins
+        return breakdowns
 
 
 def objective(scores: Dict[str, Dict[str, float]], tasks, weights: Optional[Dict[str, float]] = None

@@ -31,12 +31,17 @@ def _tag_batch(rng, size=60, width=8):
     return np.array(gold), np.array(predicted)
 
 
-def _assert_tfma_scores(eval_config, gold, predicted, expected):
-    """Runs the TFMA computation in a Beam pipeline; its output must equal `expected`."""
-    computation, = TaskMetric(task_type="token_tagging", name="span_f1").computations(
-        eval_config=eval_config, output_names=["slots_tags"])
-    extracts = [{"labels": {"slots_tags": g}, "predictions": {"slots_tags": p},
-                 "example_weights": {"slots_tags": np.array([1.0])}} for g, p in zip(gold, predicted)]
+def _assert_tfma_scores(eval_config, gold, predicted, expected, metric=None, output="slots_tags",
+                        other_outputs=None):
+    """Runs the TFMA computation in a Beam pipeline over per-example extracts (with the model's
+    `other_outputs` beside `output`); its output must equal `expected`."""
+    metric = metric or TaskMetric(task_type="token_tagging", name="span_f1")
+    computation, = metric.computations(eval_config=eval_config, output_names=[output])
+    other_outputs = other_outputs or {}
+    extracts = [{"labels": {output: g},
+                 "predictions": {output: p, **{k: v[i] for k, v in other_outputs.items()}},
+                 "example_weights": {output: np.array([1.0])}}
+                for i, (g, p) in enumerate(zip(gold, predicted))]
 
     def check(results):
         (_, values), = results
@@ -80,3 +85,21 @@ def test_eval_config_gates_every_task_on_the_overall_slice_and_slices_by_length(
                 gated[spec.output_names[0]] = (threshold.value_threshold.lower_bound.value,
                                                threshold.change_threshold.absolute.value)
     assert gated == {"intent": (0.8, -0.01), "slots_tags": (0.5, -0.02)}
+
+
+def test_tfma_scores_a_task_that_answers_out_of_scope_on_the_models_in_scope_output():
+    """The in-scope answer is the model's `<task>_in_scope` output beside its probabilities; the
+    Evaluator's scores equal test scoring's on the same predictions."""
+    intent = TaskConfig("intent", "classification", "intent", out_of_scope_label="oos",
+                        reject_below="auto")
+    rng = np.random.default_rng(3)
+    probabilities = rng.dirichlet(np.ones(4), 80)
+    gold = rng.integers(0, 4, 80)  # class 3, the last, is out of scope
+    answers = rng.random(80) < 0.7
+    scorer = TaskScorer([intent])
+    scorer.add({label_key(intent): gold}, {"intent": probabilities, "intent_in_scope": answers})
+    expected = scorer.result()["intent"]
+    assert 0 < expected["out_of_scope_recall"] < 1 and 0 < expected["in_scope_accuracy"] < 1
+    metric = TaskMetric(task_type="classification", name="accuracy", out_of_scope=True)
+    _assert_tfma_scores(build_eval_config([intent]), gold[:, None], probabilities, expected,
+                        metric, "intent", {"intent_in_scope": answers[:, None]})

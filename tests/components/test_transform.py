@@ -13,7 +13,8 @@ from mtmoe.trainer.text import tokenize
 
 CONFIG = Config.from_dict({
     "tasks": [
-        {"name": "intent", "type": "classification", "label_field": "intent"},
+        {"name": "intent", "type": "classification", "label_field": "intent",
+         "out_of_scope_label": "oos"},
         {"name": "slots", "type": "token_tagging", "label_field": "slots"},
         {"name": "signals", "type": "multilabel", "label_field": "signals", "max_labels": 3},
     ],
@@ -25,6 +26,7 @@ TRAIN = [
     {"text": [b"pay bob now please thanks !"], "intent": [b"pay"],
      "slots": [b"O", b"B-payee", b"O", b"O", b"O", b"O"], "signals": []},
     {"text": [b"balance ?"], "intent": [b"balance"], "slots": [], "signals": [b"polite"]},
+    {"text": [b"bob ?"], "intent": [b"oos"], "slots": [], "signals": []},
 ]
 
 
@@ -75,6 +77,8 @@ def test_label_ids_unknown_label_gets_reserved_id_missing_label_gets_minus_one(o
     train, unseen = outputs
     assert train[0]["intent_label"] == train[1]["intent_label"] != train[2]["intent_label"]
     assert unseen[0]["intent_label"] == 2          # two known intents -> reserved id 2
+    # The out-of-scope label stays out of the vocabulary: it gets the reserved last id too.
+    assert train[3]["intent_label"] == 2 and {train[0]["intent_label"], train[2]["intent_label"]} == {0, 1}
     assert unseen[0]["signals_label"].tolist() == [2, -1, -1]
     # "zed" is out of vocabulary: after pay 50 to bob now please thanks ! balance ? (10 keys; the
     # vocabulary counts tokens beyond max_tokens too) and the +1 shift for padding.

@@ -140,3 +140,24 @@ def test_the_schema_lives_beside_its_config(tmp_path):
     with pytest.raises(UserError, match=r"validation\.max_label_drift: Input should be less than or "
                                         r"equal to 1, got 1\.5"):
         load_config(_write(tmp_path, task + "validation: {max_label_drift: 1.5}\n"))
+
+
+def test_out_of_scope_settings_belong_to_classification_tasks_and_thresholds_to_0_1(tmp_path):
+    config = load_config(_write(tmp_path, "tasks:\n  - {name: a, type: classification, label_field: a, "
+                                          "out_of_scope_label: oos, reject_below: auto}\n"))
+    assert config.tasks[0].answers_out_of_scope
+    assert load_config(_write(tmp_path, "tasks:\n  - {name: a, type: classification, "
+                                        "label_field: a, reject_below: 0.4}\n")).tasks[0].reject_below == 0.4
+    for task, message in [
+        ("{name: a, type: token_tagging, label_field: a, reject_below: 0.5}",
+         r"config\.yaml: tasks\[0\]\.reject_below: only a classification task answers out of scope "
+         r"\(this one is token_tagging\)$"),
+        ("{name: a, type: multilabel, label_field: a, out_of_scope_label: none}",
+         r"tasks\[0\]\.out_of_scope_label: only a classification task"),
+        ("{name: a, type: classification, label_field: a, reject_below: 1.5}",
+         r"tasks\[0\]\.reject_below: expected a number in \[0, 1\], auto or off, got 1\.5$"),
+        ("{name: a, type: classification, label_field: a, reject_below: sometimes}",
+         r"tasks\[0\]\.reject_below: expected a number in \[0, 1\], auto or off, got 'sometimes'$"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            load_config(_write(tmp_path, f"tasks:\n  - {task}\n"))

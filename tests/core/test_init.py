@@ -86,3 +86,37 @@ def test_a_field_mixing_strings_and_lists_is_named(tmp_path, cli):
     assert result.returncode == 2
     assert f"{data / 'train.jsonl'}: field 'intent': values mix strings and lists" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_init_sets_out_of_scope_answers_and_convert_refuses_a_label_the_data_lacks(tmp_path, cli):
+    """A classification field with an `oos` value gets it as its out-of-scope label, another
+    (`mood`) a rejection threshold alone; --out-of-scope names any other value. A config naming an
+    out-of-scope label that the data lacks: convert says so in one line."""
+    rows = ROWS + [{"text": "what is the weather", "intent": "oos", "slots": ["O"] * 4,
+                    "signals": ["question"], "mood": "calm"}]
+    data = tmp_path / "in"
+    data.mkdir()
+    for split in ("train", "eval", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows * 3))
+    result = cli("init", "--data", data, "--format", "jsonl", "--out", tmp_path / "c.yaml")
+    assert result.returncode == 0, result.stderr
+    tasks = {task.name: task for task in load_config(str(tmp_path / "c.yaml")).tasks}
+    assert (tasks["intent"].out_of_scope_label, tasks["intent"].reject_below) == ("oos", "auto")
+    assert (tasks["mood"].out_of_scope_label, tasks["mood"].reject_below) == ("", "auto")
+    assert "task intent: out of scope when labelled 'oos' or" in result.stdout
+    named = cli("init", "--data", data, "--format", "jsonl", "--out", tmp_path / "n.yaml",
+                "--out-of-scope", "calm")
+    assert named.returncode == 0, named.stderr
+    assert load_config(str(tmp_path / "n.yaml")).tasks[1].out_of_scope_label == "calm"
+    missing = cli("init", "--data", data, "--format", "jsonl", "--out", tmp_path / "m.yaml",
+                  "--out-of-scope", "none_of_these")
+    assert missing.returncode == 2 and "--out-of-scope none_of_these: no classification" in missing.stderr
+
+    (tmp_path / "c.yaml").write_text((tmp_path / "c.yaml").read_text().replace(
+        "out_of_scope_label: oos", "out_of_scope_label: OOS"))
+    converted = cli("data", "convert", "--format", "jsonl", data, tmp_path / "d",
+                    "--config", tmp_path / "c.yaml")
+    assert converted.returncode == 2
+    assert (f"error: {data}: task intent: out_of_scope_label 'OOS' never occurs in the training "
+            "split") in converted.stderr
+    assert not (tmp_path / "d").exists()

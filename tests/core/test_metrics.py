@@ -6,9 +6,11 @@ from hypothesis import given, settings, strategies as st
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
-from mtmoe.core.metrics import (add_nested_counts, best_threshold, bio_spans, f1_from_counts,
-                                length_bucket_names, multilabel_counts, span_counts,
-                                span_counts_by_type, span_f1)
+from mtmoe.core.metrics import (accepted, add_nested_counts, best_threshold, bio_spans, calibration_counts,
+                                calibration_logits, calibration_scores, choose_rejection_threshold,
+                                f1_from_counts,
+                                fit_temperature, length_bucket_names, multilabel_counts,
+                                reliability, span_counts, span_counts_by_type, span_f1)
 
 
 def test_spans_follow_seqeval_get_entities_example():
@@ -89,3 +91,65 @@ def test_span_counting_agrees_with_seqeval_on_any_bio_sequences(gold, data):
         expected = {"precision": precision_score(gold, predicted),
                     "recall": recall_score(gold, predicted), "f1": f1_score(gold, predicted)}
     assert span_f1(gold, predicted) == pytest.approx(expected)
+
+
+def _sampled(rng, probabilities):
+    return np.array([rng.choice(len(p), p=p) for p in probabilities])
+
+
+def test_temperature_scaling_finds_the_temperature_the_labels_were_drawn_with():
+    """Labels drawn from softmax(z / 2.5) while the model says softmax(z): the fitted temperature
+    is about 2.5; the same for one sigmoid per label drawn at sigmoid(z / 0.5)."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (20000, 5))
+    drawn = np.exp(z / 2.5) / np.exp(z / 2.5).sum(axis=1, keepdims=True)
+    model = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    labels = _sampled(rng, drawn)
+    assert fit_temperature(calibration_logits(model, False), labels) == pytest.approx(2.5, rel=0.06)
+    gold = (rng.random(z.shape) < 1 / (1 + np.exp(-z / 0.5))).astype(float)
+    scores = 1 / (1 + np.exp(-z))
+    assert fit_temperature(calibration_logits(scores, True), gold, binary=True) == pytest.approx(
+        0.5, rel=0.06)
+
+
+def test_expected_calibration_error_is_the_count_weighted_gap_of_each_confidence_bin():
+    """Two texts at 0.9 (one right) and one at 0.3 (right): bins [0.867, 0.933) and [0.267,
+    0.333); ECE = (|1 - 1.8| + |1 - 0.3|) / 3 = 0.5; NLL the mean of the given ones."""
+    counts = calibration_counts([0.9, 0.9, 0.3], [1, 0, 1], [0.1, 2.3, 1.2])
+    assert calibration_scores(counts) == {"ece": pytest.approx(0.5), "nll": pytest.approx(3.6 / 3)}
+    assert reliability(counts) == [
+        {"low": pytest.approx(4 / 15), "high": pytest.approx(5 / 15), "confidence": pytest.approx(0.3),
+         "accuracy": 1.0, "count": 1},
+        {"low": pytest.approx(13 / 15), "high": pytest.approx(14 / 15),
+         "confidence": pytest.approx(0.9), "accuracy": 0.5, "count": 2}]
+    assert calibration_counts(1.0, 1, 0.0)["bin14_n"] == 1  # a confidence of 1 is in the last bin
+
+
+def test_with_out_of_scope_eval_texts_the_threshold_balances_in_scope_accuracy_and_their_recall():
+    """In-scope texts at 0.6-0.95 top probability, out-of-scope ones (gold: the last class) at
+    0.3-0.55: the chosen threshold separates them (both rates 1.0), the lowest that does."""
+    rng = np.random.default_rng(0)
+    def rows(tops, label):
+        p = np.zeros((len(tops), 4))
+        p[np.arange(len(tops)), label] = tops
+        p[:, 3] += 1 - tops  # the rest on the out-of-scope class
+        return p
+    in_scope, outside = rng.uniform(0.6, 0.95, 50), rng.uniform(0.3, 0.55, 10)
+    probabilities = np.concatenate([rows(in_scope, 1), rows(outside, 0)])
+    labels = np.array([1] * 50 + [3] * 10)
+    chosen = choose_rejection_threshold(probabilities, labels, rejected_in_scope=0.02)
+    assert outside.max() < chosen["reject_below"] <= in_scope.min()
+    assert chosen["reject_below"] - 0.005 < outside.max()  # the lowest of the best
+    assert (chosen["eval_in_scope_accuracy"], chosen["eval_out_of_scope_recall"]) == (1.0, 1.0)
+    assert accepted(probabilities, chosen["reject_below"]).tolist() == [True] * 50 + [False] * 10
+
+
+def test_without_out_of_scope_eval_texts_the_threshold_rejects_the_asked_share_of_in_scope_ones():
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(5), 1000)
+    p[:, -1] = 0  # the reserved class: never trained, never the arg-max
+    p /= p.sum(axis=1, keepdims=True)
+    labels = p[:, :-1].argmax(axis=1)
+    chosen = choose_rejection_threshold(p, labels, rejected_in_scope=0.05)
+    assert np.mean(~accepted(p, chosen["reject_below"])) == pytest.approx(0.05, abs=0.002)
+    assert chosen["eval_out_of_scope_texts"] == 0

@@ -1,5 +1,6 @@
 """Per-example counting of the task types, as the Evaluator and test scoring use it."""
 import numpy as np
+import pytest
 
 from mtmoe.core.tasks import TASK_TYPES
 
@@ -40,13 +41,21 @@ def test_scorer_breaks_each_task_down_by_class():
          "slots_tags": np.array([[b"B-amount", b"O"], [b"O", b""], [b"B-date", b"O"], [b"B-x", b""]])})
     breakdown = scorer.breakdown()
     # The unlabelled fourth example counts nowhere.
-    assert breakdown["intent"] == {"kind": "confusion", "counts": {
+    assert {k: breakdown["intent"][k] for k in ("kind", "counts")} == {"kind": "confusion", "counts": {
         "balance": {"balance": 1}, "transfer": {"balance": 1, "transfer": 1}}}
-    assert breakdown["signals"] == {"kind": "per_class", "counts": {
+    assert {k: breakdown["signals"][k] for k in ("kind", "counts")} == {"kind": "per_class", "counts": {
         "urgent": {"tp": 2, "fp": 0, "fn": 0}, "polite": {"tp": 0, "fp": 1, "fn": 1}}}
     assert breakdown["slots"] == {"kind": "per_class", "counts": {
         "amount": {"tp": 1, "fp": 0, "fn": 0}, "date": {"tp": 0, "fp": 1, "fn": 1}}}
-    assert scorer.result()["intent"] == {"accuracy": 2 / 3, "examples": 3}
+    # Calibration of the top class: right at 0.9 twice, wrong at 0.8 (reliability bins 12 and 13).
+    assert scorer.result()["intent"] == {
+        "accuracy": 2 / 3, "examples": 3, "ece": pytest.approx((0.2 + 0.8) / 3),
+        "nll": pytest.approx(-(2 * np.log(0.9) + np.log(0.2)) / 3)}
+    assert [(b["count"], b["accuracy"]) for b in breakdown["intent"]["reliability"]] == [(1, 0.0),
+                                                                                        (2, 1.0)]
+    # Each label's score against its gold: 9 scores of 3 labelled texts.
+    assert sum(b["count"] for b in breakdown["signals"]["reliability"]) == 9
+    assert "reliability" not in breakdown["slots"]
 
 
 def test_task_types_are_read_back_from_the_serving_output_names(default_tasks):
@@ -91,3 +100,27 @@ def test_every_task_type_the_config_accepts_is_implemented():
     from mtmoe.trainer.heads import HEADS
 
     assert sorted(TASK_TYPES) == sorted(HEADS) == sorted(TASK_TYPE_NAMES)
+
+
+def test_a_task_that_answers_out_of_scope_is_scored_on_its_in_scope_answers():
+    """Gold class 2 of 3 is the out-of-scope one. In scope: right and accepted, right but
+    rejected (an error), wrong; out of scope: caught, missed."""
+    from mtmoe.core.config import TaskConfig
+    from mtmoe.core.tasks import TaskScorer, label_key
+
+    task = TaskConfig("intent", "classification", "intent", out_of_scope_label="oos",
+                      reject_below="auto")
+    scorer = TaskScorer([task])
+    probabilities = np.array([[0.9, 0.1, 0], [0.5, 0.2, 0.3], [0.2, 0.7, 0.1], [0.3, 0.1, 0.6],
+                              [0.8, 0.1, 0.1]])
+    scorer.add({label_key(task): np.array([0, 0, 0, 2, 2])},
+               {"intent": probabilities, "intent_in_scope": np.array([True, False, True, False, True])})
+    scores = scorer.result()["intent"]
+    assert scores["accuracy"] == 3 / 5  # arg-max against gold, the out-of-scope class included
+    assert scores["in_scope_accuracy"] == 1 / 3
+    assert scores["out_of_scope_recall"] == 1 / 2
+    assert scores["out_of_scope_precision"] == 1 / 2  # caught one, rejected one in-scope text
+    # Without the served answer (a training epoch's scoring), no out-of-scope scores.
+    plain = TaskScorer([task])
+    plain.add({label_key(task): np.array([0, 2])}, {"intent": probabilities[:2]})
+    assert "in_scope_accuracy" not in plain.result()["intent"]

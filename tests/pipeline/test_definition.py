@@ -74,3 +74,25 @@ def test_a_code_change_changes_the_cache_key_of_the_steps_that_run_it_only(tree,
         f.write("\n# edited\n")
     after = _properties(create_pipeline(config, paths, _facts(tree)))
     assert {node for node in before if before[node] != after[node]} == rerun
+
+
+def test_transform_sees_the_out_of_scope_label_and_not_the_blessing_thresholds(tmp_path):
+    """Transform keeps a task's out-of-scope label out of its vocabulary, so the label is in
+    Transform's config; thresholds and rejection are not (changing them keeps its cache)."""
+    import dataclasses
+    import json
+
+    config = load_config()
+    paths = Paths(data_root=str(tmp_path / "data"), work_dir=str(tmp_path / "work"))
+
+    def transform_tasks(intent_changes):
+        tasks = tuple(dataclasses.replace(t, **intent_changes) if t.name == "intent" else t
+                      for t in config.tasks)
+        pipeline = create_pipeline(dataclasses.replace(config, tasks=tasks), paths, _facts())
+        return json.loads(_properties(pipeline)["Transform"]["custom_config"])["config"]["tasks"]
+
+    labelled = transform_tasks({"out_of_scope_label": "oos"})
+    assert labelled[0]["out_of_scope_label"] == "oos"
+    assert labelled == transform_tasks({"out_of_scope_label": "oos", "min_value": 0.5,
+                                        "reject_below": "auto"})
+    assert labelled != transform_tasks({})

@@ -27,7 +27,11 @@ def artifacts(tmp_path_factory):
                           for t in config.tasks} for i in range(2)}
     breakdown = {
         "intent": {"kind": "confusion", "counts": {"pay_bill": {"pay_bill": 3, "transfer": 1},
-                                                   "transfer": {"transfer": 2}}},
+                                                   "transfer": {"transfer": 2}},
+                   "reliability": [{"low": 0.6, "high": 2 / 3, "confidence": 0.65, "accuracy": 0.5,
+                                    "count": 2},
+                                   {"low": 14 / 15, "high": 1.0, "confidence": 0.97,
+                                    "accuracy": 1.0, "count": 4}]},
         "slots": {"kind": "per_class", "counts": {"amount": {"tp": 3, "fp": 1, "fn": 0}}},
         "sentiment": {"kind": "confusion", "counts": {"neutral": {"neutral": 2}}},
         "signals": {"kind": "per_class", "counts": {"urgent": {"tp": 1, "fp": 0, "fn": 1}}},
@@ -40,19 +44,25 @@ def test_report_from_artifacts_links_only_plots_it_wrote(tmp_path, artifacts):
     config, uris, gates = artifacts
     summary = {"blessed": False, "pushed_model": None, "components": {"Trainer": 12.5},
                "gate_statistics": gates,
-               "test_metrics": {"intent": {"accuracy": 0.75}, "overall": {"accuracy": 0.5}}}
+               "test_metrics": {"intent": {"accuracy": 0.75, "ece": 0.08, "nll": 0.41},
+                                "overall": {"accuracy": 0.5}},
+               "calibration": {"intent": {"temperature": 1.7, "ece_before": 0.12, "ece_after": 0.03,
+                                          "nll_before": 0.6, "nll_after": 0.4}},
+               "rejection": {"intent": {"reject_below": 0.45, "criterion": "configured"}}}
     html = write_report(build_report("run-1", config, summary, uris), config, str(tmp_path / "report"))
     folder = os.path.dirname(html)
     text = open(os.path.join(folder, REPORT_MD)).read()
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert sorted(images) == ["plots/confusion_intent.png", "plots/confusion_sentiment.png",
                               "plots/gates_ffn_0.png", "plots/gates_ffn_1.png",
-                              "plots/training_curves.png"]
+                              "plots/reliability_intent.png", "plots/training_curves.png"]
     for image in images:
         with open(os.path.join(folder, image), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert re.search(r"\| amount \| 0\.7500 \| 1\.0000 \| 0\.8571 \| 3 \|", text)  # P, R, F1, gold
     assert "| intent | accuracy | — | 0.8 | — | — | 0.02 | — | 0.7500 |" in text
+    assert "| intent | 1.7000 | 0.1200 | 0.0300 | 0.6000 | 0.4000 | 0.0800 | 0.4100 |" in text
+    assert "intent answers out of scope below a top in-scope probability of 0.4500 (configured)" in text
     assert "NOT blessed" in text and "<table>" in open(html).read()
     report = json.load(open(os.path.join(folder, REPORT_JSON)))
     assert [row["task"] for row in report["headline"]] == [t.name for t in config.tasks]

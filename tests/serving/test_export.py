@@ -13,10 +13,12 @@ from tensorflow_serving.config import model_server_config_pb2
 from mtmoe.core.feature_names import PAD_ID, TOKEN_IDS
 from mtmoe.core.file_names import WARMUP_FILE
 from mtmoe.core.formats import to_tf_example
+from mtmoe.core.metrics import accepted
 from mtmoe.core.tasks import task_type
 from mtmoe.serving.compat import tf_text_ops, unsupported_ops
 from mtmoe.serving.deploy import BATCHING_CONFIG_FILE, MODEL_CONFIG_FILE, write_deployment_files
 from mtmoe.trainer.features import model_inputs
+from mtmoe.trainer.heads import calibrate
 
 pytestmark = pytest.mark.slow
 
@@ -28,11 +30,12 @@ UPSTREAM_BATCHING_FIELDS = {"max_batch_size", "batch_timeout_micros", "max_enque
                             "pad_variable_length_inputs"}
 
 
-def test_serving_examples_gives_the_keras_models_outputs_after_a_round_trip(tiny_export):
+def test_serving_examples_gives_the_keras_models_calibrated_outputs_after_a_round_trip(tiny_export):
     """The SavedModel from export_serving_model, loaded back: its raw per-task outputs for
     serialized examples equal the in-memory Keras model's on the same transformed rows, at every
-    token of the texts; token-level outputs are 0 at padding (the export runs the model on the
-    batch cut to its longest text)."""
+    token of the texts, temperature-scaled where the export was given a temperature (the
+    calibration is in the graph, for every consumer); token-level outputs are 0 at padding (the
+    export runs the model on the batch cut to its longest text)."""
     config = tiny_export["config"]
     loaded = tf.saved_model.load(tiny_export["version"])
     texts = tiny_export["texts"]
@@ -41,6 +44,9 @@ def test_serving_examples_gives_the_keras_models_outputs_after_a_round_trip(tiny
     features = {k: v[:len(texts)] for k, v in tiny_export["features"].items()}
     expected = tiny_export["model"](model_inputs(features), training=False)
     tokens = (features[TOKEN_IDS] != PAD_ID)[..., None]
+    expected = calibrate(config.tasks, expected, tiny_export["temperatures"])
+    assert set(tiny_export["temperatures"]) == {t.name for t in config.tasks
+                                                if task_type(t).calibrated}
     for task in config.tasks:
         want = expected[task.name].numpy()
         if task_type(task).per_token:
@@ -48,6 +54,10 @@ def test_serving_examples_gives_the_keras_models_outputs_after_a_round_trip(tiny
             assert exported[task.name].shape == want.shape  # padded back to max_tokens
         np.testing.assert_allclose(exported[task.name].numpy(), want, rtol=1e-5, atol=1e-6,
                                    err_msg=task.name)
+    for name, threshold in tiny_export["reject_below"].items():
+        answers = exported[f"{name}_in_scope"].numpy()
+        assert answers.tolist() == accepted(expected[name].numpy(), threshold).tolist()
+        assert 0 < answers.sum() < len(answers)  # the rule rejects some texts, not all
 
 
 def test_exported_model_uses_only_ops_the_stock_serving_image_has(tiny_export, cli):

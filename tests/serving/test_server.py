@@ -113,6 +113,7 @@ def test_rest_and_grpc_answer_what_the_saved_model_answers_in_process(server, in
     grpc_client = GrpcClient(server["grpc"])
     _assert_same_outputs(expected, grpc_client.predict_outputs(TEXTS))
     assert rest.predict(TEXTS) == grpc_client.predict(TEXTS) == in_process.predict(TEXTS)
+    assert {type(row["intent"]["in_scope"]) for row in rest.predict(TEXTS)} == {bool}
     grpc_client.close()
 
 

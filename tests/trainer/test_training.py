@@ -9,7 +9,9 @@ import tensorflow as tf
 
 from mtmoe.core.config import load_config
 from mtmoe.core.metrics import f1_from_counts, multilabel_counts
+from mtmoe.trainer.calibration import fit_temperatures
 from mtmoe.trainer.callbacks import TimeLimit, ValidationScores, epoch_callbacks
+from mtmoe.trainer.heads import calibrate
 from mtmoe.trainer.model import build_model, compile_model
 from mtmoe.trainer.module import best_epoch_callback, kept_epoch, set_thresholds
 
@@ -127,6 +129,30 @@ def test_the_multilabel_threshold_chosen_on_eval_is_folded_into_the_kept_model()
     assert counts == multilabel_counts(gold, before, chosen) != multilabel_counts(gold, before)
     assert f1_from_counts(counts)["f1"] == pytest.approx(
         history.history["val_signals_micro_f1"][best.best_epoch], abs=1e-6)
+
+
+def test_calibration_fits_a_temperature_per_probability_task_that_lowers_the_eval_nll():
+    """An over-trained model (many epochs on 64 texts) is over-confident on held-out texts:
+    temperature scaling on them raises its temperature and lowers their negative log-likelihood;
+    the token-tagging task is not calibrated, the unlabelled sentiment has nothing to fit on."""
+    config = _config()
+    keras.utils.set_random_seed(1)
+    model = compile_model(build_model(config, VOCABULARY, {k: len(v) for k, v in NAMES.items()}),
+                          config)
+    model.fit(_data(config, signals=True).repeat(8), epochs=3, verbose=0)
+    held_out = _data(config, size=256, signals=True).skip(4)  # texts 65-256
+    fitted = fit_temperatures(model, config.tasks, held_out)
+    assert set(fitted) == {"intent", "signals"}
+    for task, fit in fitted.items():
+        assert fit["temperature"] != pytest.approx(1.0, abs=0.05), task
+        assert fit["nll_after"] < fit["nll_before"], task
+        probabilities = model.predict(held_out, verbose=0)[task]
+        calibrated = calibrate(config.tasks, {task: tf.constant(probabilities)},
+                               {task: fit["temperature"]})[task].numpy()
+        if task == "intent":  # the arg-max stays; for one sigmoid per label, each 0.5 decision
+            assert (calibrated.argmax(-1) == probabilities.argmax(-1)).all()
+        else:
+            assert ((calibrated >= 0.5) == (probabilities >= 0.5)).all()
 
 
 class _StepWeights(keras.callbacks.Callback):

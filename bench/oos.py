@@ -1,0 +1,148 @@
+"""Out-of-scope answers and calibration, through the newcomer's path (`mtmoe init` -> `data convert`
+-> `mtmoe run`, nothing edited), 3 seeds, test split:
+
+- CLINC150 "Full": in-scope accuracy over its 150 intents (a rejected in-scope query is an error)
+  and recall of its 1,000 out-of-scope test queries (Larson et al. 2019's two metrics), for the
+  `oos` label trained as a class alone and with the rejection threshold chosen on eval (what
+  `init`'s config serves);
+- Banking77 (no out-of-scope label): accuracy, and ECE / NLL before and after temperature scaling.
+
+Each run's exported model scores the test texts once more, so that every row comes from the same
+model: the out-of-scope class alone is the threshold 0, and the probabilities before calibration are
+the served ones with the fitted temperature undone (softmax(T log p)).
+
+    python bench/oos.py [--datasets clinc150 banking77] [--seeds 42 43 44]
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+import numpy as np
+
+from machine import RESULTS, write_result
+from defaults import DATASETS, prepare, seeded
+from snips_quality import run_pipeline, spread
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "bench", "work", "oos")
+OUTPUT = os.path.join(RESULTS, "oos.json")
+TASK = "intent"
+PUBLISHED = {"clinc150": "Larson et al. 2019, Full, no pretraining: CNN 91.2 / 18.9 (oos trained), "
+                         "90.9 / 30.9 (threshold); FastText 89.0 / 9.7; Rasa 91.5 / 45.3. With "
+                         "pretrained encoders: BERT 96.9 / 40.3 (trained), 96.2 / 52.3 (threshold)"}
+
+
+def _latest(pattern: str) -> str:
+    """The newest execution's path matching `pattern` (ML Metadata's execution id in the path)."""
+    return max(glob.glob(pattern), key=lambda path: int(re.search(r"/(\d+)(/|$)", path).group(1)))
+
+
+def test_probabilities(work_dir: str, shared: str, name: str):
+    """(served test probabilities [N, C], gold class ids [N] with the last class for out-of-scope
+    or unseen labels, the Trainer's training.json) of a run's trained model."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+    import tensorflow_transform as tft
+
+    from mtmoe.core.config import load_config
+    from mtmoe.core.formats import jsonl_objects, to_tf_example
+    from mtmoe.trainer.features import class_names
+
+    pipeline = os.path.join(work_dir, "pipeline")
+    model = tf.saved_model.load(_latest(f"{pipeline}/Trainer/model/*/Format-Serving"))
+    with open(os.path.join(_latest(f"{pipeline}/Trainer/model_run/*/training.json"))) as f:
+        training = json.load(f)
+    config = load_config(os.path.join(work_dir, "..", os.path.basename(work_dir) + ".yaml"))
+    task = next(t for t in config.tasks if t.name == TASK)
+    names = class_names(tft.TFTransformOutput(_latest(f"{pipeline}/Transform/transform_graph/*")),
+                        task)
+    index = {label: i for i, label in enumerate(names[:-1])}
+    rows = [obj for _, obj in jsonl_objects(os.path.join(shared, DATASETS[name][0], "test.jsonl"))]
+    gold = np.array([index.get(row[task.label_field], len(names) - 1) for row in rows])
+    served = []
+    for start in range(0, len(rows), 256):
+        examples = tf.constant([to_tf_example({"text": row["text"]}) for row in rows[start:start + 256]])
+        served.append(model.signatures["serving_examples"](examples=examples)[TASK].numpy())
+    return np.concatenate(served).astype(np.float64), gold, training
+
+
+def scores(probabilities, gold, reject_below: float) -> dict:
+    """Accuracy, in-scope accuracy, out-of-scope recall, ECE and NLL of one set of probabilities."""
+    from mtmoe.core.metrics import accepted, add_counts
+    from mtmoe.core.tasks import TASK_TYPES
+
+    kind, counts = TASK_TYPES["classification"], {}
+    answers = accepted(probabilities, reject_below)
+    for p, label, answer in zip(probabilities, gold, answers):
+        add_counts(counts, kind.count(np.array([label]), p, np.array([answer])))
+    result = kind.score(counts, out_of_scope=True)
+    return {metric: 100 * result[metric] if metric not in ("ece", "nll") else result[metric]
+            for metric in ("accuracy", "in_scope_accuracy", "out_of_scope_recall", "ece", "nll")}
+
+
+def uncalibrated(probabilities, temperature: float):
+    """The probabilities before temperature scaling: softmax(T log p)."""
+    from mtmoe.core.metrics import calibration_logits
+
+    logits = temperature * calibration_logits(probabilities, binary=False)
+    logits -= logits.max(axis=1, keepdims=True)
+    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+
+def run_dataset(name: str, args) -> dict:
+    work = os.path.join(args.work_dir, name)
+    os.makedirs(work, exist_ok=True)
+    config, data = prepare(name, args.shared, work)
+    runs = []
+    for seed in args.seeds:
+        path = seeded(config, os.path.join(work, f"init-{seed}.yaml"), seed, {})
+        print(f"{name}: seed {seed} (log: {work}/init-{seed}.log)", flush=True)
+        summary = run_pipeline(path, data, os.path.join(work, f"init-{seed}"), args.epochs,
+                               log=os.path.join(work, f"init-{seed}.log"))
+        probabilities, gold, training = test_probabilities(os.path.join(work, f"init-{seed}"),
+                                                           args.shared, name)
+        rejection = training.get("rejection", {}).get(TASK, {})
+        temperature = training["calibration"][TASK]["temperature"]
+        threshold = rejection.get("reject_below", 0.0)
+        runs.append({
+            "seed": seed, "trainer_s": summary["components"]["Trainer"],
+            "temperature": temperature, "reject_below": threshold,
+            "rejection": rejection, "test_metrics": summary["test_metrics"][TASK],
+            "served": scores(probabilities, gold, threshold),
+            "out_of_scope_class_alone": scores(probabilities, gold, 0.0),
+            "before_calibration": scores(uncalibrated(probabilities, temperature), gold, threshold),
+        })
+    variants = ("served", "out_of_scope_class_alone", "before_calibration")
+    return {"config": "mtmoe init's, nothing edited", "seeds": args.seeds,
+            "published": PUBLISHED.get(name), "runs": runs,
+            "mean_std": {variant: {metric: spread([run[variant][metric] for run in runs])
+                                   for metric in runs[0][variant]} for variant in variants}
+            | {"trainer_s": spread([run["trainer_s"] for run in runs])}}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", choices=["clinc150", "banking77"],
+                        default=["clinc150", "banking77"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"))
+    parser.add_argument("--work-dir", default=WORK)
+    parser.add_argument("--epochs", type=int, help="override training.epochs (a smoke run)")
+    args = parser.parse_args()
+    results = {}
+    if os.path.exists(OUTPUT):
+        with open(OUTPUT) as f:
+            results = json.load(f).get("datasets", {})
+    for name in args.datasets:
+        results[name] = run_dataset(name, args)
+        write_result("oos", datasets=results)
+        for variant, metrics in results[name]["mean_std"].items():
+            if variant != "trainer_s":
+                print(name, variant, {m: f"{v['mean']:.3f} ± {v['std']:.3f}" for m, v in metrics.items()})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
