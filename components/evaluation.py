@@ -15,7 +15,7 @@ from tensorflow_model_analysis.metrics import metric_types, metric_util
 from mtmoe.core.config import TaskConfig
 from mtmoe.core.feature_names import LENGTH_BUCKET
 from mtmoe.core.metrics import add_counts
-from mtmoe.core.tasks import TASK_TYPES, label_key, task_type
+from mtmoe.core.tasks import OUT_OF_SCOPE_METRICS, TASK_TYPES, label_key, task_type
 
 PREDICT_SIGNATURE = "serving_examples"
 TRANSFORM_SIGNATURE = "transform_features"
@@ -67,14 +67,22 @@ class _TaskMetricCombiner(beam.CombineFn):
 
     def add_input(self, accumulator, element):
         kind = TASK_TYPES[self._task_type]
-        extra = ()
-        if self._out_of_scope:  # the model's other outputs sit beside this one
-            extra = (np.asarray(element.predictions[f"{self._output_name}_in_scope"]),)
+        answer = self._in_scope_answer(element.predictions) if self._out_of_scope else None
         for label, prediction, _ in metric_util.to_label_prediction_example_weight(
                 element, eval_config=self._eval_config, model_name=self._model_name,
                 output_name=self._output_name, flatten=False, squeeze=False):
-            add_counts(accumulator, kind.count(label, prediction, *extra) or {})
+            counts = (kind.count(label, prediction) if answer is None else
+                      kind.count(label, prediction, answer))
+            add_counts(accumulator, counts or {})
         return accumulator
+
+    def _in_scope_answer(self, predictions):
+        """The model's `<output>_in_scope` output beside this one (predictions are keyed by model
+        first when a baseline is evaluated too); None for a model exported before it had one."""
+        if isinstance(predictions, dict) and self._model_name in predictions:
+            predictions = predictions[self._model_name]
+        answer = predictions.get(f"{self._output_name}_in_scope") if isinstance(predictions, dict) else None
+        return None if answer is None else np.asarray(answer)
 
     def merge_accumulators(self, accumulators: Iterable[Dict[str, float]]):
         merged: Dict[str, float] = {}
@@ -86,6 +94,10 @@ class _TaskMetricCombiner(beam.CombineFn):
         kind = TASK_TYPES[self._task_type]
         scores = (kind.score(accumulator, out_of_scope=True) if self._out_of_scope
                   else kind.score(accumulator))
+        if self._out_of_scope and "in_scope_total" not in accumulator \
+                and "out_of_scope_total" not in accumulator:
+            # A model without in-scope answers (a baseline from before): no such scores, not 0.
+            scores = {**scores, **{metric: float("nan") for metric in OUT_OF_SCOPE_METRICS}}
         return {key: scores[metric] for metric, key in self._keys.items()}
 
 

@@ -224,11 +224,12 @@ def format_summary(summary: dict) -> str:
              + ("blessed, pushed to " + summary["pushed_model"] if summary["pushed_model"]
                 else "blessed" if summary["blessed"] else "NOT blessed, nothing pushed"),
              *[f"  refused: {failure}" for failure in summary["failures"]],
-             "", "test split metrics:", f"  {'task':<16} {'metric':<12} {'value':>8}"]
+             *[f"  note: {note}" for note in summary.get("notes", [])],
+             "", "test split metrics:", f"  {'task':<16} {'metric':<22} {'value':>8}"]
     for task, scores in summary["test_metrics"].items():
         for metric, value in scores.items():
             shown = f"{value:8.4f}" if isinstance(value, float) else f"{value:>8}"
-            lines.append(f"  {task:<16} {metric:<12} {shown}")
+            lines.append(f"  {task:<16} {metric:<22} {shown}")
     return "\n".join(lines)
 
 
@@ -334,9 +335,18 @@ def _serve(args) -> None:
     _load_tensorflow_quietly()
     from mtmoe.serving.server import serve
 
+    request_log = None
+    if args.log_requests:
+        from mtmoe.serving.request_log import RequestLog
+
+        request_log = RequestLog(args.log_requests, args.log_sample, keep_days=args.log_keep_days,
+                                 mask_digits=args.log_mask_digits,
+                                 warn=lambda line: print(f"warning: {line}", file=sys.stderr,
+                                                         flush=True))
     try:
         serve(serving_dir, args.model_name, args.host, args.port, args.grpc_port, args.poll_seconds,
-              batching, args.max_request_bytes, args.max_instances)  # None: the server's limits
+              batching, args.max_request_bytes, args.max_instances,  # None: the server's limits
+              request_log=request_log)
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
 
@@ -608,6 +618,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "serving_config/batching.config beside the serving folder)")
     serve.add_argument("--max-request-bytes", type=_number(int, 1),
                        help="larger request bodies get 413 (default: 4 MiB)")
+    serve.add_argument("--log-requests", metavar="DIR",
+                       help="append a sample of the answered texts, with their answers, to "
+                            "rotating JSONL files in DIR (owner-only; customer data: see "
+                            "docs/serving.md); never delays or fails a request")
+    serve.add_argument("--log-sample", type=_number(float, 0.0001, 1), default=1.0, metavar="RATE",
+                       help="share of the texts logged, 0.0001-1 (default: 1)")
+    serve.add_argument("--log-keep-days", type=_number(float, 0.001), default=30.0, metavar="DAYS",
+                       help="delete log files older than this (default: 30)")
+    serve.add_argument("--log-mask-digits", action="store_true",
+                       help="write every digit of a logged text as # (account, card numbers)")
     serve.add_argument("--max-instances", type=_number(int, 1),
                        help="requests with more texts get 400 (default: 1024)")
     serve.set_defaults(handler=_serve)

@@ -131,6 +131,7 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
     report = build_report(record.run_id, config, summary,
                           {name: record.uri(*source) for name, source in _REPORTED.items()})
     summary["failures"] = report["failures"]
+    summary["notes"] = report["notes"]
     summary["report"] = write_report(report, config, paths.report_dir(record.run_id))
     summary["serving_config"] = write_deployment_files(paths.serving_config_dir, SERVED_MODEL_NAME)
     with open(os.path.join(paths.work_dir, SUMMARY_FILE), "w") as f:

@@ -20,7 +20,7 @@ from mtmoe.core.feature_names import LENGTH_BUCKET, OVERALL
 from mtmoe.core.file_names import BREAKDOWN_FILE, GATE_FILE
 from mtmoe.core.file_names import HISTORY_FILE
 from mtmoe.core.metrics import f1_from_counts, length_bucket_names
-from mtmoe.core.tasks import task_type
+from mtmoe.core.tasks import OUT_OF_SCOPE_METRICS, task_type
 from mtmoe.pipeline import plots
 from mtmoe.pipeline.report_text import (REPORT_HTML, REPORT_JSON, headline_table, number, table,
                                         suggested_thresholds, trials_table, verdict)
@@ -59,6 +59,10 @@ def read_evaluation(uri: str) -> Dict[str, Dict[tuple, float]]:
             model = key.model_name or CANDIDATE
             entry[(model, key.output_name, key.name, key.is_diff)] = item.value.double_value.value
     return values
+
+
+def _missing(value) -> bool:
+    return value is None or value != value  # NaN: TFMA's "no such score" for this model
 
 
 def _failure_text(task, metric: str, failure) -> str:
@@ -100,9 +104,17 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
             "test": summary["test_metrics"].get(task.name, {}).get(metric),
             "test_scores": summary["test_metrics"].get(task.name, {}),
         })
+    # A baseline exported before a task answered out of scope has no such scores: said once.
+    notes = [f"{task.name}: the blessed model has no out-of-scope answers (exported before them); "
+             f"compared on {task_type(task).primary_metric} only" for task in tasks
+             if task.answers_out_of_scope and _missing(overall.get(
+                 (BASELINE, task_type(task).eval_output(task), OUT_OF_SCOPE_METRICS[0], False)))
+             and overall.get((BASELINE, task_type(task).eval_output(task),
+                              task_type(task).primary_metric, False)) is not None]
     return {
         "run_id": run_id,
         "config": config.source,
+        "notes": notes,
         "blessed": summary["blessed"],
         "pushed_model": summary["pushed_model"],
         "had_baseline": bool(validation is not None and not validation.rubber_stamp),
@@ -210,6 +222,7 @@ def render_markdown(report: dict, config, plot_dir: str, statistics_view: bool =
               "`change`: the latest blessed model on the same data; `test`: the test split, scored "
               "once after the Evaluator.", ""]
     lines += headline_table(report)
+    lines += [f"Note: {note}." for note in report.get("notes", [])] + ([""] if report.get("notes") else [])
     lines += suggested_thresholds(report)
     if report["test_overall_accuracy"] is not None:
         lines += [f"Test overall accuracy (every labelled task right): "

@@ -24,9 +24,13 @@ class RestClient:
     TF Serving keeps connections alive, and a session per call costs 0.2-0.5 ms even where the
     server closes them (`mtmoe serve`)."""
 
-    def __init__(self, url: str, model_name: str = SERVED_MODEL_NAME, timeout: float = 30.0):
+    def __init__(self, url: str, model_name: str = SERVED_MODEL_NAME, timeout: float = 30.0,
+                 request_log=None):
+        """`request_log` (serving.request_log.RequestLog): `predict` logs a sample of its texts
+        and answers there, for callers of a TF Serving that logs nothing itself."""
         self.base = f"{url.rstrip('/')}/v1/models/{model_name}"
         self.timeout = timeout
+        self.request_log = request_log
         self._session = requests.Session()
 
     def _call(self, method: str, path: str = "", **kwargs) -> dict:
@@ -64,6 +68,7 @@ class RestClient:
 
     def predict(self, texts: Sequence[str], columnar: bool = False) -> List[dict]:
         outputs = self.predict_outputs(texts, columnar)
+        _log(self.request_log, texts, outputs)
         return prediction_rows(texts, outputs, tasks_from_output_names(outputs))
 
     def close(self):
@@ -73,9 +78,12 @@ class RestClient:
 class GrpcClient:
     """TF Serving's gRPC PredictionService, through tensorflow-serving-api's stubs."""
 
-    def __init__(self, target: str, model_name: str = SERVED_MODEL_NAME, timeout: float = 30.0):
+    def __init__(self, target: str, model_name: str = SERVED_MODEL_NAME, timeout: float = 30.0,
+                 request_log=None):
+        """`request_log`: as RestClient's."""
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+        self.request_log = request_log
         self.target = target
         self.model_name = model_name
         self.timeout = timeout
@@ -103,10 +111,17 @@ class GrpcClient:
 
     def predict(self, texts: Sequence[str]) -> List[dict]:
         outputs = self.predict_outputs(texts)
+        _log(self.request_log, texts, outputs)
         return prediction_rows(texts, outputs, tasks_from_output_names(outputs))
 
     def close(self):
         self._channel.close()
+
+
+def _log(request_log, texts, outputs) -> None:
+    """A client's answered request to its request log; the server's version is not known here."""
+    if request_log is not None:
+        request_log.offer(list(texts), outputs, version=None)
 
 
 def client_for(url: str, model_name: str = SERVED_MODEL_NAME):

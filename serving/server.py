@@ -48,6 +48,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_
 from tornado.httputil import responses as status_reasons
 
 from mtmoe.core.errors import UserError
+from mtmoe.core.feature_names import TEXT
 from mtmoe.core.file_names import WARMUP_FILE
 from mtmoe.serving.deploy import (BatchingParameters, batch_threads, batching_parameters,
                                   op_threads)
@@ -417,9 +418,11 @@ class RestApp:
     shutdown can wait for them."""
 
     def __init__(self, watcher: VersionWatcher, model_name: str, batcher: Batcher,
-                 max_request_bytes: int = MAX_REQUEST_BYTES, max_instances: int = MAX_INSTANCES):
+                 max_request_bytes: int = MAX_REQUEST_BYTES, max_instances: int = MAX_INSTANCES,
+                 request_log=None):
         self.watcher, self.model_name, self.batcher = watcher, model_name, batcher
         self.max_request_bytes, self.max_instances = max_request_bytes, max_instances
+        self.request_log = request_log  # serving.request_log.RequestLog, or None
         self.stopping = False  # set on shutdown: new requests get 503
         self._in_flight = 0
         self._idle = threading.Condition()
@@ -486,6 +489,7 @@ class RestApp:
             return 400, _json({"error": str(e)})
         except tf.errors.OpError as e:
             return 400, _json({"error": e.message})
+        _log_request(self.request_log, signature, inputs, outputs, loaded)
         return 200, await _on_worker_if(offload, prediction_body, outputs, row_format)
 
     def _parse(self, loaded: LoadedVersion, body: bytes):
@@ -493,6 +497,12 @@ class RestApp:
         signature = request.get("signature_name", DEFAULT_SIGNATURE)
         inputs, row_format = parse_predict_request(request, input_names(loaded, signature))
         return signature, request_inputs(loaded, signature, inputs, self.max_instances), row_format
+
+
+def _log_request(request_log, signature: str, inputs, outputs, loaded: LoadedVersion) -> None:
+    """Hands an answered text request to the request log (it samples and writes elsewhere)."""
+    if request_log is not None and signature == DEFAULT_SIGNATURE:
+        request_log.offer([t.decode("utf-8") for t in inputs[TEXT]], outputs, loaded.version)
 
 
 async def _on_worker_if(offload: bool, function, *args):
@@ -580,9 +590,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """gRPC Predict on the served version."""
 
     def __init__(self, watcher: VersionWatcher, model_name: str, batcher: Batcher,
-                 max_instances: int = MAX_INSTANCES):
+                 max_instances: int = MAX_INSTANCES, request_log=None):
         self.watcher, self.model_name, self.batcher = watcher, model_name, batcher
         self.max_instances = max_instances
+        self.request_log = request_log
 
     def Predict(self, request, context):
         loaded = self.watcher.current()
@@ -601,6 +612,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except Exception:
             log.exception("unexpected error answering a gRPC Predict")
             context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        _log_request(self.request_log, signature, inputs, outputs, loaded)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.model_name
         response.model_spec.version.value = loaded.version
@@ -613,8 +625,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 def serve(serving_dir: str, model_name: str, host: str, port: int, grpc_port: int,
           poll_seconds: float = 2.0, batching_config: Optional[str] = None,
           max_request_bytes: Optional[int] = None, max_instances: Optional[int] = None,
-          echo=print) -> None:
-    """Serves until SIGTERM or Ctrl-C, then answers the requests in flight and returns."""
+          echo=print, request_log=None) -> None:
+    """Serves until SIGTERM or Ctrl-C, then answers the requests in flight and returns;
+    `request_log` (serving.request_log.RequestLog) gets a sample of the answered texts."""
     max_request_bytes = max_request_bytes or MAX_REQUEST_BYTES
     max_instances = max_instances or MAX_INSTANCES
     parameters = read_batching_parameters(batching_config)
@@ -624,10 +637,10 @@ def serve(serving_dir: str, model_name: str, host: str, port: int, grpc_port: in
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=GRPC_THREADS), options=[
         ("grpc.max_receive_message_length", max_request_bytes)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(watcher, model_name, batcher, max_instances), grpc_server)
+        PredictionService(watcher, model_name, batcher, max_instances, request_log), grpc_server)
     grpc_server.add_insecure_port(f"{host}:{grpc_port}")
     grpc_server.start()
-    app = RestApp(watcher, model_name, batcher, max_request_bytes, max_instances)
+    app = RestApp(watcher, model_name, batcher, max_request_bytes, max_instances, request_log)
 
     def ready():
         echo(f"serving {model_name} version {watcher.current().version} from {serving_dir}: "
@@ -636,6 +649,9 @@ def serve(serving_dir: str, model_name: str, host: str, port: int, grpc_port: in
              f"{parameters.batch_timeout_micros.value} us, on {len(batcher.threads)} batch "
              f"threads; TensorFlow op pools of {pools['intra-op']} intra-op and "
              f"{pools['inter-op']} inter-op threads", flush=True)
+        if request_log is not None and request_log.paused is None:
+            echo(f"logging {request_log.sample:g} of the answered texts to {request_log.folder}",
+                 flush=True)
 
     def stopping():
         echo("stopping: answering the requests in flight", flush=True)
@@ -647,6 +663,8 @@ def serve(serving_dir: str, model_name: str, host: str, port: int, grpc_port: in
         grpc_server.stop(grace=SHUTDOWN_GRACE_SECONDS).wait()
         batcher.stop()
         watcher.stop()
+        if request_log is not None:
+            request_log.close()
 
 
 async def _serve_rest(app: RestApp, host: str, port: int, ready, stopping) -> None:

@@ -32,6 +32,10 @@ def label_vocabulary_name(task) -> str:
     return f"{task.name}_labels"
 
 
+# The scores of a classification task that answers out of scope, beside its accuracy.
+OUT_OF_SCOPE_METRICS = ("in_scope_accuracy", "out_of_scope_recall", "out_of_scope_precision")
+
+
 def in_scope_output(task) -> str:
     """The served output saying, for a task that answers out of scope, whether each text is in
     scope."""

@@ -103,3 +103,42 @@ def test_tfma_scores_a_task_that_answers_out_of_scope_on_the_models_in_scope_out
     metric = TaskMetric(task_type="classification", name="accuracy", out_of_scope=True)
     _assert_tfma_scores(build_eval_config([intent]), gold[:, None], probabilities, expected,
                         metric, "intent", {"intent_in_scope": answers[:, None]})
+
+
+def test_a_baseline_exported_before_in_scope_answers_gets_its_accuracy_and_no_out_of_scope_scores():
+    """With a baseline, predictions are keyed by model: the candidate's in-scope answers are read
+    from its own outputs; the baseline, exported without them, is scored on what it has (accuracy),
+    its out-of-scope scores are NaN (nothing to compare), not 0."""
+    import math
+
+    import tensorflow_model_analysis as tfma
+
+    intent = TaskConfig("intent", "classification", "intent", out_of_scope_label="oos",
+                        reject_below="auto")
+    eval_config = build_eval_config([intent])
+    spec = eval_config.model_specs[0]
+    del eval_config.model_specs[:]
+    eval_config.model_specs.extend([tfma.ModelSpec(name=name, signature_name=spec.signature_name,
+                                                   label_keys=spec.label_keys, is_baseline=baseline)
+                                    for name, baseline in (("candidate", False), ("baseline", True))])
+    metric = TaskMetric(task_type="classification", name="accuracy", out_of_scope=True)
+    gold = np.array([[0], [2], [1]])  # class 2, the last, is out of scope
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6], [0.1, 0.3, 0.6]])
+    answers = np.array([[True], [False], [False]])
+    extracts = [metric_util.to_standard_metric_inputs({
+        "labels": {"intent": g},
+        "predictions": {"candidate": {"intent": p, "intent_in_scope": a}, "baseline": {"intent": p}},
+        "example_weights": {"intent": np.array([1.0])}}) for g, p, a in zip(gold, probabilities, answers)]
+    scores = {}
+    for computation in metric.computations(eval_config=eval_config, model_names=["candidate", "baseline"],
+                                           output_names=["intent"]):
+        combiner = computation.combiner
+        accumulator = combiner.create_accumulator()
+        for element in extracts:
+            accumulator = combiner.add_input(accumulator, element)
+        scores.update({(key.model_name, key.name): value
+                       for key, value in combiner.extract_output(accumulator).items()})
+    assert scores[("candidate", "accuracy")] == scores[("baseline", "accuracy")] == 2 / 3
+    assert scores[("candidate", "in_scope_accuracy")] == 1 / 2  # one of two rejected
+    assert scores[("candidate", "out_of_scope_recall")] == 1.0
+    assert math.isnan(scores[("baseline", "out_of_scope_recall")])

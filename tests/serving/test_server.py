@@ -82,8 +82,9 @@ def server(tiny_export, tmp_path_factory):
     serving_dir = _serving_copy(tiny_export, folder)
     batching = _batching_file(folder, batch_timeout_micros=BATCHING_WAIT_MICROS)
     process, url, grpc_address = _start(serving_dir, "--poll-seconds", "0.5",
-                                        "--batching-config", batching)
-    yield {"url": url, "grpc": grpc_address, "dir": serving_dir,
+                                        "--batching-config", batching,
+                                        "--log-requests", folder / "requests", "--log-mask-digits")
+    yield {"url": url, "grpc": grpc_address, "dir": serving_dir, "requests": folder / "requests",
            "version": int(os.path.basename(tiny_export["version"])), "process": process}
     process.terminate()
     process.wait(timeout=30)
@@ -301,3 +302,68 @@ def test_a_new_version_is_served_without_a_restart(server):
     grpc_client = GrpcClient(server["grpc"])
     assert grpc_client.predict_outputs(TEXTS[:1], version=newer)["intent_label"].shape == (1,)
     grpc_client.close()
+
+
+def _logged(folder, marker, count, timeout=10.0):
+    """The logged rows whose text holds `marker`, once there are `count` (the log writes behind)."""
+    from mtmoe.serving.request_log import request_files
+
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [json.loads(line) for path in request_files(folder) for line in open(path)
+                if marker in line]
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
+def test_every_answered_text_is_logged_once_with_its_answer_and_its_digits_masked(server, in_process):
+    """REST and gRPC texts alike, each with the answer it got, the serving version, and # for its
+    digits (--log-mask-digits); the folder and its files are the owner's alone."""
+    texts = [f"logme rest {i} pay 12 dollars" for i in range(3)]
+    RestClient(server["url"]).predict(texts)
+    grpc_client = GrpcClient(server["grpc"])
+    grpc_client.predict(["logme grpc 7 where is my card"])
+    grpc_client.close()
+    rows = _logged(server["requests"], "logme", 4)
+    assert sorted(row["text"] for row in rows) == sorted(
+        [f"logme rest # pay ## dollars" for _ in range(3)] + ["logme grpc # where is my card"])
+    expected = {row["text"]: row for row in in_process.predict(texts[:1])}
+    logged = next(row for row in rows if row["text"].startswith("logme rest"))
+    want = expected[texts[0]]["intent"]
+    assert logged["intent"] == {**want, "score": pytest.approx(want["score"], rel=1e-5)}
+    assert "in_scope" in logged["intent"]
+    assert logged["model_version"] == server["version"] and logged["time"].endswith("Z")
+    assert all(not any(c.isdigit() for c in token) for row in rows
+               for token in row["slots"]["tokens"])  # tokens masked too
+    assert oct(os.stat(server["requests"]).st_mode & 0o777) == "0o700"
+    assert {oct(os.stat(server["requests"] / name).st_mode & 0o777)
+            for name in os.listdir(server["requests"])} == {"0o600"}
+
+
+def test_a_request_log_folder_that_cannot_be_written_leaves_the_server_answering(tiny_export, tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the log folder should be")
+    process, url, _ = _start(_serving_copy(tiny_export, tmp_path), "--log-requests", blocked / "logs")
+    try:
+        assert RestClient(url).predict(["pay bob"])[0]["text"] == "pay bob"
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    warnings = [line for line in output.splitlines() if "request logging is off" in line]
+    assert len(warnings) == 1 and str(blocked / "logs") in warnings[0]
+
+
+def test_the_python_clients_log_what_they_asked_and_got(server, tmp_path):
+    """For callers of a TF Serving that logs nothing: the client's own request log."""
+    from mtmoe.serving.request_log import RequestLog
+
+    log = RequestLog(str(tmp_path / "client-log"))
+    answers = RestClient(server["url"], request_log=log).predict(["client pay bob"])
+    grpc_client = GrpcClient(server["grpc"], request_log=log)
+    grpc_client.predict(["client where is my card"])
+    grpc_client.close()
+    log.close()
+    rows = _logged(tmp_path / "client-log", "client", 2)
+    assert [row["text"] for row in rows] == ["client pay bob", "client where is my card"]
+    assert rows[0]["intent"] == answers[0]["intent"] and rows[0]["model_version"] is None

@@ -1,0 +1,93 @@
+"""The request log on its own: sampling, rotation and retention, digit masking, and failures that
+never reach the request (a folder that cannot be written, a disk that fills up)."""
+import json
+import os
+import time
+
+import numpy as np
+
+from mtmoe.serving.request_log import RequestLog, request_files
+
+
+def _outputs(n):
+    """Serving outputs of n texts, as the serving_default signature gives them."""
+    return {"intent_label": np.array([b"pay"] * n), "intent_score": np.linspace(0.5, 0.9, n),
+            "intent_in_scope": np.array([True, False] * (n // 2) + [True] * (n % 2))}
+
+
+def _rows(folder):
+    return [json.loads(line) for path in request_files(folder) for line in open(path)]
+
+
+def test_each_sampled_text_is_one_line_with_its_answer(tmp_path):
+    log = RequestLog(str(tmp_path / "log"), sample=0.5, seed=3)
+    texts = [f"pay bob {i}" for i in range(400)]
+    for start in range(0, 400, 8):
+        log.offer(texts[start:start + 8], {k: v for k, v in _outputs(8).items()}, version=7)
+    log.close()
+    rows = _rows(tmp_path / "log")
+    assert 150 < len(rows) == log.written < 250  # about half
+    assert len({row["text"] for row in rows}) == len(rows)
+    assert rows[0]["model_version"] == 7 and rows[0]["intent"]["label"] == "pay"
+    assert isinstance(rows[0]["intent"]["in_scope"], bool)
+
+
+def test_files_rotate_at_their_size_and_the_oldest_beyond_the_limit_are_deleted(tmp_path):
+    folder = tmp_path / "log"
+    log = RequestLog(str(folder), max_bytes=2000, max_files=3)
+    for i in range(60):
+        log.offer([f"text number {i} with some words"], _outputs(1), version=1)
+        time.sleep(0.002)  # file names carry the time they were opened
+    log.close()
+    files = request_files(str(folder))
+    assert len(files) == 3 and all(os.path.getsize(f) <= 2000 for f in files)
+    assert _rows(folder)[-1]["text"] == "text number 59 with some words"  # the newest kept
+
+
+def test_files_older_than_keep_days_are_deleted_when_a_new_one_opens(tmp_path):
+    folder = tmp_path / "log"
+    folder.mkdir()
+    old = folder / "requests-20200101T000000-000000000.jsonl"
+    old.write_text("{}\n")
+    os.utime(old, (time.time() - 3 * 86400,) * 2)
+    RequestLog(str(folder), keep_days=2).close()
+    assert not old.exists() and len(request_files(str(folder))) == 1
+
+
+def test_digits_are_masked_in_the_text_and_its_tokens(tmp_path):
+    log = RequestLog(str(tmp_path / "log"), mask_digits=True)
+    outputs = {"tokens": np.array([[b"card", b"4111", b""]]), "slots_tags": np.array([[b"O", b"B-n", b""]]),
+               "slots_scores": np.array([[0.9, 0.8, 0.0]])}
+    log.offer(["card 4111"], outputs, version=1)
+    log.close()
+    row, = _rows(tmp_path / "log")
+    assert row["text"] == "card ####" and row["slots"]["tokens"] == ["card", "####"]
+
+
+def test_an_unwritable_folder_or_a_full_disk_turns_logging_off_with_one_warning(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    warnings = []
+    log = RequestLog(str(blocked / "log"), warn=warnings.append)
+    log.offer(["pay bob"], _outputs(1), version=1)  # ignored, never raises
+    log.close()
+    assert len(warnings) == 1 and "cannot write" in warnings[0]
+
+    warnings = []
+    log = RequestLog(str(tmp_path / "log"), warn=warnings.append)
+
+    class Full:
+        name = "full"
+
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            pass
+
+    log._file = Full()
+    for _ in range(3):
+        log.offer(["pay bob"], _outputs(1), version=1)
+    log.close()
+    assert len(warnings) == 1 and "No space left on device" in warnings[0]
+    assert log.paused and log.written == 0
