@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run docs test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults bench-oos
+.PHONY: run docs test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults bench-oos bench-monitor
 
 venv: $(PROJECT_STAMP)
 
@@ -93,6 +93,10 @@ bench-defaults: $(PROJECT_STAMP)
 # CLINC150's in-scope accuracy and out-of-scope recall, Banking77's calibration, through init's configs.
 bench-oos: $(PROJECT_STAMP)
 	$(BIN)/python bench/oos.py $(ARGS)
+
+# mtmoe monitor's false alarms and drift demo, on bench-oos' Banking77 model.
+bench-monitor: $(PROJECT_STAMP)
+	$(BIN)/python bench/monitor.py $(ARGS)
 
 # Span errors by entity type and kind on the dev split, for the models bench-snips pushed (seeds).
 bench-slot-errors: $(PROJECT_STAMP)

@@ -351,6 +351,21 @@ def _serve(args) -> None:
         raise UserError(str(e)) from None
 
 
+def _monitor(args) -> int:
+    """One line per drift finding; the exit status says whether there was one."""
+    from mtmoe.serving.monitor import DRIFTED, enough_texts, monitor
+
+    texts = enough_texts(args.requests, args.min_texts)  # before TensorFlow loads
+    _load_tensorflow_quietly()
+    findings, reference = monitor(texts, args.serving_dir, args.data)
+    print(f"compared {len(texts)} logged texts with {reference} eval texts of {args.data}")
+    for finding in findings:
+        print(f"drift: {finding}")
+    if not findings:
+        print("no drift: every compared distribution is within its limit")
+    return DRIFTED if findings else 0
+
+
 def _export_check(args) -> None:
     from mtmoe.serving.predict import resolve_model_dir
 
@@ -641,6 +656,23 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"the server's model name (default: {SERVED_MODEL_NAME})")
     versions.set_defaults(handler=_versions)
 
+    watch = commands.add_parser(
+        "monitor", help="compare logged requests with the model's eval data (exit 3 on drift)",
+        description="Compares the texts `mtmoe serve --log-requests` logged with the eval split "
+                    "of the model's spans, both scored by the served model, with TFDV's drift "
+                    "checks: text length, the share of unknown tokens, and each classification "
+                    "task's predicted label, confidence and in-scope answer. Prints one line per "
+                    "finding; exits 0 when every distribution is within its limit, 3 when "
+                    "something drifted, 2 on a bad or too small log.")
+    watch.add_argument("--requests", required=True, metavar="DIR", help="the request log folder")
+    watch.add_argument("--serving-dir", default=os.path.join(DEFAULT_WORK_DIR, "serving_model"),
+                       help=f"the served model (default: {DEFAULT_WORK_DIR}/serving_model)")
+    watch.add_argument("--data", required=True, metavar="ROOT",
+                       help="the data root the model trained on (span-<N>/ folders)")
+    watch.add_argument("--min-texts", type=_number(int, 1), default=200,
+                       help="refuse to compare fewer logged texts (default: 200)")
+    watch.set_defaults(handler=_monitor)
+
     check = commands.add_parser("export-check", help="check that the stock TF Serving image can "
                                                      "load a SavedModel (its ops)")
     check.add_argument("model", metavar="DIR", help="SavedModel or serving folder")
@@ -766,14 +798,14 @@ def _main(argv) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
-        args.handler(args)
+        status = args.handler(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except StepFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0  # a handler's own non-zero status (monitor's drift) or 0
 
 
 if __name__ == "__main__":
