@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work", "oos")
 OUTPUT = os.path.join(RESULTS, "oos.json")
 TASK = "intent"
+OPERATING_POINTS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 PUBLISHED = {"clinc150": "Larson et al. 2019, Full, no pretraining: CNN 91.2 / 18.9 (oos trained), "
                          "90.9 / 30.9 (threshold); FastText 89.0 / 9.7; Rasa 91.5 / 45.3. With "
                          "pretrained encoders: BERT 96.9 / 40.3 (trained), 96.2 / 52.3 (threshold)"}
@@ -100,8 +101,13 @@ def run_dataset(name: str, args) -> dict:
     for seed in args.seeds:
         path = seeded(config, os.path.join(work, f"init-{seed}.yaml"), seed, {})
         print(f"{name}: seed {seed} (log: {work}/init-{seed}.log)", flush=True)
-        summary = run_pipeline(path, data, os.path.join(work, f"init-{seed}"), args.epochs,
-                               log=os.path.join(work, f"init-{seed}.log"))
+        done = os.path.join(work, f"init-{seed}", "summary.json")
+        if args.rescore and os.path.isfile(done):  # the run's model, scored again
+            with open(done) as f:
+                summary = json.load(f)
+        else:
+            summary = run_pipeline(path, data, os.path.join(work, f"init-{seed}"), args.epochs,
+                                   log=os.path.join(work, f"init-{seed}.log"))
         probabilities, gold, training = test_probabilities(os.path.join(work, f"init-{seed}"),
                                                            args.shared, name)
         rejection = training.get("rejection", {}).get(TASK, {})
@@ -114,6 +120,9 @@ def run_dataset(name: str, args) -> dict:
             "served": scores(probabilities, gold, threshold),
             "out_of_scope_class_alone": scores(probabilities, gold, 0.0),
             "before_calibration": scores(uncalibrated(probabilities, temperature), gold, threshold),
+            # The trade-off the threshold makes on test, for readers with other costs.
+            "operating_points": [{"reject_below": t, **scores(probabilities, gold, t)}
+                                 for t in OPERATING_POINTS],
         })
     variants = ("served", "out_of_scope_class_alone", "before_calibration")
     return {"config": "mtmoe init's, nothing edited", "seeds": args.seeds,
@@ -131,6 +140,8 @@ def main():
     parser.add_argument("--shared", default=os.path.join(ROOT, "..", "shared", "data"))
     parser.add_argument("--work-dir", default=WORK)
     parser.add_argument("--epochs", type=int, help="override training.epochs (a smoke run)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the models of finished runs again instead of training anew")
     args = parser.parse_args()
     results = {}
     if os.path.exists(OUTPUT):

@@ -228,7 +228,8 @@ def format_summary(summary: dict) -> str:
              "", "test split metrics:", f"  {'task':<16} {'metric':<22} {'value':>8}"]
     for task, scores in summary["test_metrics"].items():
         for metric, value in scores.items():
-            shown = f"{value:8.4f}" if isinstance(value, float) else f"{value:>8}"
+            shown = ("       —" if isinstance(value, float) and value != value  # NaN: undefined
+                     else f"{value:8.4f}" if isinstance(value, float) else f"{value:>8}")
             lines.append(f"  {task:<16} {metric:<22} {shown}")
     return "\n".join(lines)
 

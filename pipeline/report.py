@@ -187,8 +187,9 @@ def calibration_section(report: dict, config, plot_dir: str) -> List[str]:
              "negative log-likelihood. Lower is better for both.", ""]
     lines += table(["task", "temperature", "eval ECE before", "eval ECE after", "eval NLL before",
                     "eval NLL after", "test ECE", "test NLL"],
-                   [[name, number(fit["temperature"]), number(fit["ece_before"]),
-                     number(fit["ece_after"]), number(fit["nll_before"]), number(fit["nll_after"]),
+                   [[name, number(fit["temperature"]), number(fit.get("ece_before")),
+                     number(fit.get("ece_after")), number(fit.get("nll_before")),
+                     number(fit.get("nll_after")),
                      number(test.get(name, {}).get("ece")), number(test.get(name, {}).get("nll"))]
                     for name, fit in fitted.items()])
     for name, rule in report["rejection"].items():

@@ -7,7 +7,8 @@ REPORT_HTML = "report.html"
 
 
 def number(value, digits: int = 4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+    """A score as text; "—" where there is none (None, or NaN: undefined)."""
+    return "—" if value is None or value != value else f"{value:.{digits}f}"
 
 
 def table(header: List[str], rows: List[List[str]]) -> List[str]:

@@ -52,6 +52,11 @@ def fit_temperatures(model, tasks, evaluation) -> Dict[str, dict]:
         task = next(t for t in tasks if t.name == name)
         binary = task.type == MULTILABEL
         targets = targets.astype(np.float64) if binary else targets.astype(np.int64)
+        wrong = (((probabilities >= 0.5) != (targets > 0.5)).any() if binary
+                 else (probabilities.argmax(axis=-1) != targets).any())
+        if not wrong:  # the fit would sharpen every answer to certainty: nothing to learn from
+            fitted[name] = {"temperature": 1.0, "note": "no wrong answer on eval: not calibrated"}
+            continue
         temperature = fit_temperature(calibration_logits(probabilities, binary), targets, binary)
         after = head_of(task).calibrated(tf.constant(probabilities, tf.float32), temperature).numpy()
         before, now = _scores(task, probabilities, targets), _scores(task, after, targets)

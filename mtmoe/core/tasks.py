@@ -91,12 +91,14 @@ class Classification:
         recall and precision."""
         scores = {"accuracy": counts.get("correct", 0) / max(counts.get("total", 0), 1),
                   "examples": counts.get("total", 0), **metrics.calibration_scores(counts)}
-        if out_of_scope:
+        if out_of_scope:  # NaN where undefined: no out-of-scope texts, or none rejected
             caught = counts.get("out_of_scope_caught", 0)
+            rejected = caught + counts.get("in_scope_rejected", 0)
             scores.update(
                 in_scope_accuracy=counts.get("in_scope_correct", 0) / max(counts.get("in_scope_total", 0), 1),
-                out_of_scope_recall=caught / max(counts.get("out_of_scope_total", 0), 1),
-                out_of_scope_precision=caught / max(caught + counts.get("in_scope_rejected", 0), 1))
+                out_of_scope_recall=(caught / counts["out_of_scope_total"]
+                                     if counts.get("out_of_scope_total") else float("nan")),
+                out_of_scope_precision=caught / rejected if rejected else float("nan"))
         return scores
 
     breakdown_kind = "confusion"

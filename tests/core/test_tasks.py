@@ -124,3 +124,9 @@ def test_a_task_that_answers_out_of_scope_is_scored_on_its_in_scope_answers():
     plain = TaskScorer([task])
     plain.add({label_key(task): np.array([0, 2])}, {"intent": probabilities[:2]})
     assert "in_scope_accuracy" not in plain.result()["intent"]
+    # No out-of-scope text and none rejected: recall and precision are undefined, not 0.
+    none = TaskScorer([task])
+    none.add({label_key(task): np.array([0])}, {"intent": probabilities[:1],
+                                                "intent_in_scope": np.array([True])})
+    assert np.isnan(none.result()["intent"]["out_of_scope_recall"])
+    assert np.isnan(none.result()["intent"]["out_of_scope_precision"])

@@ -155,6 +155,16 @@ def test_calibration_fits_a_temperature_per_probability_task_that_lowers_the_eva
             assert ((calibrated >= 0.5) == (probabilities >= 0.5)).all()
 
 
+def test_a_task_without_a_wrong_answer_on_eval_is_left_uncalibrated():
+    """Every eval answer right: the likelihood would push every confidence to 1; left at T = 1."""
+    config = _config()
+    data = _data(config)
+    perfect = lambda inputs, training: {  # noqa: E731  the intent answered right, surely
+        "intent": tf.one_hot(inputs["token_ids"][:, 0] % 5, 5) * 0.9 + 0.02}
+    fitted = fit_temperatures(perfect, [t for t in config.tasks if t.name == "intent"], data)
+    assert fitted == {"intent": {"temperature": 1.0, "note": "no wrong answer on eval: not calibrated"}}
+
+
 class _StepWeights(keras.callbacks.Callback):
     """The trainable weights after every training step, and at each epoch's end (as scored)."""
 
