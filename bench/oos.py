@@ -127,8 +127,10 @@ def run_dataset(name: str, args) -> dict:
     variants = ("served", "out_of_scope_class_alone", "before_calibration")
     return {"config": "mtmoe init's, nothing edited", "seeds": args.seeds,
             "published": PUBLISHED.get(name), "runs": runs,
-            "mean_std": {variant: {metric: spread([run[variant][metric] for run in runs])
-                                   for metric in runs[0][variant]} for variant in variants}
+            "mean_std": {variant: {metric: spread(values) if all(v == v for v in values) else None
+                                   for metric in runs[0][variant]
+                                   for values in [[run[variant][metric] for run in runs]]}
+                         for variant in variants}
             | {"trainer_s": spread([run["trainer_s"] for run in runs])}}
 
 
@@ -152,7 +154,8 @@ def main():
         write_result("oos", datasets=results)
         for variant, metrics in results[name]["mean_std"].items():
             if variant != "trainer_s":
-                print(name, variant, {m: f"{v['mean']:.3f} ± {v['std']:.3f}" for m, v in metrics.items()})
+                print(name, variant, {m: f"{v['mean']:.3f} ± {v['std']:.3f}" for m, v in metrics.items()
+                                      if v is not None})
 
 
 if __name__ == "__main__":
