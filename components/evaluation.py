@@ -15,7 +15,7 @@ from tensorflow_model_analysis.metrics import metric_types, metric_util
 from mtmoe.core.config import TaskConfig
 from mtmoe.core.feature_names import LENGTH_BUCKET
 from mtmoe.core.metrics import add_counts
-from mtmoe.core.tasks import OUT_OF_SCOPE_METRICS, TASK_TYPES, label_key, task_type
+from mtmoe.core.tasks import TASK_TYPES, label_key, task_type
 
 PREDICT_SIGNATURE = "serving_examples"
 TRANSFORM_SIGNATURE = "transform_features"
@@ -94,10 +94,6 @@ class _TaskMetricCombiner(beam.CombineFn):
         kind = TASK_TYPES[self._task_type]
         scores = (kind.score(accumulator, out_of_scope=True) if self._out_of_scope
                   else kind.score(accumulator))
-        if self._out_of_scope and "in_scope_total" not in accumulator \
-                and "out_of_scope_total" not in accumulator:
-            # A model without in-scope answers (a baseline from before): no such scores, not 0.
-            scores = {**scores, **{metric: float("nan") for metric in OUT_OF_SCOPE_METRICS}}
         return {key: scores[metric] for metric, key in self._keys.items()}
 
 

@@ -19,8 +19,9 @@ def calibrated_tasks(tasks) -> list:
     return [task for task in tasks if task_type(task).calibrated]
 
 
-def _eval_outputs(model, tasks, evaluation):
-    """{task: (probabilities, targets)} of the eval split's labelled examples."""
+def eval_outputs(model, tasks, evaluation):
+    """{task: (probabilities, targets)} of the eval split's labelled examples: one pass of the
+    model, for the temperatures and the rejection thresholds both."""
     outputs = {task.name: ([], []) for task in tasks}
     for inputs, targets in evaluation:
         probabilities = model(inputs, training=False)
@@ -39,17 +40,17 @@ def _scores(task, probabilities, targets) -> Dict[str, float]:
     return {metric: task_type(task).score(counts)[metric] for metric in ("ece", "nll")}
 
 
-def fit_temperatures(model, tasks, evaluation) -> Dict[str, dict]:
+def fit_temperatures(outputs, tasks) -> Dict[str, dict]:
     """{task: {"temperature", and the eval split's "ece" / "nll" "before" and "after"}} for each
-    calibrated task with labelled eval examples."""
+    calibrated task with labelled eval examples; `outputs`: eval_outputs'."""
     import tensorflow as tf
 
     fitted = {}
     tasks = calibrated_tasks(tasks)
-    for name, (probabilities, targets) in _eval_outputs(model, tasks, evaluation).items():
+    for task in tasks:
+        name, (probabilities, targets) = task.name, outputs[task.name]
         if not len(targets):
             continue
-        task = next(t for t in tasks if t.name == name)
         binary = task.type == MULTILABEL
         targets = targets.astype(np.float64) if binary else targets.astype(np.int64)
         wrong = (((probabilities >= 0.5) != (targets > 0.5)).any() if binary
@@ -66,7 +67,7 @@ def fit_temperatures(model, tasks, evaluation) -> Dict[str, dict]:
     return fitted
 
 
-def choose_rejections(model, tasks, evaluation, temperatures: Dict[str, float]) -> Dict[str, dict]:
+def choose_rejections(outputs, tasks, temperatures: Dict[str, float]) -> Dict[str, dict]:
     """{task: {"reject_below", and how it was chosen}} for each task that answers out of scope:
     its configured threshold, 0 with `off` (the out-of-scope class alone answers), or with `auto`
     one chosen on the eval split's calibrated probabilities (choose_rejection_threshold)."""
@@ -75,9 +76,8 @@ def choose_rejections(model, tasks, evaluation, temperatures: Dict[str, float]) 
     tasks = [task for task in tasks if task.answers_out_of_scope]
     chosen = {task.name: {"reject_below": 0.0 if task.reject_below == "off" else task.reject_below,
                           "criterion": "configured"} for task in tasks}
-    automatic = [task for task in tasks if task.reject_below == "auto"]
-    for name, (probabilities, targets) in _eval_outputs(model, automatic, evaluation).items():
-        task = next(t for t in automatic if t.name == name)
+    for task in (task for task in tasks if task.reject_below == "auto"):
+        name, (probabilities, targets) = task.name, outputs[task.name]
         if name in temperatures:
             probabilities = head_of(task).calibrated(tf.constant(probabilities, tf.float32),
                                                      temperatures[name]).numpy()

@@ -22,7 +22,7 @@ from mtmoe.core.feature_names import TOKENS
 from mtmoe.core.file_names import HISTORY_FILE, GATES_FILE, TRAINING_FILE, TENSORBOARD_DIR, TUNING_DIR_KEY, EXPORT_KEY
 from mtmoe.core.tasks import OBJECTIVE
 from mtmoe.trainer import warm_start, word_vectors
-from mtmoe.trainer.calibration import choose_rejections, fit_temperatures
+from mtmoe.trainer.calibration import choose_rejections, eval_outputs, fit_temperatures
 from mtmoe.trainer.callbacks import (EpochProgress, ExpertLoad, TimeLimit, TrialProgress,
                                      epoch_callbacks)
 from mtmoe.trainer.distribution import distribution_strategy, output_folders, shard_by_example
@@ -287,9 +287,10 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
                             best, EpochProgress("Trainer", epochs)] + ([limit] if limit else []),
                         verbose=2)
     thresholds = set_thresholds(model, config, history, best.best_epoch)
-    calibration = fit_temperatures(model, config.tasks, inputs.evaluation)
+    outputs = eval_outputs(model, config.tasks, inputs.evaluation)
+    calibration = fit_temperatures(outputs, config.tasks)
     temperatures = {task: fit["temperature"] for task, fit in calibration.items()}
-    rejection = choose_rejections(model, config.tasks, inputs.evaluation, temperatures)
+    rejection = choose_rejections(outputs, config.tasks, temperatures)
     _write_json(model_run_dir, HISTORY_FILE,
                 {k: [float(v) for v in vs] for k, vs in history.history.items()})
     _write_json(model_run_dir, TRAINING_FILE, {

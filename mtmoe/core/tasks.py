@@ -91,7 +91,10 @@ class Classification:
         recall and precision."""
         scores = {"accuracy": counts.get("correct", 0) / max(counts.get("total", 0), 1),
                   "examples": counts.get("total", 0), **metrics.calibration_scores(counts)}
-        if out_of_scope:  # NaN where undefined: no out-of-scope texts, or none rejected
+        if out_of_scope and not any(key in counts for key in ("in_scope_total", "out_of_scope_total")):
+            # No in-scope answer counted (a model exported before it had them): no such scores.
+            scores.update(dict.fromkeys(OUT_OF_SCOPE_METRICS, float("nan")))
+        elif out_of_scope:  # NaN where undefined: no out-of-scope texts, or none rejected
             caught = counts.get("out_of_scope_caught", 0)
             rejected = caught + counts.get("in_scope_rejected", 0)
             scores.update(

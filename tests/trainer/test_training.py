@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from mtmoe.core.config import load_config
 from mtmoe.core.metrics import f1_from_counts, multilabel_counts
-from mtmoe.trainer.calibration import fit_temperatures
+from mtmoe.trainer.calibration import eval_outputs, fit_temperatures
 from mtmoe.trainer.callbacks import TimeLimit, ValidationScores, epoch_callbacks
 from mtmoe.trainer.heads import calibrate
 from mtmoe.trainer.model import build_model, compile_model
@@ -141,7 +141,7 @@ def test_calibration_fits_a_temperature_per_probability_task_that_lowers_the_eva
                           config)
     model.fit(_data(config, signals=True).repeat(8), epochs=3, verbose=0)
     held_out = _data(config, size=256, signals=True).skip(4)  # texts 65-256
-    fitted = fit_temperatures(model, config.tasks, held_out)
+    fitted = fit_temperatures(eval_outputs(model, config.tasks, held_out), config.tasks)
     assert set(fitted) == {"intent", "signals"}
     for task, fit in fitted.items():
         assert fit["temperature"] != pytest.approx(1.0, abs=0.05), task
@@ -161,7 +161,8 @@ def test_a_task_without_a_wrong_answer_on_eval_is_left_uncalibrated():
     data = _data(config)
     perfect = lambda inputs, training: {  # noqa: E731  the intent answered right, surely
         "intent": tf.one_hot(inputs["token_ids"][:, 0] % 5, 5) * 0.9 + 0.02}
-    fitted = fit_temperatures(perfect, [t for t in config.tasks if t.name == "intent"], data)
+    intent = [t for t in config.tasks if t.name == "intent"]
+    fitted = fit_temperatures(eval_outputs(perfect, intent, data), intent)
     assert fitted == {"intent": {"temperature": 1.0, "note": "no wrong answer on eval: not calibrated"}}
 
 
