@@ -20,8 +20,10 @@ def calibrated_tasks(tasks) -> list:
 
 
 def eval_outputs(model, tasks, evaluation):
-    """{task: (probabilities, targets)} of the eval split's labelled examples: one pass of the
-    model, for the temperatures and the rejection thresholds both."""
+    """{task: (probabilities, targets)} of each calibrated task's labelled eval examples: one pass
+    of the model, for the temperatures and the rejection thresholds both. Token-tagging outputs are
+    left out: they are not calibrated, and length-bucketed batches differ in their token axis."""
+    tasks = calibrated_tasks(tasks)
     outputs = {task.name: ([], []) for task in tasks}
     for inputs, targets in evaluation:
         probabilities = model(inputs, training=False)
@@ -46,8 +48,7 @@ def fit_temperatures(outputs, tasks) -> Dict[str, dict]:
     import tensorflow as tf
 
     fitted = {}
-    tasks = calibrated_tasks(tasks)
-    for task in tasks:
+    for task in calibrated_tasks(tasks):
         name, (probabilities, targets) = task.name, outputs[task.name]
         if not len(targets):
             continue
