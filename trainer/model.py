@@ -98,17 +98,21 @@ class MultiTaskModel(keras.Model):
         weights = np.exp(-ops.convert_to_numpy(self.log_variances))
         return {name: float(w) for name, w in zip(self.uncertainty_tasks, weights)}
 
-    # Under a tf.distribute strategy Keras 3.6's fit builds the metrics from a batch it draws
-    # with an extra pass over the dataset (so each epoch then sees the shuffle order of the next
-    # one, unlike a run without a strategy) and averages with strategy.reduce, which
-    # MultiWorkerMirroredStrategy cannot do for a nested batch; and under multi-worker it averages
-    # each step's scalar logs along an axis 0 they lack. `_maybe_symbolic_build` builds from the
-    # dataset's element spec instead; `_with_worker_axis` gives the logs that axis
-    # (tests/trainer/test_multi_worker.py trains two workers and one process and compares them).
+    # Keras 3.6 builds the loss trackers, metrics and optimizer slots only under a tf.distribute
+    # strategy before fit traces its step; without one it creates them while tracing, and TF then
+    # traces the whole step a second time (half of a small model's first-epoch seconds). Under a
+    # strategy it builds them from a batch it draws with an extra pass over the dataset (so each
+    # epoch then sees the shuffle order of the next one, unlike a run without a strategy) and
+    # averages with strategy.reduce, which MultiWorkerMirroredStrategy cannot do for a nested
+    # batch; and under multi-worker it averages each step's scalar logs along an axis 0 they lack.
+    # `_maybe_symbolic_build` builds from the dataset's element spec, with or without a strategy;
+    # `_with_worker_axis` gives the logs that axis (tests/trainer/test_multi_worker.py trains two
+    # workers and one process and compares them).
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None and self._distribute_strategy is not None:
+        if iterator is not None:
             data_batch = iterator.data_adapter.get_tf_dataset().element_spec
-        super()._maybe_symbolic_build(data_batch=data_batch)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
 
     def test_step(self, data):
         return _with_worker_axis(super().test_step(data))
