@@ -73,7 +73,7 @@ def _joined_as_chief(args):
     yield
 
 
-def _run(args) -> None:
+def _run(args) -> int:
     log = _CommandLog(args.verbose)
     with log.capturing(), _joined_as_chief(args), _prepared(args) as (config, paths):
         from mtmoe.pipeline.unchanged import inputs_fingerprint, record_skipped, serving_unchanged
@@ -84,13 +84,22 @@ def _run(args) -> None:
             record_skipped(paths, serving, inputs)
             say(f"no new data since run {serving['run_id']}; version {serving['version']} is "
                 "serving (nothing trained or pushed; --force retrains)")
-            return
+            return 0
         from mtmoe.pipeline.local_runner import run_pipeline
 
         log.started(paths.logs_dir)
         summary = run_pipeline(config, paths, echo=say, allow_anomalies=args.allow_anomalies,
-                               inputs=inputs)
+                               inputs=inputs, force=args.force)
     summary["log"] = log.keep(summary["run_id"])
+    from mtmoe.core.decay import DECAYED_AND_REFUSED, headline
+
+    served = summary["served_model"]
+    if served and not served["retrain"]:
+        print(f"\nrun {summary['run_id']}: {headline(served)}\nnothing trained or pushed "
+              "(schedule.retrain: on_decay; --force retrains)")
+        if summary["log"]:
+            print(f"log: {summary['log']}")
+        return 0
     print(format_summary(summary))
     print(f"\nreport: {summary['report']}")
     if summary["log"]:
@@ -98,6 +107,11 @@ def _run(args) -> None:
     if summary["tensorboard"]:  # the venv's TensorBoard: no activated venv needed
         print(f"training curves: {os.path.join(os.path.dirname(sys.executable), 'tensorboard')} "
               f"--logdir {os.path.dirname(summary['tensorboard'])}")
+    if served and served["decayed"] and not summary["blessed"]:
+        print(f"\nerror: {headline(served)}; and the new model was NOT blessed: the serving "
+              "model no longer meets its limits and nothing replaced it", file=sys.stderr)
+        return DECAYED_AND_REFUSED
+    return 0
 
 
 def _tune(args) -> None:

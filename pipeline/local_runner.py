@@ -15,11 +15,13 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from mtmoe.components.data_validation import DATA_GATE
+from mtmoe.components.served_model import ServedModelCheck
 from mtmoe.components.test_scoring import TestMetrics
+from mtmoe.core.decay import headline
 from mtmoe.core.errors import StepFailed, UserError
 from mtmoe.core.feature_names import OVERALL
-from mtmoe.core.file_names import (GATES_FILE, HISTORY_FILE, METRICS_FILE, SERVED_MODEL_NAME,
-                                    TENSORBOARD_DIR, TRAINING_FILE)
+from mtmoe.core.file_names import (GATES_FILE, HISTORY_FILE, METRICS_FILE, SERVED_CHECK_FILE,
+                                    SERVED_MODEL_NAME, TENSORBOARD_DIR, TRAINING_FILE)
 from mtmoe.core.tasks import task_type
 from mtmoe.pipeline.facts import gather_run_facts
 from mtmoe.pipeline.history import recorded_runs, write_runs
@@ -81,7 +83,7 @@ def _latest_execution_seconds(store, pipeline_name: str, node: str) -> Optional[
 
 def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
                  compare_weightings: bool = False, allow_anomalies: bool = False,
-                 inputs: Optional[dict] = None) -> dict:
+                 inputs: Optional[dict] = None, force: bool = False) -> dict:
     """Runs every component in order (or those up to the Tuner); returns the run summary.
 
     A full run also writes summary.json and the run report, and when it pushes, notes what the
@@ -109,7 +111,7 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
                 create_ingest_pipeline(config, paths, span, data_bytes))
         tfx.orchestration.LocalDagRunner().run(
             create_pipeline(config, paths, facts, tuning_only, compare_weightings,
-                            allow_anomalies=allow_anomalies))
+                            allow_anomalies=allow_anomalies, force=force))
     except UserError:
         raise
     except Exception as e:  # the traceback is in the log; the console gets the step and the error
@@ -128,6 +130,13 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
         return {"run_id": record.run_id, "components": record.seconds, "trials": trials}
     summary = summarize(record)
     summary["trials"] = trials
+    served = summary["served_model"]
+    if served and not served["retrain"]:  # on_decay, and the serving model holds: nothing trained
+        with open(os.path.join(paths.work_dir, SUMMARY_FILE), "w") as f:
+            json.dump(summary, f, indent=1)
+        if inputs is not None:  # the serving version stands for these inputs: a re-run skips
+            record_pushed(paths, inputs, record.run_id, served["version"])
+        return summary
     report = build_report(record.run_id, config, summary,
                           {name: record.uri(*source) for name, source in _REPORTED.items()})
     summary["failures"] = report["failures"]
@@ -258,6 +267,12 @@ def pipeline_runs(paths: Paths, pipeline_name: str) -> List[RunRecord]:
     return [record for record in records if set(record.outputs) - {EXAMPLE_GEN}]
 
 
+def served_check(record: RunRecord) -> Optional[dict]:
+    """The served-model check of the run's new span (components.served_model), if it ran."""
+    folder = record.uri(ServedModelCheck.TYPE_NAME)
+    return _read_json(folder, SERVED_CHECK_FILE) if folder else None
+
+
 def summarize(record: RunRecord) -> dict:
     test_metrics = record.uri(TestMetrics.TYPE_NAME)
     metrics = _read_json(test_metrics, METRICS_FILE) if test_metrics else {}
@@ -285,6 +300,7 @@ def summarize(record: RunRecord) -> dict:
         "calibration": training.get("calibration"),
         "rejection": training.get("rejection"),
         "tensorboard": os.path.join(model_run, TENSORBOARD_DIR) if model_run else None,
+        "served_model": served_check(record),
     }
 
 
@@ -324,7 +340,14 @@ def history_row(record: RunRecord, config) -> dict:
         validation = tfma.load_validation_result(evaluation)
         failures = [_failure(failure) for per_slice in validation.metric_validations_per_slice
                     for failure in per_slice.failures]
-    if record.property("PushedModel", "pushed") == 1:
+    check = served_check(record)
+    if check:  # the serving model's primary scores on the new span (eval and test)
+        metrics.update({f"served {name} {metric}": value
+                        for name, (_, metric) in primary.items()
+                        if (value := check.get("primary", {}).get(name)) is not None})
+    if check and not check["retrain"]:
+        outcome = headline(check)
+    elif record.property("PushedModel", "pushed") == 1:
         outcome = f"blessed, pushed version {record.property('PushedModel', 'pushed_version')}"
     elif record.property("ModelBlessing", "blessed") == 1:
         outcome = "blessed, not pushed"
@@ -336,6 +359,8 @@ def history_row(record: RunRecord, config) -> dict:
         outcome = "stopped by data validation"
     else:
         outcome = "stopped before the Evaluator"
+    if check and check["decayed"] and evaluation and record.property("ModelBlessing", "blessed") != 1:
+        outcome = f"LOOK AT THIS: {headline(check)}; and the new model is {outcome}"
     started = summarize(record)["warm_start"]
     start = None if started is None else "warm" if started["warm_started"] else "scratch"
     return {"run_id": record.run_id, "spans": record.spans, "start": start, "metrics": metrics,

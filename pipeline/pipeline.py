@@ -2,10 +2,13 @@
 
 ExampleGen (newest span) -> StatisticsGen -> ExampleValidator (against the curated schema, ImportSchemaGen)
   -> DataGate (stops the run on anomalies, label drift or skew)
+  -> Resolver (latest blessed model) -> ServedModelChecker (it, on the new span); with
+     schedule.retrain on_decay, the rest runs only when it does not hold:
   -> Resolver (the window of newest spans) -> Transform -> [Tuner]
-  -> Resolver (latest blessed model) -> Trainer (warm-started from it) -> Evaluator (against it)
+  -> Trainer (warm-started from the blessed model) -> Evaluator (against it)
   -> TestScorer, and Pusher when the model is blessed.
 """
+import contextlib
 import json
 from typing import Optional
 
@@ -15,6 +18,7 @@ from tfx import v1 as tfx
 from mtmoe.components.data_validation import DATA_GATE, DataGate, LatestIfAnyStrategy
 from mtmoe.components.evaluation import build_eval_config
 from mtmoe.components.pusher import Pusher
+from mtmoe.components.served_model import RETRAIN_PROPERTY, ServedModelChecker
 from mtmoe.components.test_scoring import TestScorer
 from mtmoe.core.config import Config
 from mtmoe.core.file_names import EXPORT_KEY, TUNING_DIR_KEY
@@ -102,10 +106,12 @@ def vertex_training(cluster, image: str) -> dict:
 
 def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: bool = False,
                     compare_weightings: bool = False, local_metadata: bool = True,
-                    allow_anomalies: bool = False, training_image: str = "") -> tfx.dsl.Pipeline:
+                    allow_anomalies: bool = False, training_image: str = "",
+                    force: bool = False) -> tfx.dsl.Pipeline:
     """The whole pipeline; with `tuning_only`, the components up to the Tuner, plus (with
     `compare_weightings`) one Trainer per reference weighting trained as long as a trial.
     `allow_anomalies`: a span that fails data validation goes on (the anomalies are logged).
+    `force`: trains even where `schedule.retrain: on_decay` would not (the served model holds).
 
     `local_metadata`: ML Metadata in an SQLite file of the work dir; off for orchestrators that
     bring their own (Kubeflow Pipelines). Those run no custom resolver, so the window of every span
@@ -116,12 +122,6 @@ def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: 
     the runner), so that building the DAG reads and writes nothing.
     `training_image`: with `cluster.project` set, the Trainer is a Vertex AI training job whose
     machines run this image (the compiled Kubeflow v2 pipeline's own)."""
-    # Transform sees only what it reads, so that a model, training or threshold change keeps its cache.
-    raw_config = config.to_dict()
-    transform_config = {
-        "tasks": [{field: task[field] for field in _TRANSFORM_TASK_FIELDS} for task in raw_config["tasks"]],
-        "text": raw_config["text"]}
-
     every_span = not local_metadata and config.spans.window == 0
     new_span = example_gen(paths, every_span=every_span)
     # The statistics of the last span that passed the gate, resolved before this run's gate runs.
@@ -162,6 +162,42 @@ def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: 
         components.append(span_window)
         examples = span_window.outputs["examples"]
 
+    if tuning_only:
+        components += _training(config, paths, facts, examples, schema_gen, data_gate,
+                                training_image, tuning_only=True,
+                                compare_weightings=compare_weightings)
+        return _pipeline(config, paths, components, local_metadata, facts.data_bytes)
+
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    blessed_model = model_resolver.outputs["model"]
+    served_check = ServedModelChecker(examples=new_span.outputs["examples"], model=blessed_model,
+                                      config=json.dumps(config.to_dict()),
+                                      serving_dir=paths.serving_dir, force=int(force))
+    served_check.add_upstream_node(data_gate)  # a span that fails validation is not scored
+    components += [model_resolver, served_check]
+    # on_decay: what follows runs only when the served model does not hold on the new span.
+    retrain = served_check.outputs["served_check"].future()[0].custom_property(RETRAIN_PROPERTY)
+    with (tfx.dsl.Cond(retrain == 1) if config.schedule.retrain == "on_decay"
+          else contextlib.nullcontext()):
+        components += _training(config, paths, facts, examples, schema_gen, data_gate,
+                                training_image, blessed_model=blessed_model)
+    return _pipeline(config, paths, components, local_metadata, facts.data_bytes)
+
+
+def _training(config: Config, paths: Paths, facts: RunFacts, examples, schema_gen, data_gate,
+              training_image: str, blessed_model=None, tuning_only: bool = False,
+              compare_weightings: bool = False) -> list:
+    """Transform, [Tuner], and then either the reference Trainers (`tuning_only`) or the Trainer
+    (warm-started from `blessed_model`), Evaluator (against it), TestScorer and Pusher."""
+    # Transform sees only what it reads, so that a model, training or threshold change keeps its cache.
+    raw_config = config.to_dict()
+    transform_config = {
+        "tasks": [{field: task[field] for field in _TRANSFORM_TASK_FIELDS} for task in raw_config["tasks"]],
+        "text": raw_config["text"]}
     transform = tfx.components.Transform(
         examples=examples,
         schema=schema_gen.outputs["schema"],
@@ -172,7 +208,7 @@ def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: 
         # nothing reads them, and they cost a Beam pass over every split.
         disable_statistics=True)
     transform.add_upstream_node(data_gate)  # a span that fails validation is never transformed
-    components.append(transform)
+    components = [transform]
 
     def trainer(trainer_config: Config, export: bool = True, **kwargs):
         custom_config = {"config": trainer_config.to_dict(), "source_fingerprint": facts.trainer_code,
@@ -210,14 +246,8 @@ def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: 
         if compare_weightings:
             components += [trainer(reference, export=False).with_id(f"Trainer_{name}")
                            for name, reference in reference_configs(config).items()]
-        return _pipeline(config, paths, components, local_metadata, facts.data_bytes)
+        return components
 
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
-    blessed_model = model_resolver.outputs["model"]
     trainer_inputs = {"base_model": blessed_model} if config.training.warm_start else {}
     if tuner:
         trainer_inputs["hyperparameters"] = tuner.outputs["best_hyperparameters"]
@@ -233,7 +263,7 @@ def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: 
         transform_graph=transform.outputs["transform_graph"],
         model=trainer_component.outputs["model"],
         config=json.dumps(config.to_dict()))
-    components += [model_resolver, trainer_component, evaluator, test_scorer]
+    components += [trainer_component, evaluator, test_scorer]
 
     with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
         pusher = Pusher(
@@ -243,7 +273,7 @@ def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: 
             push_destination=tfx.proto.PushDestination(
                 filesystem=tfx.proto.PushDestination.Filesystem(base_directory=paths.serving_dir)))
     components.append(pusher)
-    return _pipeline(config, paths, components, local_metadata, facts.data_bytes)
+    return components
 
 
 def _pipeline(config: Config, paths: Paths, components, local_metadata: bool = True,

@@ -19,8 +19,9 @@ from tfx_bsl.public import tfxio
 from mtmoe.core.config import MULTILABEL, Config
 from mtmoe.core.console import say
 from mtmoe.core.feature_names import TOKENS
-from mtmoe.core.file_names import HISTORY_FILE, GATES_FILE, TRAINING_FILE, TENSORBOARD_DIR, TUNING_DIR_KEY, EXPORT_KEY
-from mtmoe.core.tasks import OBJECTIVE
+from mtmoe.core.file_names import (EVAL_SCORES_FILE, EXPORT_KEY, GATES_FILE, HISTORY_FILE,
+                                   TENSORBOARD_DIR, TRAINING_FILE, TUNING_DIR_KEY)
+from mtmoe.core.tasks import OBJECTIVE, primary_validation_metric
 from mtmoe.trainer import warm_start, word_vectors
 from mtmoe.trainer.calibration import choose_rejections, eval_outputs, fit_temperatures
 from mtmoe.trainer.callbacks import (EpochProgress, ExpertLoad, TimeLimit, TrialProgress,
@@ -314,5 +315,11 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
         export_serving_model(model, inputs.tft_output, config, serving_model_dir,
                              sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS),
                              temperatures, {task: r["reject_below"] for task, r in rejection.items()})
+        # The kept epoch's eval scores: what a later run's served-model check compares with.
+        scores = {task.name: history.history.get(primary_validation_metric(task))
+                  for task in config.tasks}
+        with tf.io.gfile.GFile(os.path.join(serving_model_dir, EVAL_SCORES_FILE), "w") as f:
+            json.dump({name: float(values[best.best_epoch])
+                       for name, values in scores.items() if values}, f)
     else:  # TFX's Trainer requires the folder; a reference training leaves it empty
         tf.io.gfile.makedirs(serving_model_dir)

@@ -14,7 +14,7 @@ from typing import Dict, List
 import keras
 import keras_tuner
 
-from mtmoe.core.tasks import OBJECTIVE, task_type
+from mtmoe.core.tasks import OBJECTIVE, primary_validation_metric
 
 OBJECTIVE_METRIC = f"val_{OBJECTIVE}"
 
@@ -135,7 +135,7 @@ def trial_table(directory: str, config) -> List[dict]:
             "trial": trial["trial_id"],
             "status": trial["status"],
             "values": trial["hyperparameters"]["values"],
-            "metrics": {task.name: at_best(f"val_{task.name}_{task_type(task).primary_metric}")
+            "metrics": {task.name: at_best(primary_validation_metric(task))
                         for task in config.tasks},
             "objective": trial.get("score"),
         })
@@ -159,7 +159,7 @@ def reference_row(name: str, history: Dict[str, list], training: dict, config) -
         "trial": name,
         "status": "REFERENCE",
         "values": {loss_weight_name(task): training["loss_weights"][task.name] for task in config.tasks},
-        "metrics": {task.name: history[f"val_{task.name}_{task_type(task).primary_metric}"][best]
+        "metrics": {task.name: history[primary_validation_metric(task)][best]
                     for task in config.tasks},
         "objective": history[OBJECTIVE_METRIC][best],
     }

@@ -263,6 +263,19 @@ class SpansConfig:
     window: AtLeast0 = _about(0, "train and evaluate on the newest N spans; 0 = every span")
 
 
+RETRAIN_POLICIES = ("on_new_data", "on_decay")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ScheduleConfig:
+    retrain: Literal[RETRAIN_POLICIES] = _about(
+        "on_new_data", "on_new_data: every new span trains a model; on_decay: only a span on "
+                       "which the serving model fails a task's min_value or max_drop")
+    min_examples: AtLeast1 = _about(
+        200, "on_decay: fewer labelled eval + test examples of a task in the new span than this "
+             "cannot show that the serving model holds: the run trains")
+
+
 _Distance = Annotated[Float, Field(ge=0, le=1)]  # L-infinity, between label distributions
 
 
@@ -315,6 +328,7 @@ class Config:
     evaluation: EvaluationConfig = EvaluationConfig()
     tuning: TuningConfig = TuningConfig()
     spans: SpansConfig = SpansConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     validation: ValidationConfig = ValidationConfig()
     pipeline: PipelineConfig = PipelineConfig()
     cluster: ClusterConfig = ClusterConfig()
@@ -335,6 +349,10 @@ class Config:
         if unknown:
             raise ValueError(f"tuning.objective_weights: {unknown[0]!r}: expected a task name with a "
                              f"weight >= 0; tasks: {', '.join(sorted(names))}")
+        if self.schedule.retrain == "on_decay" and not any(
+                task.min_value > 0 or task.max_drop < 1 for task in self.tasks):
+            raise ValueError("schedule.retrain is on_decay, but no task sets a limit the serving "
+                             "model could fail: set tasks[i].min_value or tasks[i].max_drop")
         if self.cluster.workers > 1 and self.training.distribution != "multi_worker":
             raise ValueError(f"cluster.workers is {self.cluster.workers}: set "
                              "training.distribution to multi_worker, or cluster.workers to 1")

@@ -13,9 +13,14 @@ TENSORBOARD_DIR = "tensorboard"
 # replays when it loads a version, before it takes traffic.
 CONFIG_FILE = os.path.join("assets.extra", "mtmoe_config.json")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# ...and its primary score per task on the eval split it was trained beside (the kept epoch's, as
+# the Evaluator measures it): what the served-model check compares a new span's scores with.
+EVAL_SCORES_FILE = os.path.join("assets.extra", "mtmoe_eval_scores.json")
 
 # TestScorer's output, and the data gate's: {split: [anomaly line]} it found and allowed.
 METRICS_FILE = "metrics.json"
+# The served-model check's: the serving model's scores on the new span, and the decision.
+SERVED_CHECK_FILE = "served_model.json"
 BREAKDOWN_FILE = "breakdown.json"
 GATE_FILE = "anomalies.json"
 

@@ -221,6 +221,11 @@ def task_type(task):
     return TASK_TYPES[task.type]
 
 
+def primary_validation_metric(task) -> str:
+    """The Keras history key of a task's primary score on the eval split."""
+    return f"val_{task.name}_{task_type(task).primary_metric}"
+
+
 def task_scores(task, counts) -> Dict[str, float]:
     """A task's scores from its counts, with the out-of-scope ones where its predictions carried
     the in-scope answer (an exported model's, not a training epoch's)."""
@@ -270,6 +275,7 @@ class TaskScorer:
         self.tasks = tasks
         self.class_names = class_names
         self.counts = {task.name: {} for task in tasks}
+        self.labelled = {task.name: 0 for task in tasks}  # examples labelled for each task
         self.breakdowns = {task.name: {} for task in tasks}
         self.overall = {"correct": 0, "total": 0}
 
@@ -284,6 +290,7 @@ class TaskScorer:
                 counts = (kind.count(label, prediction) if answer is None else
                           kind.count(label, prediction, answer[i]))
                 metrics.add_counts(self.counts[task.name], counts or {})
+                self.labelled[task.name] += counts is not None
                 if self.class_names is not None:
                     metrics.add_nested_counts(self.breakdowns[task.name], kind.breakdown(
                         label, prediction, self.class_names[task.name]) or {})
@@ -292,6 +299,15 @@ class TaskScorer:
             if verdicts:
                 self.overall["total"] += 1
                 self.overall["correct"] += all(verdicts)
+
+    def merge(self, other: "TaskScorer") -> "TaskScorer":
+        """Adds another scorer's counts (of the same tasks) to this one's: one score of two splits."""
+        for task in self.tasks:
+            metrics.add_counts(self.counts[task.name], other.counts[task.name])
+            metrics.add_nested_counts(self.breakdowns[task.name], other.breakdowns[task.name])
+            self.labelled[task.name] += other.labelled[task.name]
+        metrics.add_counts(self.overall, other.overall)
+        return self
 
     def result(self) -> Dict[str, Dict[str, float]]:
         scores = {task.name: task_scores(task, self.counts[task.name]) for task in self.tasks}

@@ -161,3 +161,17 @@ def test_out_of_scope_settings_belong_to_classification_tasks_and_thresholds_to_
     ]:
         with pytest.raises(UserError, match=message):
             load_config(_write(tmp_path, f"tasks:\n  - {task}\n"))
+
+
+def test_on_decay_needs_a_limit_the_serving_model_could_fail(tmp_path):
+    task = "{name: a, type: classification, label_field: a%s}"
+    schedule = "schedule: {retrain: on_decay, min_examples: 50}\n"
+    with pytest.raises(UserError, match=r"config\.yaml: schedule\.retrain is on_decay, but no task "
+                                        r"sets a limit .*: set tasks\[i\]\.min_value or "
+                                        r"tasks\[i\]\.max_drop$"):
+        load_config(_write(tmp_path, f"tasks:\n  - {task % ''}\n{schedule}"))
+    config = load_config(_write(tmp_path, f"tasks:\n  - {task % ', max_drop: 0.05'}\n{schedule}"))
+    assert (config.schedule.retrain, config.schedule.min_examples) == ("on_decay", 50)
+    with pytest.raises(UserError, match=r"schedule\.retrain: Input should be 'on_new_data' or "
+                                        r"'on_decay'"):
+        load_config(_write(tmp_path, f"tasks:\n  - {task % ''}\nschedule: {{retrain: weekly}}\n"))

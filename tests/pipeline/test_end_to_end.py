@@ -8,10 +8,13 @@ the one before it, so any test can run alone or in any order:
 4. `retrained_run`: spans 2 and 3 land; a run is killed (SIGKILL) while its Trainer runs and run
    again: it reuses what the killed run completed and trains on spans 1-3, warm-started from run 1's
    blessed model.
-5. `refused_run`: span 4, whose training intents were all set to one label, with an intent the
-   schema lacks and examples without one: data validation stops its run (label drift and skew,
-   unseen and missing values); allowed on purpose, that run is refused by the Evaluator and pushes
-   nothing.
+5. `held_run`: span 4 lands, like the spans before it, under `schedule.retrain: on_decay`: the
+   serving model holds on it, so nothing is trained or pushed, and a run after it has nothing new.
+6. `refused_run`: span 5, whose training intents were all set to one label, with an intent the
+   schema lacks and examples without one, and whose eval and test intents were each renamed to
+   the next: data validation stops its run (label drift and skew, unseen and missing values);
+   allowed on purpose, under on_decay, the serving model decays on it, so the run trains, and the
+   Evaluator refuses the new model: nothing is pushed, and the run exits with status 4.
 Training again on run 1's inputs gives the same metrics.
 """
 import json
@@ -28,14 +31,17 @@ import yaml
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from mtmoe.core.decay import DECAYED_AND_REFUSED
+
 pytestmark = pytest.mark.e2e
 
 TENSORBOARD = os.path.join(os.path.dirname(sys.executable), "tensorboard")
 _PRIMARY = {"classification": "accuracy", "multilabel": "micro_f1", "token_tagging": "span_f1"}
 COMPONENTS = ("ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate",
-              "Transform", "Tuner", "Trainer", "Evaluator", "TestScorer", "Pusher")
+              "ServedModelChecker", "Transform", "Tuner", "Trainer", "Evaluator", "TestScorer",
+              "Pusher")
 # What a run killed during its Trainer completed, and its re-run takes from the cache.
-BEFORE_TRAINER = ("StatisticsGen", "ExampleValidator", "Transform", "Tuner")
+BEFORE_TRAINER = ("StatisticsGen", "ExampleValidator", "ServedModelChecker", "Transform", "Tuner")
 TEXTS = ["transfer $50 to my savings tomorrow", "I LOST MY VISA CARD!!", ""]
 
 
@@ -44,13 +50,13 @@ def run(pipeline_run):
     return pipeline_run
 
 
-def _relabelled(sample, out, relabel):
-    """The sample with `relabel(rows)` applied to its training rows: a labelling bug in one field."""
+def _relabelled(sample, out, relabel, relabel_held_out=lambda rows: None):
+    """The sample with `relabel(rows)` applied to its training rows (a labelling bug in one field)
+    and `relabel_held_out` to its eval and test rows."""
     out.mkdir()
     for split in ("train", "eval", "test"):
         rows = [json.loads(line) for line in (sample / f"{split}.jsonl").read_text().splitlines()]
-        if split == "train":
-            relabel(rows)
+        (relabel if split == "train" else relabel_held_out)(rows)
         (out / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
@@ -66,6 +72,27 @@ def _one_unseen_and_missing_intents(rows):
         row["intent"] = "close_account"
     for row in rows[5:8]:
         del row["intent"]
+
+
+def _next_intent(rows):
+    """Each intent renamed to the next one (in name order): what the served model learned no longer
+    holds."""
+    intents = sorted({row["intent"] for row in rows})
+    for row in rows:
+        row["intent"] = intents[(intents.index(row["intent"]) + 1) % len(intents)]
+
+
+def _on_decay(run, name, **tasks):
+    """Run 1's config under `schedule.retrain: on_decay`, judged on 20 examples, with limits on
+    the intent and the slots only (`tasks`: {task: {field: value}} more), written as `name`."""
+    config = json.loads(json.dumps(run["config"]))
+    config["schedule"] = {"retrain": "on_decay", "min_examples": 20}
+    for task in config["tasks"]:
+        task["max_drop"] = 0.25 if task["name"] in ("intent", "slots") else 1.0
+        task.update(tasks.get(task["name"], {}))
+    path = run["root"] / name
+    path.write_text(yaml.safe_dump(config))
+    return path, config
 
 
 def _add_span(cli, root, name, seed):
@@ -128,20 +155,36 @@ def retrained_run(run, tuned, cli):
 
 
 @pytest.fixture(scope="module")
-def refused_run(run, retrained_run, cli):
-    """A run on span 4 alone (spans.window 1), whose training intents are all one label but for a
-    few unseen or missing ones: data validation stops it; allowed, the retrained model is its
-    baseline and its starting point."""
-    root = run["root"]
-    _relabelled(root / "sample", root / "one_intent", _one_unseen_and_missing_intents)
-    assert cli("data", "convert", "--format", "jsonl", root / "one_intent", root / "data").returncode == 0
-    config = dict(run["config"], spans={"window": 1},  # no search: run 1 and `tuned` cover it
-                  tuning=dict(run["config"]["tuning"], enabled=False))
-    (root / "window1.yaml").write_text(yaml.safe_dump(config))
+def held_run(run, retrained_run, cli):
+    """Span 4, of the same distribution, under on_decay: the retrained model holds on it; then
+    the same run again, with nothing new."""
+    _add_span(cli, run["root"], "sample4", 16)
+    config, _ = _on_decay(run, "on_decay.yaml")
     served = sorted(os.listdir(run["work"] / "serving_model"))
-    stopped = run["rerun"](root / "window1.yaml", code=2)
+    result = run["rerun"](config)
+    again = run["rerun"](config)
+    return {"stdout": result.stdout, "again": again.stdout, "summary": _summary(run),
+            "served_before": served, "served": sorted(os.listdir(run["work"] / "serving_model"))}
+
+
+@pytest.fixture(scope="module")
+def refused_run(run, retrained_run, held_run, cli):
+    """A run on span 5 alone (spans.window 1), whose training intents are all one label but for a
+    few unseen or missing ones, and whose eval and test intents are each the next one: data
+    validation stops it; allowed, under on_decay with an intent min_value of 0.5, the serving
+    (retrained) model decays on it, so the run trains, from that model and against it."""
+    root = run["root"]
+    _relabelled(root / "sample", root / "one_intent", _one_unseen_and_missing_intents, _next_intent)
+    assert cli("data", "convert", "--format", "jsonl", root / "one_intent", root / "data").returncode == 0
+    config, _ = _on_decay(run, "window1.yaml", intent={"min_value": 0.5})
+    raw = yaml.safe_load(config.read_text())
+    raw.update(spans={"window": 1},  # no search: run 1 and `tuned` cover it
+               tuning=dict(raw["tuning"], enabled=False))
+    config.write_text(yaml.safe_dump(raw))
+    served = sorted(os.listdir(run["work"] / "serving_model"))
+    stopped = run["rerun"](config, code=2)
     assert sorted(os.listdir(run["work"] / "serving_model")) == served
-    result = run["rerun"](root / "window1.yaml", "--allow-anomalies")
+    result = run["rerun"](config, "--allow-anomalies", code=DECAYED_AND_REFUSED)
     return {"stopped": stopped, "stdout": result.stdout, "stderr": result.stderr,
             "summary": _summary(run)}
 
@@ -404,7 +447,7 @@ def test_a_run_with_nothing_new_trains_nothing_and_pushes_nothing(run, unchanged
 
 def test_a_span_that_fails_data_validation_stops_the_run_before_transform(run, refused_run):
     error = refused_run["stopped"].stderr
-    assert re.search(r"^error: span 4: \d+ data validation anomalies \(schema \S+"
+    assert re.search(r"^error: span 5: \d+ data validation anomalies \(schema \S+"
                      r"default\.schema\.pbtxt\); the run stops before Transform: nothing is "
                      r"trained or pushed:$", error, re.M), error[-3000:]
     assert re.search(r"^  train vs the previous span's train \(drift\): intent: High Linfty "
@@ -424,13 +467,37 @@ def test_a_span_that_fails_data_validation_stops_the_run_before_transform(run, r
     assert "Transform" not in stopped and "Trainer" not in stopped
 
 
+def test_a_span_on_which_the_served_model_holds_trains_nothing_under_on_decay(
+        run, retrained_run, held_run):
+    version = os.path.basename(retrained_run["summary"]["pushed_model"])
+    check = held_run["summary"]["served_model"]
+    assert check["retrain"] is False and check["holds"] is True and check["span"] == 4
+    assert check["version"] == int(version)
+    assert set(check["scores"]) == {"eval", "test"}
+    assert re.search(rf"^run \S+: served model \(version {version}\) holds on span 4: intent "
+                     r"accuracy \d\.\d{4} on 40 examples, \d\.\d{4} at its blessing: within its "
+                     r"limits; slots span_f1 .*\nnothing trained or pushed", held_run["stdout"],
+                     re.M), held_run["stdout"][-3000:]
+    assert "Transform" not in held_run["stdout"] and "Trainer" not in held_run["stdout"]
+    assert held_run["served"] == held_run["served_before"]
+    assert f"no new data since run {held_run['summary']['run_id']}; version {version}" in \
+        held_run["again"]
+
+
 def test_crippled_run_is_refused_and_the_served_versions_stay(run, retrained_run, refused_run):
     summary = refused_run["summary"]
-    assert summary["spans"] == [4]
+    assert summary["spans"] == [5]
     assert summary["warm_start"]["warm_started"] is True
     assert summary["blessed"] is False and summary["pushed_model"] is None
+    assert summary["served_model"]["decayed"] is True and summary["served_model"]["retrain"]
     assert "NOT blessed" in refused_run["stdout"]
-    assert "refused: intent accuracy changed" in refused_run["stdout"]
+    assert re.search(r"^  refused: intent accuracy is 0\.\d{4}, below 0\.5 \(min_value\)$",
+                     refused_run["stdout"], re.M), refused_run["stdout"][-3000:]
+    version = os.path.basename(retrained_run["summary"]["pushed_model"])
+    assert re.search(rf"^error: served model \(version {version}\) decayed on span 5: intent "
+                     r"accuracy 0\.\d{4} on 40 examples, 0\.\d{4} at its blessing: below min_value "
+                     r"0\.5; dropped 0\.\d{4}, more than max_drop 0\.25; and the new model was NOT "
+                     r"blessed", refused_run["stderr"], re.M), refused_run["stderr"][-3000:]
     served = [run["summary"]["pushed_model"], retrained_run["summary"]["pushed_model"]]
     assert sorted(os.listdir(run["work"] / "serving_model")) == sorted(
         os.path.basename(path) for path in served if path)
@@ -441,42 +508,50 @@ def test_crippled_run_is_refused_and_the_served_versions_stay(run, retrained_run
                report["anomalies"]["train vs the previous span's train (drift)"])
     assert report["had_baseline"] is True
     intent = next(row for row in report["headline"] if row["task"] == "intent")
-    assert intent["passed"] is False and intent["change"] < -0.02
-    assert any(re.match(r"intent accuracy changed -0\.\d+ against the blessed baseline", failure)
+    assert intent["passed"] is False and intent["eval"] < 0.5
+    assert any(re.match(r"intent accuracy is 0\.\d{4}, below 0\.5 \(min_value\)", failure)
                for failure in report["failures"]), report["failures"]
 
 
 def test_history_has_one_line_per_run_with_spans_start_metrics_and_outcome(
-        run, unchanged_run, retrained_run, refused_run, cli):
+        run, unchanged_run, retrained_run, held_run, refused_run, cli):
     result = cli("history", "--work-dir", run["work"])
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     header = lines[0].split(" | ")
     assert header[:3] == ["| run", "spans", "start"] and "intent accuracy" in header
     rows = [line.split(" | ") for line in lines[2:] if line.startswith("| ")]
-    # run 1; a run with nothing new; `mtmoe tune`; the killed run and its re-run; span 4 stopped
-    # by validation, then allowed and refused
-    assert [row[1:3] for row in rows] == [["1", "scratch"], ["1", "-"], ["1", "-"], ["1,2,3", "-"],
-                                          ["1,2,3", "warm"], ["4", "-"], ["4", "warm"]]
+    # run 1; a run with nothing new; `mtmoe tune`; the killed run and its re-run; span 4, on which
+    # the served model holds, and a run with nothing new after it; span 5 stopped by validation,
+    # then allowed and refused
+    assert [row[1:3] for row in rows] == [
+        ["1", "scratch"], ["1", "-"], ["1", "-"], ["1,2,3", "-"], ["1,2,3", "warm"], ["4", "-"],
+        ["1,2,3,4", "-"], ["5", "-"], ["5", "warm"]]
     outcomes = [row[-1].rstrip(" |") for row in rows]
     assert outcomes[1] == (f"nothing new: version {os.path.basename(run['summary']['pushed_model'])} "
                            f"(run {run['summary']['run_id']}) is serving")
     assert outcomes[2] == "tuning run (mtmoe tune)"
     assert outcomes[3] == "stopped before the Evaluator"
-    assert outcomes[5] == "stopped by data validation"
-    runs = {0: run["summary"], 4: retrained_run["summary"], 6: refused_run["summary"]}
+    version = os.path.basename(retrained_run["summary"]["pushed_model"])
+    assert outcomes[5].startswith(f"served model (version {version}) holds on span 4: intent accuracy")
+    assert outcomes[6] == f"nothing new: version {version} (run {held_run['summary']['run_id']}) is serving"
+    assert outcomes[7] == "stopped by data validation"
+    runs = {0: run["summary"], 4: retrained_run["summary"], 8: refused_run["summary"]}
     for index, summary in runs.items():
         assert rows[index][0][2:] == summary["run_id"].replace("T", " ")[:19]
         pushed = summary["pushed_model"]
         if pushed:
             assert outcomes[index] == f"blessed, pushed version {os.path.basename(pushed)}"
-        else:
-            assert outcomes[index].startswith("NOT blessed: ")
-    assert re.search(r"NOT blessed: .*intent accuracy changed -0\.\d+ \(allowed -0\.2500\)",
-                     outcomes[6]), outcomes[6]
+    assert re.search(rf"^LOOK AT THIS: served model \(version {version}\) decayed on span 5: .*; and "
+                     r"the new model is NOT blessed: .*intent accuracy 0\.\d+ < 0\.5", outcomes[8]), \
+        outcomes[8]
     _, report = _report(run["summary"])
     intent = next(row for row in report["headline"] if row["task"] == "intent")
     assert rows[0][header.index("intent accuracy")] == f"{intent['eval']:.4f}"
+    # The served model's score on each new span: none before a model served; span 4's, as checked.
+    served = header.index("served intent accuracy")
+    assert rows[0][served] == "-"
+    assert rows[5][served] == f"{held_run['summary']['served_model']['primary']['intent']:.4f}"
 
 
 def test_history_of_a_work_dir_from_before_runs_jsonl_is_read_from_ml_metadata_alike(
@@ -522,7 +597,7 @@ def test_report_command_prints_the_latest_or_the_named_report(run, refused_run, 
     latest = cli("report", "--work-dir", run["work"])
     assert latest.returncode == 0, latest.stderr[-2000:]
     assert latest.stdout.splitlines()[0] == refused_run["summary"]["report"]
-    assert "NOT blessed" in latest.stdout and "intent accuracy changed" in latest.stdout
+    assert "NOT blessed" in latest.stdout and "below 0.5 (min_value)" in latest.stdout
     first = cli("report", run["summary"]["run_id"], "--work-dir", run["work"])
     assert first.returncode == 0 and first.stdout.splitlines()[0] == run["summary"]["report"]
     assert "Blessed and pushed" in first.stdout
