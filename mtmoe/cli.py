@@ -91,11 +91,11 @@ def _run(args) -> int:
         summary = run_pipeline(config, paths, echo=say, allow_anomalies=args.allow_anomalies,
                                inputs=inputs, force=args.force)
     summary["log"] = log.keep(summary["run_id"])
-    from mtmoe.core.decay import DECAYED_AND_REFUSED, headline
+    from mtmoe.core.decay import DECAYED_AND_REFUSED, check_line
 
     served = summary["served_model"]
     if served and not served["retrain"]:
-        print(f"\nrun {summary['run_id']}: {headline(served)}\nnothing trained or pushed "
+        print(f"\nrun {summary['run_id']}: {check_line(served)}\nnothing trained or pushed "
               "(schedule.retrain: on_decay; --force retrains)")
         if summary["log"]:
             print(f"log: {summary['log']}")
@@ -108,7 +108,7 @@ def _run(args) -> int:
         print(f"training curves: {os.path.join(os.path.dirname(sys.executable), 'tensorboard')} "
               f"--logdir {os.path.dirname(summary['tensorboard'])}")
     if served and served["decayed"] and not summary["blessed"]:
-        print(f"\nerror: {headline(served)}; and the new model was NOT blessed: the serving "
+        print(f"\nerror: {check_line(served)}; and the new model was NOT blessed: the serving "
               "model no longer meets its limits and nothing replaced it", file=sys.stderr)
         return DECAYED_AND_REFUSED
     return 0

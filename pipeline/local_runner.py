@@ -17,7 +17,7 @@ from tfx import v1 as tfx
 from mtmoe.components.data_validation import DATA_GATE
 from mtmoe.components.served_model import ServedModelCheck
 from mtmoe.components.test_scoring import TestMetrics
-from mtmoe.core.decay import headline
+from mtmoe.core.decay import check_line
 from mtmoe.core.errors import StepFailed, UserError
 from mtmoe.core.feature_names import OVERALL
 from mtmoe.core.file_names import (GATES_FILE, HISTORY_FILE, METRICS_FILE, SERVED_CHECK_FILE,
@@ -138,7 +138,8 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
             record_pushed(paths, inputs, record.run_id, served["version"])
         return summary
     report = build_report(record.run_id, config, summary,
-                          {name: record.uri(*source) for name, source in _REPORTED.items()})
+                          {name: record.uri(*source) for name, source in _REPORTED.items()},
+                          recorded_runs(paths) or [])
     summary["failures"] = report["failures"]
     summary["notes"] = report["notes"]
     summary["report"] = write_report(report, config, paths.report_dir(record.run_id))
@@ -346,7 +347,7 @@ def history_row(record: RunRecord, config) -> dict:
                         for name, (_, metric) in primary.items()
                         if (value := check.get("primary", {}).get(name)) is not None})
     if check and not check["retrain"]:
-        outcome = headline(check)
+        outcome = check_line(check)
     elif record.property("PushedModel", "pushed") == 1:
         outcome = f"blessed, pushed version {record.property('PushedModel', 'pushed_version')}"
     elif record.property("ModelBlessing", "blessed") == 1:
@@ -360,7 +361,7 @@ def history_row(record: RunRecord, config) -> dict:
     else:
         outcome = "stopped before the Evaluator"
     if check and check["decayed"] and evaluation and record.property("ModelBlessing", "blessed") != 1:
-        outcome = f"LOOK AT THIS: {headline(check)}; and the new model is {outcome}"
+        outcome = f"LOOK AT THIS: {check_line(check)}; and the new model is {outcome}"
     started = summarize(record)["warm_start"]
     start = None if started is None else "warm" if started["warm_started"] else "scratch"
     return {"run_id": record.run_id, "spans": record.spans, "start": start, "metrics": metrics,

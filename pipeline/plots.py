@@ -93,6 +93,26 @@ def training_curves(history: Dict[str, List[float]], task_names: Sequence[str],
     return _save(figure, path)
 
 
+def served_scores(runs: List[dict], task_metrics: Sequence[str], path: str) -> str:
+    """Per task, over the runs in time order: the serving model's score on each new span (solid),
+    and the newly trained model's eval score (dashed)."""
+    figure, axes = plt.subplots(1, len(task_metrics), figsize=(4 * len(task_metrics), 3.4),
+                                squeeze=False)
+    labels = [f"{run['run_id'][5:16]}\nspan {run['spans'][-1]}" if run["spans"] else run["run_id"][5:16]
+              for run in runs]
+    for column, name in zip(axes[0], task_metrics):
+        for key, style, label in ((f"served {name}", "-o", "serving model on the new span"),
+                                  (name, "--s", "new model (eval)")):
+            points = [(i, run["metrics"][key]) for i, run in enumerate(runs) if key in run["metrics"]]
+            if points:
+                column.plot(*zip(*points), style, label=label)
+        column.set_xticks(range(len(runs)), labels=labels, fontsize=6)
+        column.set_ylim(0, 1.02)
+        column.set_title(name)
+        column.legend(fontsize=7)
+    return _save(figure, path)
+
+
 def gate_heatmaps(layer: str, routers: Dict[str, Dict[str, List[float]]], path: str) -> str:
     """Per router (task gate): mean gate weight per expert, and each expert's share of the load."""
     names = list(routers)

@@ -8,7 +8,7 @@ is written as Markdown, converted to HTML with Python-Markdown, and kept as `rep
 """
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import markdown
 import tensorflow_model_analysis as tfma
@@ -16,6 +16,7 @@ import tensorflow_model_analysis as tfma
 from mtmoe.components.data_validation import DATA_GATE, read_statistics
 
 from mtmoe.components.test_scoring import TestMetrics
+from mtmoe.core.decay import check_line
 from mtmoe.core.feature_names import LENGTH_BUCKET, OVERALL
 from mtmoe.core.file_names import BREAKDOWN_FILE, GATE_FILE
 from mtmoe.core.file_names import HISTORY_FILE
@@ -74,8 +75,11 @@ def _failure_text(task, metric: str, failure) -> str:
     return f"{task.name} {metric} is {value:.4f}, below {task.min_value} (min_value)"
 
 
-def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Optional[str]]) -> dict:
-    """The report's content as plain data. `artifacts` maps artifact type names to URIs."""
+def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Optional[str]],
+                 runs: Sequence[dict] = ()) -> dict:
+    """The report's content as plain data. `artifacts` maps artifact type names to URIs; `runs`:
+    the work dir's history rows up to this run (`mtmoe history`'s), for the serving model's
+    scores on each new span."""
     tasks = config.tasks
     by_output = {task_type(t).eval_output(t): t for t in tasks}
     evaluation = read_evaluation(artifacts["ModelEvaluation"]) if artifacts.get("ModelEvaluation") else {}
@@ -136,6 +140,9 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
         "word_vectors": summary.get("word_vectors"),
         "calibration": summary.get("calibration") or {},
         "rejection": summary.get("rejection") or {},
+        "served_model": summary.get("served_model"),
+        # Runs where the serving model was scored on a new span, with what was trained then.
+        "served_runs": [run for run in runs if any(k.startswith("served ") for k in run["metrics"])],
     }
 
 
@@ -269,6 +276,18 @@ def render_markdown(report: dict, config, plot_dir: str, statistics_view: bool =
                   "trial's best epoch; the objective is the mean of the tasks' primary metrics, or "
                   "the configured weighted mean). The Trainer used the best trial's values.", ""]
         lines += trials_table(report["trials"])
+
+    if report["served_runs"]:
+        names = [f"{t.name} {task_type(t).primary_metric}" for t in config.tasks]
+        path = plots.served_scores(report["served_runs"], names,
+                                   os.path.join(plot_dir, "served_scores.png"))
+        served = report["served_model"] or {}
+        lines += ["## Serving model on new spans", "",
+                  "Before training, each run scores the model that is serving on the new span's "
+                  "eval and test examples; a fall below the new models' eval scores is decay.", ""]
+        if served.get("findings"):
+            lines += [f"This run: {check_line(served)}.", ""]
+        lines += [f"![serving model on new spans]({relative}/{os.path.basename(path)})", ""]
 
     if report["history"]:
         path = plots.training_curves(report["history"], [t.name for t in config.tasks],

@@ -56,13 +56,13 @@ def _failed_limits(task, value: float, before: Optional[float]) -> List[str]:
     return failed
 
 
-def headline(check: dict) -> str:
+def check_line(check: dict) -> str:
     """The run's one line about the serving model on the new span."""
-    served = f"version {check['version']}" if check.get("version") else "the serving model"
+    served = f"served model (version {check['version']})" if check.get("version") else "served model"
     span = check["span"]
     if check.get("holds"):
-        return f"served model ({served}) holds on span {span}: " + "; ".join(check["findings"])
+        return f"{served} holds on span {span}: " + "; ".join(check["findings"])
     if check.get("decayed"):
-        return f"served model ({served}) decayed on span {span}: " + "; ".join(
+        return f"{served} decayed on span {span}: " + "; ".join(
             line for line in check["findings"] if not line.endswith("within its limits"))
-    return f"served model ({served}) on span {span}: " + "; ".join(check["findings"])
+    return f"{served} on span {span}: " + "; ".join(check["findings"])

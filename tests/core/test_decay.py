@@ -2,7 +2,7 @@
 import numpy as np
 
 from mtmoe.core.config import Config
-from mtmoe.core.decay import headline, judge
+from mtmoe.core.decay import check_line, judge
 from mtmoe.core.tasks import TaskScorer
 
 
@@ -33,7 +33,7 @@ def test_a_drop_beyond_max_drop_or_a_score_below_min_value_is_decay():
         "than max_drop 0.05",
         "slots span_f1 0.4000 on 250 examples, 0.4500 at its blessing: below min_value 0.5"]
     check = {"version": 17, "span": 3, **verdict}
-    assert headline(check) == ("served model (version 17) decayed on span 3: " + "; ".join(
+    assert check_line(check) == ("served model (version 17) decayed on span 3: " + "; ".join(
         verdict["findings"]))
 
 
