@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run docs test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults bench-oos bench-monitor
+.PHONY: run docs test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults bench-oos bench-monitor bench-decay
 
 venv: $(PROJECT_STAMP)
 
@@ -97,6 +97,9 @@ bench-oos: $(PROJECT_STAMP)
 # mtmoe monitor's false alarms and drift demo, on bench-oos' Banking77 model.
 bench-monitor: $(PROJECT_STAMP)
 	$(BIN)/python bench/monitor.py $(ARGS)
+
+bench-decay: $(PROJECT_STAMP)
+	$(BIN)/python bench/decay.py $(ARGS)
 
 # Span errors by entity type and kind on the dev split, for the models bench-snips pushed (seeds).
 bench-slot-errors: $(PROJECT_STAMP)

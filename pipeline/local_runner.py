@@ -46,19 +46,25 @@ _REPORTED = {"ModelEvaluation": ("ModelEvaluation", "Evaluator"),
 _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 _INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 _PROGRESS = re.compile(r"^Component (\S+) is (running|finished)\.$")
+_SKIPPED = re.compile(r"^Skipping execution for (\S+)$")  # a Cond that does not hold
 
 
 class _ComponentProgress(logging.Handler):
     """One console line per step as LocalDagRunner logs 'Component X is running/finished.', with
-    the time ML Metadata recorded for the step's execution."""
+    the time ML Metadata recorded for the step's execution; none for a step a Cond skipped."""
 
     def __init__(self, echo, paths: Paths, pipeline_name: str):
         super().__init__(level=logging.INFO)
         self.echo, self.paths, self.pipeline_name = echo, paths, pipeline_name
         self.running: List[str] = []
+        self.skipped = set()
 
     def emit(self, record):
-        match = _PROGRESS.match(record.getMessage())
+        message = record.getMessage()
+        skipped = _SKIPPED.match(message)
+        if skipped:
+            self.skipped.add(skipped.group(1))
+        match = _PROGRESS.match(message)
         if not match:
             return
         node, state = match.groups()
@@ -66,6 +72,8 @@ class _ComponentProgress(logging.Handler):
             self.running.append(node)
             return
         self.running.remove(node)
+        if node in self.skipped:
+            return
         seconds = _latest_execution_seconds(read_only_store(self.paths), self.pipeline_name, node)
         self.echo(f"   {node} done" + ("" if seconds is None else f" in {seconds:.1f} s"))
 

@@ -495,7 +495,7 @@ def test_crippled_run_is_refused_and_the_served_versions_stay(run, retrained_run
                      refused_run["stdout"], re.M), refused_run["stdout"][-3000:]
     version = os.path.basename(retrained_run["summary"]["pushed_model"])
     assert re.search(rf"^error: served model \(version {version}\) decayed on span 5: intent "
-                     r"accuracy 0\.\d{4} on 40 examples, 0\.\d{4} at its blessing: below min_value "
+                     r"accuracy 0\.\d{4} on 80 examples, 0\.\d{4} at its blessing: below min_value "
                      r"0\.5; dropped 0\.\d{4}, more than max_drop 0\.25; and the new model was NOT "
                      r"blessed", refused_run["stderr"], re.M), refused_run["stderr"][-3000:]
     served = [run["summary"]["pushed_model"], retrained_run["summary"]["pushed_model"]]
