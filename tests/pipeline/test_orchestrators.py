@@ -11,7 +11,8 @@ from mtmoe.core.config import load_config
 
 # Every node of create_pipeline; the latest-blessed-model resolver becomes one task per channel.
 COMPONENTS = ("ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-              "DataGate", "Transform", "Trainer", "Evaluator", "TestScorer", "Pusher")
+              "DataGate", "ServedModelChecker", "Transform", "Trainer", "Evaluator", "TestScorer",
+              "Pusher")
 RESOLVERS = ("latest_blessed_model_resolver", "accepted_statistics_resolver")
 
 
@@ -19,7 +20,7 @@ def _config(tmp_path, window, **sections):
     config = yaml.safe_load(resources.files("mtmoe.configs").joinpath("default.yaml").read_text())
     config.setdefault("spans", {})["window"] = window
     for section, values in sections.items():
-        config[section].update(values)
+        config.setdefault(section, {}).update(values)
     config["validation"]["schema"] = load_config().validation.schema  # the packaged one
     path = tmp_path / f"window{window}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -70,6 +71,20 @@ def test_kubeflow_v2_spec_names_every_component(tmp_path, cli):
     assert str(tmp_path / "data") in json.dumps(spec)
     assert [p.name for p in output.parent.iterdir()] == ["pipeline.json"]
     assert _split_patterns(spec) == ["span-{SPAN}/train/*", "span-{SPAN}/eval/*", "span-{SPAN}/test/*"]
+
+
+def test_kubeflow_v2_keeps_the_on_decay_policy(tmp_path, cli):
+    """Transform and what follows run on the served-model check's `retrain`; the check itself,
+    always."""
+    _, output = _compile_kubeflow(tmp_path, cli, 1, schedule={"retrain": "on_decay"})
+    tasks = json.loads(output.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    for name in ("Transform", "Trainer", "Evaluator", "TestScorer", "Pusher"):
+        condition = tasks[name]["triggerPolicy"]["condition"]
+        assert "ServedModelChecker" in condition and "retrain" in condition, (name, condition)
+    assert "triggerPolicy" not in tasks["ServedModelChecker"]
+    _, plain = _compile_kubeflow(tmp_path, cli, 0)
+    assert "triggerPolicy" not in json.loads(plain.read_text())["pipelineSpec"]["root"]["dag"][
+        "tasks"]["Transform"]
 
 
 def test_kubeflow_v2_trains_on_every_span_with_the_default_window(tmp_path, cli):
