@@ -17,7 +17,7 @@ from tfx.types import standard_artifacts
 
 from mtmoe.core.config import Config
 from mtmoe.core.decay import judge
-from mtmoe.core.file_names import EVAL_SCORES_FILE, SERVED_CHECK_FILE
+from mtmoe.core.file_names import CONFIG_FILE, EVAL_SCORES_FILE, SERVED_CHECK_FILE
 
 SCORED_SPLITS = ("eval", "test")
 RETRAIN_PROPERTY = "retrain"
@@ -60,9 +60,14 @@ def ServedModelChecker(examples: InputArtifact[standard_artifacts.Examples],
     else:
         exported = os.path.join(model.uri, "Format-Serving")
         saved_model = tf.saved_model.load(exported)
-        scores, pooled = {}, TaskScorer(config.tasks)
+        with tf.io.gfile.GFile(os.path.join(exported, CONFIG_FILE)) as f:
+            answered = {(t.name, t.type, t.label_field)
+                        for t in Config.from_dict(json.load(f)).tasks}
+        # The tasks the serving model answers as configured now; the check reads their limits.
+        tasks = [t for t in config.tasks if (t.name, t.type, t.label_field) in answered]
+        scores, pooled = {}, TaskScorer(tasks)
         for split in SCORED_SPLITS:
-            scorer = score_examples(saved_model, read_split([examples], split), config.tasks)
+            scorer = score_examples(saved_model, read_split([examples], split), tasks)
             scores[split] = scorer.result()
             pooled.merge(scorer)  # eval and test together for the decision
         blessing_file = os.path.join(exported, EVAL_SCORES_FILE)
@@ -73,7 +78,7 @@ def ServedModelChecker(examples: InputArtifact[standard_artifacts.Examples],
         pooled_scores = pooled.result()
         check.update(version=served_version(serving_dir), scores=scores, at_blessing=at_blessing,
                      primary={task.name: pooled_scores[task.name][task_type(task).primary_metric]
-                              for task in config.tasks if pooled.labelled[task.name]},
+                              for task in tasks if pooled.labelled[task.name]},
                      **judge(config.tasks, pooled_scores, pooled.labelled, at_blessing,
                              config.schedule.min_examples))
     retrain = config.schedule.retrain != "on_decay" or not check["holds"] or bool(force)

@@ -29,7 +29,12 @@ def judge(tasks, scores: Dict[str, Dict[str, float]], labelled: Dict[str, int],
     holds, decayed = True, False
     for task in (task for task in tasks if has_limit(task)):
         metric = task_type(task).primary_metric
-        value = scores.get(task.name, {}).get(metric, float("nan"))
+        if task.name not in scores:  # a task added to the config since the model was trained
+            holds = False
+            findings.append(f"{task.name}: the serving model does not answer it: cannot show "
+                            "that it holds")
+            continue
+        value = scores[task.name].get(metric, float("nan"))
         count = labelled.get(task.name, 0)
         name = f"{task.name} {metric}"
         if count < min_examples or math.isnan(value):

@@ -67,3 +67,12 @@ def test_two_merged_scorers_count_as_one_over_both_batches():
     merged = first.merge(second)
     assert merged.result() == whole.result()
     assert merged.labelled == whole.labelled == {"intent": int((intents >= 0).sum()), "slots": 20}
+
+
+def test_a_task_the_serving_model_does_not_answer_cannot_hold():
+    """A task added to the config after the serving model was trained: not scored, not held."""
+    tasks = _tasks(intent={"max_drop": 0.05}, slots={"max_drop": 0.05})
+    verdict = judge(tasks, {"intent": {"accuracy": 0.9}}, {"intent": 300}, {"intent": 0.9}, 200)
+    assert verdict["holds"] is False and verdict["decayed"] is False
+    assert verdict["findings"][1] == ("slots: the serving model does not answer it: cannot show "
+                                      "that it holds")
