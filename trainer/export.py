@@ -17,7 +17,7 @@ import os
 import tensorflow as tf
 
 from mtmoe.core.feature_names import LENGTH_BUCKET, PAD_ID, TEXT, TOKEN_IDS, TOKENS
-from mtmoe.core.file_names import CONFIG_FILE, WARMUP_FILE
+from mtmoe.core.file_names import CONFIG_FILE, EVAL_SCORES_FILE, WARMUP_FILE
 from mtmoe.core.metrics import length_bucket_names
 from mtmoe.core.tasks import label_key
 from mtmoe.trainer.features import class_names, cut_to_longest, model_inputs, model_targets
@@ -89,9 +89,10 @@ class ServingModule(tf.Module):
 
 
 def export_serving_model(model, tft_output, config, export_dir: str, warmup_texts=(),
-                         temperatures=None, reject_below=None) -> None:
+                         temperatures=None, reject_below=None, eval_scores=None) -> None:
     """`temperatures`: {task: T} of the tasks whose probabilities the graph calibrates;
-    `reject_below`: {task: threshold} of the tasks that answer out of scope."""
+    `reject_below`: {task: threshold} of the tasks that answer out of scope; `eval_scores`:
+    {task: primary score on the eval split}, what a later run's served-model check compares with."""
     module = ServingModule(model, tft_output, config, temperatures, reject_below)
     tf.saved_model.save(module, export_dir, signatures={
         "serving_default": module.serve_text,
@@ -102,6 +103,8 @@ def export_serving_model(model, tft_output, config, export_dir: str, warmup_text
     # The config the model was trained with, so clients know its tasks (TF Serving ignores this).
     with open(os.path.join(export_dir, CONFIG_FILE), "w") as f:
         json.dump(config.to_dict(), f, indent=1)
+    with open(os.path.join(export_dir, EVAL_SCORES_FILE), "w") as f:
+        json.dump(eval_scores or {}, f)
     if warmup_texts:
         write_warmup_requests(os.path.join(export_dir, WARMUP_FILE), warmup_texts)
 

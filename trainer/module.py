@@ -19,8 +19,8 @@ from tfx_bsl.public import tfxio
 from mtmoe.core.config import MULTILABEL, Config
 from mtmoe.core.console import say
 from mtmoe.core.feature_names import TOKENS
-from mtmoe.core.file_names import (EVAL_SCORES_FILE, EXPORT_KEY, GATES_FILE, HISTORY_FILE,
-                                   TENSORBOARD_DIR, TRAINING_FILE, TUNING_DIR_KEY)
+from mtmoe.core.file_names import (EXPORT_KEY, GATES_FILE, HISTORY_FILE, TENSORBOARD_DIR,
+                                   TRAINING_FILE, TUNING_DIR_KEY)
 from mtmoe.core.tasks import OBJECTIVE, primary_validation_metric
 from mtmoe.trainer import warm_start, word_vectors
 from mtmoe.trainer.calibration import choose_rejections, eval_outputs, fit_temperatures
@@ -312,14 +312,12 @@ def _train(fn_args, inputs, config, searched, strategy, model_run_dir, serving_m
     if fn_args.custom_config.get(EXPORT_KEY, True):
         warm_start.save(model, config, inputs.vocabularies, os.path.dirname(serving_model_dir))
         _write_json(model_run_dir, GATES_FILE, probe(inputs.evaluation.map(lambda x, _: x)))
+        kept = {task.name: history.history.get(primary_validation_metric(task))
+                for task in config.tasks}
         export_serving_model(model, inputs.tft_output, config, serving_model_dir,
                              sample_texts(fn_args.eval_files, inputs.tft_output, WARMUP_TEXTS),
-                             temperatures, {task: r["reject_below"] for task, r in rejection.items()})
-        # The kept epoch's eval scores: what a later run's served-model check compares with.
-        scores = {task.name: history.history.get(primary_validation_metric(task))
-                  for task in config.tasks}
-        with tf.io.gfile.GFile(os.path.join(serving_model_dir, EVAL_SCORES_FILE), "w") as f:
-            json.dump({name: float(values[best.best_epoch])
-                       for name, values in scores.items() if values}, f)
+                             temperatures, {task: r["reject_below"] for task, r in rejection.items()},
+                             {name: float(values[best.best_epoch])
+                              for name, values in kept.items() if values})
     else:  # TFX's Trainer requires the folder; a reference training leaves it empty
         tf.io.gfile.makedirs(serving_model_dir)

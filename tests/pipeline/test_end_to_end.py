@@ -32,6 +32,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from mtmoe.core.decay import DECAYED_AND_REFUSED
+from mtmoe.core.file_names import EVAL_SCORES_FILE
 
 pytestmark = pytest.mark.e2e
 
@@ -379,6 +380,10 @@ def test_the_evaluator_scores_the_kept_epochs_model_as_the_trainer_did(run):
     slots = next(row for row in report["headline"] if row["task"] == "slots")
     assert slots["metric"] == "span_f1"
     assert slots["eval"] == pytest.approx(history["val_slots_span_f1"][kept["epoch"] - 1], abs=1e-6)
+    # ...and the pushed model carries those scores for later runs' served-model checks.
+    carried = json.loads((run["work"] / "serving_model" / run["served"][0] / EVAL_SCORES_FILE)
+                         .read_text())
+    assert carried == {row["task"]: pytest.approx(row["eval"], abs=1e-6) for row in report["headline"]}
 
 
 def test_length_slices_partition_the_eval_split(run):
@@ -502,7 +507,7 @@ def test_crippled_run_is_refused_and_the_served_versions_stay(run, retrained_run
     assert sorted(os.listdir(run["work"] / "serving_model")) == sorted(
         os.path.basename(path) for path in served if path)
     _, report = _report(summary)
-    assert re.search(r"span 4: \d+ data validation anomalies .*; allowed \(--allow-anomalies\), "
+    assert re.search(r"span 5: \d+ data validation anomalies .*; allowed \(--allow-anomalies\), "
                      r"the run goes on", refused_run["stderr"])
     assert any(line.startswith("intent: High Linfty") for line in
                report["anomalies"]["train vs the previous span's train (drift)"])
