@@ -5,7 +5,9 @@ throughput; the server's first request once it answers; where batch 1 spends its
 in process (each client calling the model; and through the server's batching code, no HTTP), over
 REST and over gRPC; and over REST once more from a server left with TensorFlow's own op pools
 (every core each: TF_NUM_INTRAOP_THREADS=0, TF_NUM_INTEROP_THREADS=0), to show what the server's
-pool sizing is worth.
+pool sizing is worth; and a server logging every request (`--log-requests DIR --log-sample 1.0`)
+beside one that does not, in paired rounds: batch-1 p50 and 8-client throughput, and the lines
+logged against the requests answered.
 
     python bench/serving_latency.py --model mtmoe_work/serving_model [--requests 200]
                                     [--load-requests 800] [--load-rounds 3]
@@ -201,6 +203,48 @@ def default_pools_server(serving_dir):
                                           "TF_NUM_INTEROP_THREADS": "0"})
 
 
+def request_log_rows(serving_dir, texts, rounds: int, requests_count: int, load_requests: int):
+    """`mtmoe serve` with and without `--log-requests DIR --log-sample 1.0`, side by side: in each
+    of `rounds` rounds (the order alternating), REST batch-1 p50 and 8-client throughput on each;
+    then the lines the logging server wrote against the requests it answered."""
+    import glob
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="request-log-")
+    servers = {"off": start_server(serving_dir),
+               "on": start_server(serving_dir, ("--log-requests", folder, "--log-sample", "1.0"))}
+    calls = {name: rest_predict(url) for name, (_, url, _) in servers.items()}
+    answered = {"off": 0, "on": 0}
+    measured = {name: [] for name in servers}
+    batches = [[texts[i % len(texts)]] for i in range(requests_count)]
+    try:
+        for index in range(rounds):
+            for name in (("off", "on") if index % 2 == 0 else ("on", "off")):
+                batch_one = timed(calls[name], batches)
+                load = under_load(calls[name], texts, 8, load_requests)
+                answered[name] += 10 + len(batches) + 10 + load_requests // 8 * 8
+                measured[name].append({"p50_ms": batch_one["p50_ms"],
+                                       "requests_per_s": load["requests_per_s"]})
+    finally:
+        for process, _, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=60)
+    logged = sum(1 for path in glob.glob(os.path.join(folder, "*.jsonl"))
+                 for _ in open(path))
+    pairs = list(zip(measured["on"], measured["off"]))
+    ratios = {"batch_one_p50": [on["p50_ms"] / off["p50_ms"] for on, off in pairs],
+              "eight_clients_throughput": [on["requests_per_s"] / off["requests_per_s"]
+                                           for on, off in pairs]}
+    row = {"rounds": measured,
+           "on_over_off": {key: [round(r, 3) for r in values] for key, values in ratios.items()},
+           "median_on_over_off": {key: round(float(np.median(values)), 3)
+                                  for key, values in ratios.items()},
+           "requests_answered_with_logging": answered["on"], "lines_logged": logged}
+    print(f"  request log: {row['median_on_over_off']}, {logged} lines for {answered['on']} "
+          "requests", flush=True)
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mtmoe_work/serving_model")
@@ -209,6 +253,8 @@ def main():
                         help="requests per load row and round, shared by its clients")
     parser.add_argument("--load-rounds", type=int, default=3,
                         help="times each path runs its 1, 8 and 32 clients")
+    parser.add_argument("--request-log-rounds", type=int, default=6,
+                        help="paired rounds of a server with and one without request logging")
     args = parser.parse_args()
     model_dir = resolve_model_dir(args.model)
     texts = warmup_texts(model_dir)
@@ -251,6 +297,8 @@ def main():
                           args.load_requests, args.load_rounds)
     finally:
         default_pools.terminate()
+    request_log = request_log_rows(serving_dir, texts, args.request_log_rounds, args.requests,
+                                   args.load_requests)
     print("| path | batch | p50 ms | p99 ms | texts/s |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['path']} | {row['batch']} | {row['p50_ms']} | {row['p99_ms']} | "
@@ -267,7 +315,7 @@ def main():
                  first_request_ms=first_request_ms, requests_per_row=args.requests, results=rows,
                  batch_one_breakdown=breakdown,
                  load_requests_per_row=args.load_requests, load_rounds=args.load_rounds,
-                 under_load=load)
+                 under_load=load, request_log=request_log)
 
 
 if __name__ == "__main__":
