@@ -11,7 +11,6 @@ The texts are customer data: the folder is owner-only (0700), each file owner-on
 rotate at `max_bytes` and are deleted after `keep_days` (or beyond `max_files`), and `mask_digits`
 replaces every digit with `#` (account and card numbers) before anything is written.
 """
-import json
 import logging
 import os
 import queue
@@ -22,6 +21,7 @@ import time
 from typing import Dict, Optional
 
 import numpy as np
+import orjson
 
 from mtmoe.core.tasks import prediction_rows, tasks_from_output_names
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 FILE_PREFIX, FILE_SUFFIX = "requests-", ".jsonl"
 QUEUE_BATCHES = 1000  # requests waiting to be written; beyond, a sample is dropped
+WRITE_BATCHES = 256  # requests written (and flushed) at once, when that many are waiting
 _DIGIT = re.compile(r"\d")
 
 
@@ -90,7 +91,7 @@ class RequestLog:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         path = os.path.join(self.folder, f"{FILE_PREFIX}{stamp}-{time.time_ns() % 10**9:09d}{FILE_SUFFIX}")
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file, self._size = os.fdopen(descriptor, "a", encoding="utf-8"), 0
+        self._file, self._size = os.fdopen(descriptor, "ab"), 0
         self._retire()
 
     def _retire(self) -> None:
@@ -104,7 +105,7 @@ class RequestLog:
         for path in old + excess:
             os.remove(path)
 
-    def _lines(self, stamp, version, texts, outputs) -> str:
+    def _lines(self, stamp, version, texts, outputs) -> bytes:
         rows = prediction_rows(texts, outputs, tasks_from_output_names(outputs))
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
         lines = []
@@ -112,30 +113,45 @@ class RequestLog:
             row = {"time": when, "model_version": version, **row}
             if self.mask_digits:
                 row = _masked(row)
-            lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-        return "".join(lines)
+            lines.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+        return b"".join(lines)
+
+    def _waiting(self):
+        """The next queued request (waiting for one), and up to WRITE_BATCHES - 1 more queued:
+        one write and one flush for what piled up while the last was written."""
+        batch = [self._queue.get()]
+        while batch[-1][0] is not None and len(batch) < WRITE_BATCHES:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
 
     def _work(self) -> None:
         while True:
-            stamp, version, texts, outputs = self._queue.get()
-            if stamp is None:
-                return
-            if self.paused is not None:
+            batch = self._waiting()
+            closing = batch[-1][0] is None
+            requests = [item for item in batch if item[0] is not None]
+            if self.paused is not None or not requests:
+                if closing:
+                    return
                 continue
             try:
-                text = self._lines(stamp, version, texts, outputs)
-                if self._size + len(text) > self.max_bytes and self._size:
+                data = b"".join(self._lines(*item) for item in requests)
+                if self._size + len(data) > self.max_bytes and self._size:
                     self._file.close()
                     self._open()
-                self._file.write(text)
+                self._file.write(data)
                 self._file.flush()
-                self._size += len(text.encode("utf-8"))
-                self.written += len(texts)
+                self._size += len(data)
+                self.written += sum(len(texts) for _, _, texts, _ in requests)
             except OSError as e:
                 self._pause(f"writing {self.folder} failed: {e.strerror or e}")
             except Exception:  # a bug of ours must not stop the server either
                 log.exception("request logging failed; it is off")
                 self.paused = "an internal error (see the log)"
+            if closing:
+                return
 
 
 def _masked(row: dict) -> dict:
