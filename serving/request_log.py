@@ -66,14 +66,16 @@ class RequestLog:
         """Queues the sampled texts of one answered request; never blocks, never raises."""
         if self.paused is not None:
             return
-        chosen = [i for i in range(len(texts)) if self.sample >= 1 or self._random.random() < self.sample]
-        if not chosen:
-            return
-        try:
-            self._queue.put_nowait((time.time(), version, [texts[i] for i in chosen],
-                                    {name: np.asarray(value)[chosen] for name, value in outputs.items()}))
+        if self.sample < 1:
+            chosen = [i for i in range(len(texts)) if self._random.random() < self.sample]
+            if not chosen:
+                return
+            texts = [texts[i] for i in chosen]
+            outputs = {name: np.asarray(value)[chosen] for name, value in outputs.items()}
+        try:  # the outputs are the request's own arrays, never written to after the answer
+            self._queue.put_nowait((time.time(), version, texts, outputs))
         except queue.Full:
-            self.dropped += len(chosen)
+            self.dropped += len(texts)
 
     def close(self, timeout: float = 5.0) -> None:
         """Writes what is queued (up to `timeout` s), then closes the file."""
