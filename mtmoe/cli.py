@@ -573,7 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mtmoe {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the TFX pipeline: train, evaluate, push")
+    run = commands.add_parser("run", help="run the TFX pipeline: train, evaluate, push (exit 4 "
+                                          "when the serving model decayed and nothing replaced it)")
     run.add_argument("--config", help="task config YAML (default: the packaged banking config)")
     run.add_argument("--data", help="data root holding span-<N>/ folders (default: generate the sample)")
     run.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=WORK_DIR_HELP)
@@ -582,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true",
                      help="show TensorFlow's, Beam's and TFX's output here instead of in the log")
     run.add_argument("--force", action="store_true",
-                     help="train even when the spans, config and code are those of the serving model")
+                     help="train even when the spans, config and code are those of the serving "
+                          "model, or when schedule.retrain on_decay finds that it still holds")
     run.set_defaults(handler=_run)
 
     tune = commands.add_parser("tune", help="run the pipeline up to the Tuner; print its trials")
