@@ -21,12 +21,16 @@ from tfx.utils import io_utils, proto_utils
 INCOMPLETE = ".incomplete"
 
 
+def serving_versions(serving_dir: str) -> list:
+    """The version numbers in a serving folder (none when it does not exist yet)."""
+    return [int(name) for name in fileio.listdir(serving_dir) if name.isdigit()] \
+        if fileio.exists(serving_dir) else []
+
+
 def next_version(serving_dir: str) -> int:
     """The current Unix time, or one past the highest version already there (a clock set back must
     not hide a new model behind an older one)."""
-    existing = [int(name) for name in fileio.listdir(serving_dir) if name.isdigit()] \
-        if fileio.exists(serving_dir) else []
-    return max([int(time.time()), *[v + 1 for v in existing]])
+    return max([int(time.time()), *[v + 1 for v in serving_versions(serving_dir)]])
 
 
 def push_atomically(model_path: str, serving_dir: str) -> str:

@@ -15,6 +15,7 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
+from mtmoe.components.pusher import serving_versions
 from mtmoe.core.config import Config
 from mtmoe.core.decay import judge
 from mtmoe.core.file_names import CONFIG_FILE, EVAL_SCORES_FILE, SERVED_CHECK_FILE
@@ -27,15 +28,6 @@ class ServedModelCheck(types.Artifact):
     """The serving model's scores on a new span and whether to train (SERVED_CHECK_FILE)."""
 
     TYPE_NAME = "mtmoe.ServedModelCheck"
-
-
-def served_version(serving_dir: str):
-    """The newest version in the serving folder (the one TF Serving serves), or None."""
-    from tfx.dsl.io import fileio
-
-    versions = [int(name) for name in fileio.listdir(serving_dir) if name.isdigit()] \
-        if serving_dir and fileio.exists(serving_dir) else []
-    return max(versions, default=None)
 
 
 @component
@@ -76,7 +68,8 @@ def ServedModelChecker(examples: InputArtifact[standard_artifacts.Examples],
             with tf.io.gfile.GFile(blessing_file) as f:
                 at_blessing = json.load(f)
         pooled_scores = pooled.result()
-        check.update(version=served_version(serving_dir), scores=scores, at_blessing=at_blessing,
+        # The newest version in the serving folder: the one TF Serving serves.
+        check.update(version=max(serving_versions(serving_dir), default=None), scores=scores, at_blessing=at_blessing,
                      primary={task.name: pooled_scores[task.name][task_type(task).primary_metric]
                               for task in tasks if pooled.labelled[task.name]},
                      **judge(config.tasks, pooled_scores, pooled.labelled, at_blessing,
@@ -86,5 +79,3 @@ def ServedModelChecker(examples: InputArtifact[standard_artifacts.Examples],
     with tf.io.gfile.GFile(os.path.join(served_check.uri, SERVED_CHECK_FILE), "w") as f:
         json.dump(check, f, indent=1)
     served_check.set_int_custom_property(RETRAIN_PROPERTY, int(retrain))
-    served_check.set_int_custom_property("holds", int(bool(check["holds"])))
-    served_check.set_int_custom_property("decayed", int(bool(check["decayed"])))

@@ -17,7 +17,7 @@ from tfx import v1 as tfx
 from mtmoe.components.data_validation import DATA_GATE
 from mtmoe.components.served_model import ServedModelCheck
 from mtmoe.components.test_scoring import TestMetrics
-from mtmoe.core.decay import check_line
+from mtmoe.core.decay import SERVED_PREFIX, check_line
 from mtmoe.core.errors import StepFailed, UserError
 from mtmoe.core.feature_names import OVERALL
 from mtmoe.core.file_names import (GATES_FILE, HISTORY_FILE, METRICS_FILE, SERVED_CHECK_FILE,
@@ -140,8 +140,7 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
     summary["trials"] = trials
     served = summary["served_model"]
     if served and not served["retrain"]:  # on_decay, and the serving model holds: nothing trained
-        with open(os.path.join(paths.work_dir, SUMMARY_FILE), "w") as f:
-            json.dump(summary, f, indent=1)
+        _write_summary(paths, summary)
         if inputs is not None:  # the serving version stands for these inputs: a re-run skips
             record_pushed(paths, inputs, record.run_id, served["version"])
         return summary
@@ -152,11 +151,15 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
     summary["notes"] = report["notes"]
     summary["report"] = write_report(report, config, paths.report_dir(record.run_id))
     summary["serving_config"] = write_deployment_files(paths.serving_config_dir, SERVED_MODEL_NAME)
-    with open(os.path.join(paths.work_dir, SUMMARY_FILE), "w") as f:
-        json.dump(summary, f, indent=1)
+    _write_summary(paths, summary)
     if inputs is not None and summary["pushed_model"]:
         record_pushed(paths, inputs, record.run_id, int(os.path.basename(summary["pushed_model"])))
     return summary
+
+
+def _write_summary(paths: Paths, summary: dict) -> None:
+    with open(os.path.join(paths.work_dir, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=1)
 
 
 def trial_rows(record, config, paths: Paths) -> list:
@@ -351,7 +354,7 @@ def history_row(record: RunRecord, config) -> dict:
                     for failure in per_slice.failures]
     check = served_check(record)
     if check:  # the serving model's primary scores on the new span (eval and test)
-        metrics.update({f"served {name} {metric}": value
+        metrics.update({f"{SERVED_PREFIX}{name} {metric}": value
                         for name, (_, metric) in primary.items()
                         if (value := check.get("primary", {}).get(name)) is not None})
     if check and not check["retrain"]:

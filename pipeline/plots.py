@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mtmoe.core.decay import SERVED_PREFIX  # noqa: E402
+
 
 def _save(figure, path: str) -> str:
     figure.tight_layout()
@@ -101,7 +103,7 @@ def served_scores(runs: List[dict], task_metrics: Sequence[str], path: str) -> s
     labels = [f"{run['run_id'][5:16]}\nspan {run['spans'][-1]}" if run["spans"] else run["run_id"][5:16]
               for run in runs]
     for column, name in zip(axes[0], task_metrics):
-        for key, style, label in ((f"served {name}", "-o", "serving model on the new span"),
+        for key, style, label in ((SERVED_PREFIX + name, "-o", "serving model on the new span"),
                                   (name, "--s", "new model (eval)")):
             points = [(i, run["metrics"][key]) for i, run in enumerate(runs) if key in run["metrics"]]
             if points:

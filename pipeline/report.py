@@ -16,7 +16,7 @@ import tensorflow_model_analysis as tfma
 from mtmoe.components.data_validation import DATA_GATE, read_statistics
 
 from mtmoe.components.test_scoring import TestMetrics
-from mtmoe.core.decay import check_line
+from mtmoe.core.decay import SERVED_PREFIX, check_line
 from mtmoe.core.feature_names import LENGTH_BUCKET, OVERALL
 from mtmoe.core.file_names import BREAKDOWN_FILE, GATE_FILE
 from mtmoe.core.file_names import HISTORY_FILE
@@ -142,7 +142,8 @@ def build_report(run_id: str, config, summary: dict, artifacts: Dict[str, Option
         "rejection": summary.get("rejection") or {},
         "served_model": summary.get("served_model"),
         # Runs where the serving model was scored on a new span, with what was trained then.
-        "served_runs": [run for run in runs if any(k.startswith("served ") for k in run["metrics"])],
+        "served_runs": [run for run in runs
+                        if any(key.startswith(SERVED_PREFIX) for key in run["metrics"])],
     }
 
 

@@ -100,6 +100,11 @@ class TaskConfig:
         rejection threshold, or both)."""
         return bool(self.out_of_scope_label) or self.reject_below != "off"
 
+    @property
+    def has_limit(self) -> bool:
+        """Whether a model could fail the task's blessing limits (min_value, max_drop)."""
+        return self.min_value > 0 or self.max_drop < 1
+
     @field_validator("name")
     @classmethod
     def _snake_case(cls, name):
@@ -349,8 +354,7 @@ class Config:
         if unknown:
             raise ValueError(f"tuning.objective_weights: {unknown[0]!r}: expected a task name with a "
                              f"weight >= 0; tasks: {', '.join(sorted(names))}")
-        if self.schedule.retrain == "on_decay" and not any(
-                task.min_value > 0 or task.max_drop < 1 for task in self.tasks):
+        if self.schedule.retrain == "on_decay" and not any(task.has_limit for task in self.tasks):
             raise ValueError("schedule.retrain is on_decay, but no task sets a limit the serving "
                              "model could fail: set tasks[i].min_value or tasks[i].max_drop")
         if self.cluster.workers > 1 and self.training.distribution != "multi_worker":

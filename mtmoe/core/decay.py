@@ -14,10 +14,8 @@ from mtmoe.core.tasks import task_type
 # `mtmoe run`'s exit status when the serving model decayed on the new span and the model trained
 # on it was not blessed: nothing serves within its limits, someone must look (a cron job alerts).
 DECAYED_AND_REFUSED = 4
-
-
-def has_limit(task) -> bool:
-    return task.min_value > 0 or task.max_drop < 1
+# History metrics of the serving model on a run's new span: "served <task> <metric>".
+SERVED_PREFIX = "served "
 
 
 def judge(tasks, scores: Dict[str, Dict[str, float]], labelled: Dict[str, int],
@@ -27,7 +25,7 @@ def judge(tasks, scores: Dict[str, Dict[str, float]], labelled: Dict[str, int],
     the new span; `labelled`: {task: labelled examples}; `at_blessing`: {task: primary score}."""
     findings: List[str] = []
     holds, decayed = True, False
-    for task in (task for task in tasks if has_limit(task)):
+    for task in (task for task in tasks if task.has_limit):
         metric = task_type(task).primary_metric
         if task.name not in scores:  # a task added to the config since the model was trained
             holds = False
@@ -42,10 +40,10 @@ def judge(tasks, scores: Dict[str, Dict[str, float]], labelled: Dict[str, int],
             findings.append(f"{name}: {count} labelled examples, fewer than schedule.min_examples "
                             f"({min_examples}): cannot show that it holds")
             continue
-        failed = _failed_limits(task, value, at_blessing.get(task.name))
+        before = at_blessing.get(task.name)
+        failed = _failed_limits(task, value, before)
         decayed |= bool(failed)
         holds &= not failed
-        before = at_blessing.get(task.name)
         reference = f", {before:.4f} at its blessing" if before is not None else ""
         findings.append(f"{name} {value:.4f} on {count} examples{reference}: "
                         + ("; ".join(failed) if failed else "within its limits"))
