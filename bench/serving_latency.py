@@ -239,6 +239,10 @@ def request_log_rows(serving_dir, texts, rounds: int, requests_count: int, load_
            "on_over_off": {key: [round(r, 3) for r in values] for key, values in ratios.items()},
            "median_on_over_off": {key: round(float(np.median(values)), 3)
                                   for key, values in ratios.items()},
+           "mean_and_standard_error": {
+               key: [round(float(np.mean(values)), 3),
+                     round(float(np.std(values, ddof=1) / np.sqrt(len(values))), 3)]
+               for key, values in ratios.items()},
            "requests_answered_with_logging": answered["on"], "lines_logged": logged}
     print(f"  request log: {row['median_on_over_off']}, {logged} lines for {answered['on']} "
           "requests", flush=True)
@@ -253,8 +257,11 @@ def main():
                         help="requests per load row and round, shared by its clients")
     parser.add_argument("--load-rounds", type=int, default=3,
                         help="times each path runs its 1, 8 and 32 clients")
-    parser.add_argument("--request-log-rounds", type=int, default=6,
+    parser.add_argument("--request-log-rounds", type=int, default=16,
                         help="paired rounds of a server with and one without request logging")
+    parser.add_argument("--request-log-load-requests", type=int, default=3200,
+                        help="requests per 8-client row of each request-log round (the paired "
+                             "rounds vary by +-15%%: longer rows and more rounds for a 5%% bar)")
     args = parser.parse_args()
     model_dir = resolve_model_dir(args.model)
     texts = warmup_texts(model_dir)
@@ -298,7 +305,7 @@ def main():
     finally:
         default_pools.terminate()
     request_log = request_log_rows(serving_dir, texts, args.request_log_rounds, args.requests,
-                                   args.load_requests)
+                                   args.request_log_load_requests)
     print("| path | batch | p50 ms | p99 ms | texts/s |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['path']} | {row['batch']} | {row['p50_ms']} | {row['p99_ms']} | "

@@ -3,17 +3,19 @@ monitor` compares with the training data, and what becomes a new span once label
 
 Stock TF Serving writes no such files in its open-source build (tensorflow/serving#408), so the
 log lives where the project can hook it: `mtmoe serve --log-requests DIR` and the project's Python
-clients. A request is only handed to a queue on the way: a background thread decodes and writes, so
-logging never delays or fails an answer. A full queue drops the sample (counted); a write that fails
-(a full disk, a folder gone) says so once and pauses logging.
+clients. A request is only appended to a list on the way (no lock, no thread woken): a background
+thread takes what piled up every FLUSH_SECONDS, decodes it and writes it with one flush, so logging
+never delays or fails an answer and costs the server's interpreter one wake-up per interval, not
+one per request. Beyond PENDING_LIMIT waiting requests a sample is dropped (counted); a write that
+fails (a full disk, a folder gone) says so once and pauses logging.
 
 The texts are customer data: the folder is owner-only (0700), each file owner-only (0600), files
 rotate at `max_bytes` and are deleted after `keep_days` (or beyond `max_files`), and `mask_digits`
 replaces every digit with `#` (account and card numbers) before anything is written.
 """
+import collections
 import logging
 import os
-import queue
 import random
 import re
 import threading
@@ -28,8 +30,8 @@ from mtmoe.core.tasks import prediction_rows, tasks_from_output_names
 log = logging.getLogger(__name__)
 
 FILE_PREFIX, FILE_SUFFIX = "requests-", ".jsonl"
-QUEUE_BATCHES = 1000  # requests waiting to be written; beyond, a sample is dropped
-WRITE_BATCHES = 256  # requests written (and flushed) at once, when that many are waiting
+PENDING_LIMIT = 20000  # requests waiting to be written; beyond, a sample is dropped
+FLUSH_SECONDS = 0.5  # how often the writer takes what is waiting: the most a line lags its answer
 _DIGIT = re.compile(r"\d")
 
 
@@ -51,7 +53,9 @@ class RequestLog:
         self.written = self.dropped = 0
         self.paused: Optional[str] = None
         self._random = random.Random(seed)
-        self._queue: "queue.Queue" = queue.Queue(maxsize=QUEUE_BATCHES)
+        self._pending: collections.deque = collections.deque()  # appends are atomic: no lock
+        self._closing = threading.Event()
+        self._tasks = {}  # the tasks of each set of output names (a model version's outputs)
         self._file, self._size = None, 0
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -72,14 +76,15 @@ class RequestLog:
                 return
             texts = [texts[i] for i in chosen]
             outputs = {name: np.asarray(value)[chosen] for name, value in outputs.items()}
-        try:  # the outputs are the request's own arrays, never written to after the answer
-            self._queue.put_nowait((time.time(), version, texts, outputs))
-        except queue.Full:
+        if len(self._pending) >= PENDING_LIMIT:
             self.dropped += len(texts)
+            return
+        # The outputs are the request's own arrays, never written to after the answer.
+        self._pending.append((time.time(), version, texts, outputs))
 
     def close(self, timeout: float = 5.0) -> None:
-        """Writes what is queued (up to `timeout` s), then closes the file."""
-        self._queue.put((None, None, None, None))
+        """Writes what is waiting (up to `timeout` s), then closes the file."""
+        self._closing.set()
         self._thread.join(timeout)
         if self._file is not None:
             self._file.close()
@@ -108,52 +113,54 @@ class RequestLog:
             os.remove(path)
 
     def _lines(self, stamp, version, texts, outputs) -> bytes:
-        rows = prediction_rows(texts, outputs, tasks_from_output_names(outputs))
+        names = tuple(outputs)
+        if names not in self._tasks:
+            self._tasks[names] = tasks_from_output_names(outputs)
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
         lines = []
-        for row in rows:
+        for row in prediction_rows(texts, outputs, self._tasks[names]):
             row = {"time": when, "model_version": version, **row}
             if self.mask_digits:
                 row = _masked(row)
             lines.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
         return b"".join(lines)
 
-    def _waiting(self):
-        """The next queued request (waiting for one), and up to WRITE_BATCHES - 1 more queued:
-        one write and one flush for what piled up while the last was written."""
-        batch = [self._queue.get()]
-        while batch[-1][0] is not None and len(batch) < WRITE_BATCHES:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
     def _work(self) -> None:
         while True:
-            batch = self._waiting()
-            closing = batch[-1][0] is None
-            requests = [item for item in batch if item[0] is not None]
-            if self.paused is not None or not requests:
-                if closing:
-                    return
-                continue
-            try:
-                data = b"".join(self._lines(*item) for item in requests)
-                if self._size + len(data) > self.max_bytes and self._size:
-                    self._file.close()
-                    self._open()
-                self._file.write(data)
-                self._file.flush()
-                self._size += len(data)
-                self.written += sum(len(texts) for _, _, texts, _ in requests)
-            except OSError as e:
-                self._pause(f"writing {self.folder} failed: {e.strerror or e}")
-            except Exception:  # a bug of ours must not stop the server either
-                log.exception("request logging failed; it is off")
-                self.paused = "an internal error (see the log)"
+            closing = self._closing.wait(FLUSH_SECONDS)
+            requests = [self._pending.popleft() for _ in range(len(self._pending))]
+            if self.paused is None and requests:
+                self._write(requests)
             if closing:
                 return
+
+    def _write(self, requests) -> None:
+        """Appends the requests' lines, opening the next file where one would pass `max_bytes`."""
+        try:
+            chunks, size = [], 0  # the lines for the current file, not yet written
+            for request in requests:
+                lines = self._lines(*request)
+                if self._size + size + len(lines) > self.max_bytes and self._size + size:
+                    self._flush(chunks)
+                    self._file.close()
+                    self._open()
+                    chunks, size = [], 0
+                chunks.append(lines)
+                size += len(lines)
+            self._flush(chunks)
+            self.written += sum(len(texts) for _, _, texts, _ in requests)
+        except OSError as e:
+            self._pause(f"writing {self.folder} failed: {e.strerror or e}")
+        except Exception:  # a bug of ours must not stop the server either
+            log.exception("request logging failed; it is off")
+            self.paused = "an internal error (see the log)"
+
+    def _flush(self, chunks) -> None:
+        if chunks:
+            data = b"".join(chunks)
+            self._file.write(data)
+            self._file.flush()
+            self._size += len(data)
 
 
 def _masked(row: dict) -> dict:

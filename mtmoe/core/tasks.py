@@ -173,7 +173,7 @@ class TokenTagging:
     calibrated = False
 
     def prediction_json(self, task, outputs, i):
-        n = sum(1 for token in outputs[TOKENS][i] if _text(token))
+        n = sum(1 for token in outputs[TOKENS][i] if len(token))  # the padding: empty tokens
         return {"tokens": [_text(t) for t in outputs[TOKENS][i][:n]],
                 "tags": [_text(t) for t in outputs[f"{task.name}_tags"][i][:n]],
                 "scores": [round(float(s), 4) for s in outputs[f"{task.name}_scores"][i][:n]]}
