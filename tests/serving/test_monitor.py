@@ -9,7 +9,8 @@ from mtmoe.serving.monitor import drift_findings
 
 def _columns(rng, n, labels, probabilities, length):
     return {"tokens": rng.poisson(length, n).tolist(),
-            "unknown_tokens": rng.beta(1, 30, n).tolist(),
+            "unknown_tokens": rng.choice(["0", "1", "2", "3 or more"], n,
+                                         p=[0.7, 0.2, 0.07, 0.03]).tolist(),
             "intent_label": rng.choice(labels, n, p=probabilities).tolist(),
             "intent_score": rng.beta(8, 1, n).tolist(),
             "intent_in_scope": rng.choice(["yes", "no"], n, p=[0.97, 0.03]).tolist()}
