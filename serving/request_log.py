@@ -3,11 +3,12 @@ monitor` compares with the training data, and what becomes a new span once label
 
 Stock TF Serving writes no such files in its open-source build (tensorflow/serving#408), so the
 log lives where the project can hook it: `mtmoe serve --log-requests DIR` and the project's Python
-clients. A request is only appended to a list on the way (no lock, no thread woken): a background
-thread takes what piled up every FLUSH_SECONDS, decodes it and writes it with one flush, so logging
-never delays or fails an answer and costs the server's interpreter one wake-up per interval, not
-one per request. Beyond PENDING_LIMIT waiting requests a sample is dropped (counted); a write that
-fails (a full disk, a folder gone) says so once and pauses logging.
+clients. A request is only appended to a list on the way (no lock, no thread woken), with its
+answer as the REST body it was answered with (or its outputs). Every FLUSH_SECONDS a thread hands
+what piled up, pickled, to a writer process, which decodes the answers into lines and writes them:
+on two cores, decoding in the server's interpreter cost 8-client throughput about 8%. Logging never
+delays or fails an answer: beyond PENDING_LIMIT waiting requests a sample is dropped (counted),
+and a write that fails (a full disk, a folder gone) says so once and pauses logging.
 
 The texts are customer data: the folder is owner-only (0700), each file owner-only (0600), files
 rotate at `max_bytes` and are deleted after `keep_days` (or beyond `max_files`), and `mask_digits`
@@ -15,23 +16,26 @@ replaces every digit with `#` (account and card numbers) before anything is writ
 """
 import collections
 import logging
+import multiprocessing
 import os
+import pickle
 import random
 import re
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 import orjson
 
 from mtmoe.core.tasks import prediction_rows, tasks_from_output_names
+from mtmoe.serving.answers import body_columns, prediction_body
 
 log = logging.getLogger(__name__)
 
 FILE_PREFIX, FILE_SUFFIX = "requests-", ".jsonl"
-PENDING_LIMIT = 20000  # requests waiting to be written; beyond, a sample is dropped
-FLUSH_SECONDS = 0.5  # how often the writer takes what is waiting: the most a line lags its answer
+PENDING_LIMIT = 20000  # requests waiting to be handed over; beyond, a sample is dropped
+FLUSH_SECONDS = 0.5  # how often waiting requests go to the writer: the most a line lags its answer
 _DIGIT = re.compile(r"\d")
 
 
@@ -42,69 +46,176 @@ def request_files(folder: str):
 
 
 class RequestLog:
-    """`offer(texts, outputs, version)` after each answered request; `close()` at shutdown."""
+    """`offer(texts, answer, version)` after each answered request; `close()` at shutdown."""
 
     def __init__(self, folder: str, sample: float = 1.0, max_bytes: int = 64 << 20,
                  keep_days: float = 30.0, max_files: int = 100, mask_digits: bool = False,
                  seed: Optional[int] = None, warn=log.warning):
-        self.folder, self.sample, self.max_bytes = folder, sample, max_bytes
-        self.keep_days, self.max_files, self.mask_digits = keep_days, max_files, mask_digits
-        self.warn = warn
-        self.written = self.dropped = 0
+        self.folder, self.sample, self.warn = folder, sample, warn
+        self.dropped = 0
         self.paused: Optional[str] = None
         self._random = random.Random(seed)
         self._pending: collections.deque = collections.deque()  # appends are atomic: no lock
         self._closing = threading.Event()
-        self._tasks = {}  # the tasks of each set of output names (a model version's outputs)
-        self._file, self._size = None, 0
+        self._process = self._thread = None
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
             os.chmod(folder, 0o700)
-            self._open()
         except OSError as e:
             self._pause(f"cannot write {folder}: {e.strerror or e}")
-        self._thread = threading.Thread(target=self._work, name="request-log", daemon=True)
+            return
+        context = multiprocessing.get_context("spawn")  # no copy of the server's threads
+        self._connection, child = context.Pipe()
+        self._written = context.RawValue("q", 0)
+        self._process = context.Process(
+            target=_write_requests, name="request-log", daemon=True,
+            args=(child, self._written, folder, max_bytes, keep_days, max_files, mask_digits))
+        self._process.start()
+        child.close()
+        self._thread = threading.Thread(target=self._hand_over, name="request-log", daemon=True)
         self._thread.start()
 
-    def offer(self, texts, outputs: Dict[str, np.ndarray], version: int) -> None:
-        """Queues the sampled texts of one answered request; never blocks, never raises."""
+    @property
+    def written(self) -> int:
+        """Texts written so far."""
+        return self._written.value if self._process is not None else 0
+
+    def offer(self, texts, answer: Union[bytes, Dict[str, np.ndarray]], version) -> None:
+        """Queues the sampled texts of one answered request; never blocks, never raises.
+        `answer`: the REST body that answered it, or its outputs."""
         if self.paused is not None:
             return
+        chosen = None
         if self.sample < 1:
             chosen = [i for i in range(len(texts)) if self._random.random() < self.sample]
             if not chosen:
                 return
-            texts = [texts[i] for i in chosen]
-            outputs = {name: np.asarray(value)[chosen] for name, value in outputs.items()}
         if len(self._pending) >= PENDING_LIMIT:
-            self.dropped += len(texts)
+            self.dropped += len(texts) if chosen is None else len(chosen)
             return
         # The outputs are the request's own arrays, never written to after the answer.
-        self._pending.append((time.time(), version, texts, outputs))
+        self._pending.append((time.time(), version, texts, answer, chosen))
 
     def close(self, timeout: float = 5.0) -> None:
-        """Writes what is waiting (up to `timeout` s), then closes the file."""
+        """Writes what is waiting (up to `timeout` s), then stops the writer."""
         self._closing.set()
-        self._thread.join(timeout)
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._process.join(timeout)
+            self._heard()
+            if self._process.is_alive():
+                self._process.terminate()
 
     def _pause(self, reason: str) -> None:
         self.paused = reason
         self.warn(f"request logging is off: {reason}; requests are still answered")
 
+    def _heard(self) -> None:
+        """The writer's one message, if it sent it: why it stopped writing."""
+        try:
+            if self.paused is None and self._connection.poll():
+                self._pause(self._connection.recv())
+        except (EOFError, OSError):
+            pass
+
+    def _hand_over(self) -> None:
+        while True:
+            closing = self._closing.wait(FLUSH_SECONDS)
+            self._heard()
+            requests = [self._pending.popleft() for _ in range(len(self._pending))]
+            if self.paused is None and requests:
+                try:  # answers given as outputs are encoded here, as REST would have
+                    self._connection.send_bytes(pickle.dumps([
+                        (stamp, version, texts,
+                         answer if isinstance(answer, bytes) else prediction_body(answer, False),
+                         chosen) for stamp, version, texts, answer, chosen in requests]))
+                except OSError:
+                    self._pause("the writer process stopped")
+                except Exception:  # a bug of ours must not stop the server either
+                    log.exception("request logging failed; it is off")
+                    self._pause("an internal error (see the log)")
+            if closing:
+                try:
+                    self._connection.send_bytes(pickle.dumps(None))
+                except OSError:
+                    pass
+                return
+
+
+def _write_requests(connection, written, folder, max_bytes, keep_days, max_files, mask_digits):
+    """The writer process: batches of requests in, lines out, until told to stop (or the server
+    is gone); the first failure is sent back once, and nothing more is written."""
+    writer = _Writer(folder, max_bytes, keep_days, max_files, mask_digits)
+    failure = writer.write([])  # opens the first file (and retires old ones) at once
+    failed = bool(failure)
+    if failed:
+        connection.send(failure)
+    while True:
+        try:
+            batch = pickle.loads(connection.recv_bytes())
+        except (EOFError, OSError):
+            batch = None
+        if batch is None:
+            break
+        if not failed:
+            failure = writer.write(batch)
+            if failure:
+                failed = True
+                connection.send(failure)
+            written.value = writer.written
+    writer.close()
+
+
+class _Writer:
+    """Appends requests' lines to the folder's current file, opening the next where one would
+    pass `max_bytes` and retiring the old ones."""
+
+    def __init__(self, folder, max_bytes, keep_days, max_files, mask_digits):
+        self.folder, self.max_bytes = folder, max_bytes
+        self.keep_days, self.max_files, self.mask_digits = keep_days, max_files, mask_digits
+        self.file, self.size, self.written = None, 0, 0
+        self._tasks = {}  # the tasks of each set of output names (a model version's outputs)
+
+    def write(self, requests) -> Optional[str]:
+        """Writes the requests; the reason when it could not."""
+        try:
+            if self.file is None:
+                self._open()
+            chunks, size = [], 0  # the lines for the current file, not yet written
+            for request in requests:
+                lines = self._lines(*request)
+                if self.size + size + len(lines) > self.max_bytes and self.size + size:
+                    self._flush(chunks)
+                    self.file.close()
+                    self._open()
+                    chunks, size = [], 0
+                chunks.append(lines)
+                size += len(lines)
+            self._flush(chunks)
+            self.written += sum(len(texts if chosen is None else chosen)
+                                for _, _, texts, _, chosen in requests)
+        except OSError as e:
+            return f"writing {self.folder} failed: {e.strerror or e}"
+        except Exception:  # a bug of ours must not stop the server either
+            log.exception("request logging failed; it is off")
+            return "an internal error (see the log)"
+        return None
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
     def _open(self) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         path = os.path.join(self.folder, f"{FILE_PREFIX}{stamp}-{time.time_ns() % 10**9:09d}{FILE_SUFFIX}")
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file, self._size = os.fdopen(descriptor, "ab"), 0
+        self.file, self.size = os.fdopen(descriptor, "ab"), 0
         self._retire()
 
     def _retire(self) -> None:
         """Deletes the files past `keep_days`, and the oldest beyond `max_files`."""
         files = request_files(self.folder)
-        current = self._file.name if self._file is not None else None
+        current = self.file.name if self.file is not None else None
         cutoff = time.time() - self.keep_days * 86400
         old = [path for path in files if path != current and os.path.getmtime(path) < cutoff]
         excess = [path for path in files if path != current and path not in old]
@@ -112,7 +223,11 @@ class RequestLog:
         for path in old + excess:
             os.remove(path)
 
-    def _lines(self, stamp, version, texts, outputs) -> bytes:
+    def _lines(self, stamp, version, texts, body, chosen) -> bytes:
+        outputs = body_columns(body)
+        if chosen is not None:
+            texts = [texts[i] for i in chosen]
+            outputs = {name: [values[i] for i in chosen] for name, values in outputs.items()}
         names = tuple(outputs)
         if names not in self._tasks:
             self._tasks[names] = tasks_from_output_names(outputs)
@@ -125,42 +240,12 @@ class RequestLog:
             lines.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
         return b"".join(lines)
 
-    def _work(self) -> None:
-        while True:
-            closing = self._closing.wait(FLUSH_SECONDS)
-            requests = [self._pending.popleft() for _ in range(len(self._pending))]
-            if self.paused is None and requests:
-                self._write(requests)
-            if closing:
-                return
-
-    def _write(self, requests) -> None:
-        """Appends the requests' lines, opening the next file where one would pass `max_bytes`."""
-        try:
-            chunks, size = [], 0  # the lines for the current file, not yet written
-            for request in requests:
-                lines = self._lines(*request)
-                if self._size + size + len(lines) > self.max_bytes and self._size + size:
-                    self._flush(chunks)
-                    self._file.close()
-                    self._open()
-                    chunks, size = [], 0
-                chunks.append(lines)
-                size += len(lines)
-            self._flush(chunks)
-            self.written += sum(len(texts) for _, _, texts, _ in requests)
-        except OSError as e:
-            self._pause(f"writing {self.folder} failed: {e.strerror or e}")
-        except Exception:  # a bug of ours must not stop the server either
-            log.exception("request logging failed; it is off")
-            self.paused = "an internal error (see the log)"
-
-    def _flush(self, chunks) -> None:
+    def _flush(self, chunks: List[bytes]) -> None:
         if chunks:
             data = b"".join(chunks)
-            self._file.write(data)
-            self._file.flush()
-            self._size += len(data)
+            self.file.write(data)
+            self.file.flush()
+            self.size += len(data)
 
 
 def _masked(row: dict) -> dict:

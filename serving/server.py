@@ -50,6 +50,7 @@ from tornado.httputil import responses as status_reasons
 from mtmoe.core.errors import UserError
 from mtmoe.core.feature_names import TEXT
 from mtmoe.core.file_names import WARMUP_FILE
+from mtmoe.serving.answers import json_body, prediction_body
 from mtmoe.serving.deploy import (BatchingParameters, batch_threads, batching_parameters,
                                   op_threads)
 from mtmoe.serving.predict import callable_signature
@@ -348,36 +349,6 @@ def size_op_pools(parameters) -> Dict[str, str]:
     return sizes
 
 
-def _json_value(array: np.ndarray):
-    """An output as `_json` writes it: numbers as the array (orjson writes numpy arrays without
-    making Python lists), floats widened to float64 so that they read back as the same numbers
-    that gRPC and in-process callers get; strings decoded into nested lists."""
-    if array.dtype.kind in "OS":
-        return _decoded(array.tolist())
-    return np.ascontiguousarray(array, np.float64 if array.dtype.kind == "f" else None)
-
-
-def _decoded(value):
-    if isinstance(value, list):
-        return [_decoded(v) for v in value]
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _json(value) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def prediction_body(outputs: Dict[str, np.ndarray], row_format: bool) -> bytes:
-    """The JSON answer to a predict request: `predictions` (one object per instance) for the row
-    format, `outputs` for the columnar one."""
-    values = {name: _json_value(array) for name, array in outputs.items()}
-    if not row_format:
-        return _json({"outputs": values})
-    size = len(next(iter(values.values())))
-    return _json({"predictions": [{name: value[i] for name, value in values.items()}
-                                  for i in range(size)]})
-
-
 def load_request(body: bytes) -> dict:
     try:
         request = orjson.loads(body or b"")
@@ -447,28 +418,28 @@ class RestApp:
             return await self._route(method, path, body)
         except Exception:  # a bug of ours, still answered in JSON; the traceback goes to the log
             log.exception("unexpected error answering %s %s", method, path)
-            return 500, _json({"error": "internal error; see the server log"})
+            return 500, json_body({"error": "internal error; see the server log"})
 
     def too_large(self) -> Tuple[int, bytes]:
-        return 413, _json({"error": f"the request body is over {self.max_request_bytes} bytes; "
+        return 413, json_body({"error": f"the request body is over {self.max_request_bytes} bytes; "
                                     "send fewer or shorter texts per request"})
 
     async def _route(self, method: str, path: str, body: bytes) -> Tuple[int, bytes]:
         match = _PATH.match(path)
         if not match:
-            return 404, _json({"error": f"unknown path {path}"})
+            return 404, json_body({"error": f"unknown path {path}"})
         loaded = self.watcher.current()
         version = match["version"]
         if match["name"] != self.model_name or (version and int(version) != loaded.version):
-            return 404, _json({"error": f"Servable not found for request: {match['name']}"
+            return 404, json_body({"error": f"Servable not found for request: {match['name']}"
                                         + (f" version {version}" if version else "")})
         if match["verb"] == ":predict":
             if method != "POST":
-                return 405, _json({"error": "predict needs POST"})
+                return 405, json_body({"error": "predict needs POST"})
             return await self._predict(loaded, body)
         if match["verb"] == "/metadata":
-            return 200, _json(self._metadata(loaded))
-        return 200, _json({"model_version_status": [{
+            return 200, json_body(self._metadata(loaded))
+        return 200, json_body({"model_version_status": [{
             "version": str(loaded.version), "state": "AVAILABLE",
             "status": {"error_code": "OK", "error_message": ""}}]})
 
@@ -486,11 +457,12 @@ class RestApp:
             outputs = await self.batcher.submit(loaded, signature, inputs,
                                                 asyncio.get_running_loop())
         except RequestError as e:
-            return 400, _json({"error": str(e)})
+            return 400, json_body({"error": str(e)})
         except tf.errors.OpError as e:
-            return 400, _json({"error": e.message})
-        _log_request(self.request_log, signature, inputs, outputs, loaded)
-        return 200, await _on_worker_if(offload, prediction_body, outputs, row_format)
+            return 400, json_body({"error": e.message})
+        body = await _on_worker_if(offload, prediction_body, outputs, row_format)
+        _log_request(self.request_log, signature, inputs, body, loaded)
+        return 200, body
 
     def _parse(self, loaded: LoadedVersion, body: bytes):
         request = load_request(body)
@@ -499,10 +471,11 @@ class RestApp:
         return signature, request_inputs(loaded, signature, inputs, self.max_instances), row_format
 
 
-def _log_request(request_log, signature: str, inputs, outputs, loaded: LoadedVersion) -> None:
-    """Hands an answered text request to the request log (it samples and writes elsewhere)."""
+def _log_request(request_log, signature: str, inputs, answer, loaded: LoadedVersion) -> None:
+    """Hands an answered text request to the request log (it samples and writes elsewhere);
+    `answer`: the outputs, or the REST body that answered them (nothing left to encode)."""
     if request_log is not None and signature == DEFAULT_SIGNATURE:
-        request_log.offer([t.decode("utf-8") for t in inputs[TEXT]], outputs, loaded.version)
+        request_log.offer([t.decode("utf-8") for t in inputs[TEXT]], answer, loaded.version)
 
 
 async def _on_worker_if(offload: bool, function, *args):
@@ -560,9 +533,9 @@ class _RestRequest(tornado.httputil.HTTPMessageDelegate):
         close = self.app.stopping
         try:
             if close:
-                status, body = 503, _json({"error": "the server is shutting down"})
+                status, body = 503, json_body({"error": "the server is shutting down"})
             elif self.method not in ("GET", "POST"):
-                status, body = 405, _json({"error": f"{self.method} is not part of the API; use "
+                status, body = 405, json_body({"error": f"{self.method} is not part of the API; use "
                                                     "GET or POST"})
             elif self.size > self.app.max_request_bytes:
                 status, body = self.app.too_large()
