@@ -403,6 +403,46 @@ def _sample(args) -> None:
     print(f"wrote {counts} examples as JSONL to {args.out}")
 
 
+def _draft(args) -> None:
+    """A labelling draft of the logged texts: the served answers as labels, split for a span."""
+    import random
+    import tempfile
+
+    from mtmoe.core.config import load_config
+    from mtmoe.core.formats import SPLITS
+    from mtmoe.core.tasks import draft_example
+    from mtmoe.serving.request_log import logged_requests
+
+    config = load_config(args.config)
+    if os.path.exists(args.out) and os.listdir(args.out):
+        raise UserError(f"{args.out}: exists and is not empty; give a new folder")
+    examples, seen = [], set()
+    for _, row in logged_requests(args.requests):
+        if row["text"].strip() and row["text"] not in seen:  # a text is one example, once
+            seen.add(row["text"])
+            examples.append(draft_example(row, config.tasks, config.text.max_tokens))
+    held_out = max(1, round(len(examples) * args.held_out))
+    if len(examples) < 2 * held_out + 1:
+        raise UserError(f"{args.requests}: {len(examples)} distinct logged texts; a draft needs "
+                        f"at least {2 * held_out + 1} (train, eval and test)")
+    random.Random(args.seed).shuffle(examples)
+    splits = dict(zip(SPLITS, (examples[2 * held_out:], examples[:held_out],
+                               examples[held_out:2 * held_out])))
+    parent = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".draft-", dir=parent)  # the folder appears whole
+    for split, rows in splits.items():
+        with open(os.path.join(staging, f"{split}.jsonl"), "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+    if os.path.exists(args.out):
+        os.rmdir(args.out)
+    os.rename(staging, args.out)
+    counts = ", ".join(f"{len(rows)} {split}" for split, rows in splits.items())
+    print(f"wrote {len(examples)} distinct logged texts to {args.out} ({counts}), labelled with "
+          "the served model's answers: correct the labels, then `mtmoe data convert --format "
+          f"jsonl {args.out} DATA_ROOT --config {args.config or 'CONFIG'}` makes them a span")
+
+
 def _convert(args) -> None:
     from mtmoe.core.config import load_config
     from mtmoe.core.formats import (SPLITS, BioCheck, RecordsFingerprint, read_splits,
@@ -770,6 +810,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="examples over the three splits (default: 3000)")
     sample.add_argument("--seed", type=int, default=13, help="random seed of the generator (default: 13)")
     sample.set_defaults(handler=_sample)
+
+    draft = data.add_parser(
+        "draft", help="logged requests as JSONL to label, the served answers as draft labels",
+        description="Writes the distinct texts `mtmoe serve --log-requests` logged to OUT/{train,"
+                    "eval,test}.jsonl, each labelled with the served model's answer for every task "
+                    "of the config (out-of-scope answers as the task's out-of-scope label; token "
+                    "tags with the model's tokens). The labels are the model's, not the truth: "
+                    "correct them, then `mtmoe data convert --format jsonl` makes them a new span.")
+    draft.add_argument("--requests", required=True, metavar="DIR", help="the request log folder")
+    draft.add_argument("--out", required=True, help="a new folder for train / eval / test .jsonl")
+    draft.add_argument("--config", help="the config whose tasks' label fields are written "
+                                        "(default: the packaged banking config)")
+    draft.add_argument("--held-out", type=_number(float, 0.01, 0.3), default=0.1, metavar="SHARE",
+                       help="share of the texts in each of eval and test (default: 0.1)")
+    draft.add_argument("--seed", type=int, default=13, help="seed of the split (default: 13)")
+    draft.set_defaults(handler=_draft)
 
     convert = data.add_parser(
         "convert", help="convert a dataset into a new span of TFRecords",

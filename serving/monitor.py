@@ -20,7 +20,6 @@ from typing import Dict, List, Sequence, Tuple
 
 from mtmoe.core.config import CLASSIFICATION
 from mtmoe.core.errors import UserError
-from mtmoe.core.formats import jsonl_objects
 from mtmoe.core.tasks import in_scope_output
 
 MIN_TEXTS = 200  # fewer logged texts say too little to compare distributions
@@ -32,17 +31,9 @@ DRIFTED = 3  # the exit status when something drifted, for a cron job to alert o
 
 def logged_texts(folder: str) -> List[str]:
     """The texts of every logged request under `folder`; a bad line stops with its file and line."""
-    from mtmoe.serving.request_log import request_files
+    from mtmoe.serving.request_log import logged_requests
 
-    if not os.path.isdir(folder):
-        raise UserError(f"{folder}: no request log folder (see `mtmoe serve --log-requests`)")
-    texts = []
-    for path in request_files(folder):
-        for where, row in jsonl_objects(path):
-            if not isinstance(row.get("text"), str):
-                raise UserError(f"{where}: a logged request needs a 'text' string")
-            texts.append(row["text"])
-    return texts
+    return [row["text"] for _, row in logged_requests(folder)]
 
 
 def eval_texts(data_root: str) -> List[str]:

@@ -23,11 +23,13 @@ import random
 import re
 import threading
 import time
-from typing import Dict, List, Optional, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import orjson
 
+from mtmoe.core.errors import UserError
+from mtmoe.core.formats import jsonl_objects
 from mtmoe.core.tasks import prediction_rows, tasks_from_output_names
 from mtmoe.serving.answers import body_columns, prediction_body
 
@@ -43,6 +45,18 @@ def request_files(folder: str):
     """The log's files, oldest first (their names sort by the time they were opened)."""
     return sorted(os.path.join(folder, name) for name in os.listdir(folder)
                   if name.startswith(FILE_PREFIX) and name.endswith(FILE_SUFFIX))
+
+
+def logged_requests(folder: str) -> Iterator[Tuple[str, dict]]:
+    """(`file:line`, row) of every logged text under `folder`, oldest first; a bad line stops with
+    its file and line."""
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder}: no request log folder (see `mtmoe serve --log-requests`)")
+    for path in request_files(folder):
+        for where, row in jsonl_objects(path):
+            if not isinstance(row.get("text"), str):
+                raise UserError(f"{where}: a logged request needs a 'text' string")
+            yield where, row
 
 
 class RequestLog:

@@ -57,6 +57,13 @@ class Classification:
             answer["in_scope"] = bool(outputs[in_scope_output(task)][i])
         return answer
 
+    def draft_label(self, task, answer):
+        """The label a logged answer suggests: the out-of-scope label for a text the model
+        declined (unlabelled where the task has none), nothing for the reserved unknown class."""
+        if answer.get("in_scope") is False:
+            return task.out_of_scope_label or None
+        return None if answer["label"] == UNKNOWN_LABEL else answer["label"]
+
     def eval_output(self, task):
         return task.name
 
@@ -129,6 +136,9 @@ class Multilabel:
         chosen = [(_text(label), float(score)) for label, score in pairs if score >= threshold]
         return {"labels": [label for label, _ in chosen], "scores": [score for _, score in chosen]}
 
+    def draft_label(self, task, answer):
+        return [label for label in answer["labels"] if label != UNKNOWN_LABEL]
+
     def eval_output(self, task):
         return task.name
 
@@ -177,6 +187,9 @@ class TokenTagging:
         return {"tokens": [_text(t) for t in outputs[TOKENS][i][:n]],
                 "tags": [_text(t) for t in outputs[f"{task.name}_tags"][i][:n]],
                 "scores": [round(float(s), 4) for s in outputs[f"{task.name}_scores"][i][:n]]}
+
+    def draft_label(self, task, answer):
+        return answer["tags"]
 
     def eval_output(self, task):
         return f"{task.name}_tags"
@@ -253,6 +266,27 @@ def prediction_rows(texts, outputs, tasks) -> List[dict]:
     return [{"text": text, **{task.name: task_type(task).prediction_json(task, outputs, i)
                               for task in tasks}}
             for i, text in enumerate(texts)]
+
+
+def draft_example(logged: dict, tasks, max_tokens: int) -> dict:
+    """A logged request (a `prediction_rows` row) as a JSONL example whose labels are the served
+    model's answers: a draft for a person to correct before it becomes a span. Token tags go with
+    the model's tokens, unless the model may have cut the text (max_tokens of them): then that task
+    is left unlabelled rather than labelled for part of the text."""
+    example = {"text": logged["text"]}
+    for task in tasks:
+        answer = logged.get(task.name)
+        if not isinstance(answer, dict):
+            continue
+        kind = task_type(task)
+        if kind.per_token:
+            if len(answer["tokens"]) >= max_tokens:
+                continue
+            example["tokens"] = answer["tokens"]
+        label = kind.draft_label(task, answer)
+        if label is not None:
+            example[task.label_field] = label
+    return example
 
 
 def class_names_from_vocabulary(vocabulary: List[str], task) -> List[str]:

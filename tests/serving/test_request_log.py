@@ -94,3 +94,53 @@ def test_an_unwritable_folder_or_a_failing_write_turns_logging_off_with_one_warn
     log.close()
     assert len(warnings) == 1 and "No such file or directory" in warnings[0]
     assert log.paused and log.written == 1
+
+
+def _served(texts, declined):
+    """The serving outputs of every task of the default config for `texts` (tiny: 16 tokens)."""
+    n, pad = len(texts), 16
+    words = [text.split() for text in texts]
+    return {"intent_label": np.array([b"pay"] * n),
+            "intent_score": np.full(n, 0.9),
+            "intent_in_scope": np.array([i not in declined for i in range(n)]),
+            "tokens": np.array([[w.encode() for w in ws] + [b""] * (pad - len(ws)) for ws in words]),
+            "slots_tags": np.array([[b"O", b"B-payee", b"B-amount", b"O"][:len(ws)]
+                                    + [b""] * (pad - len(ws)) for ws in words]),
+            "slots_scores": np.full((n, pad), 0.9),
+            "sentiment_label": np.array([b"neutral"] * n), "sentiment_score": np.full(n, 0.8),
+            "signals_labels": np.array([[b"urgent", b"polite"]] * n),
+            "signals_scores": np.array([[0.9, 0.1]] * n)}
+
+
+def test_logged_requests_become_a_draft_to_correct_and_then_a_span(tmp_path, cli, make_tiny_config):
+    """The loop: served traffic -> `data draft` (the served answers as labels, each text once,
+    declined texts as the out-of-scope label) -> corrected by a person -> `data convert`."""
+    import yaml
+
+    config = make_tiny_config()
+    next(t for t in config["tasks"] if t["name"] == "intent")["out_of_scope_label"] = "oos"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    texts = [f"pay bob {i} dollars" for i in range(30)]
+    log = RequestLog(str(tmp_path / "log"))
+    log.offer(texts, _served(texts, declined={0}), version=3)
+    log.offer(texts[:2] + [" "], _served(texts[:2] + [" "], declined={0}), version=3)  # again, blank
+    log.close()
+
+    result = cli("data", "draft", "--requests", tmp_path / "log", "--out", tmp_path / "draft",
+                 "--config", tmp_path / "config.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 30 distinct logged texts" in result.stdout and "24 train, 3 eval, 3 test" in result.stdout
+    rows = {row["text"]: row for split in ("train", "eval", "test")
+            for row in map(json.loads, open(tmp_path / "draft" / f"{split}.jsonl"))}
+    assert sorted(rows) == sorted(texts)
+    assert rows[texts[0]]["intent"] == "oos" and rows[texts[1]]["intent"] == "pay"
+    assert rows[texts[1]] == {"text": texts[1], "intent": "pay", "tokens": ["pay", "bob", "1", "dollars"],
+                              "slots": ["O", "B-payee", "B-amount", "O"], "sentiment": "neutral",
+                              "signals": ["urgent"]}
+    result = cli("data", "convert", "--format", "jsonl", tmp_path / "draft", tmp_path / "data",
+                 "--config", tmp_path / "config.yaml")
+    assert result.returncode == 0, result.stderr
+    assert os.path.isdir(tmp_path / "data" / "span-1" / "train")
+
+    again = cli("data", "draft", "--requests", tmp_path / "log", "--out", tmp_path / "draft")
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr
