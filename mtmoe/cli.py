@@ -416,11 +416,19 @@ def _draft(args) -> None:
     config = load_config(args.config)
     if os.path.exists(args.out) and os.listdir(args.out):
         raise UserError(f"{args.out}: exists and is not empty; give a new folder")
-    examples, seen = [], set()
+    latest, answered = {}, set()
     for _, row in logged_requests(args.requests):
-        if row["text"].strip() and row["text"] not in seen:  # a text is one example, once
-            seen.add(row["text"])
-            examples.append(draft_example(row, config.tasks, config.text.max_tokens))
+        if row["text"].strip():  # a text is one example, with its latest answer
+            latest.pop(row["text"], None)
+            latest[row["text"]] = row
+            answered.update(name for name, value in row.items() if isinstance(value, dict))
+    unanswered = [task.name for task in config.tasks if task.name not in answered]
+    if latest and unanswered:
+        raise UserError(f"{args.requests}: no logged answer for task(s) {', '.join(unanswered)} "
+                        f"of the config; the log answers {', '.join(sorted(answered)) or 'none'} "
+                        "(give the config of the served model: --config)")
+    examples = [draft_example(row, config.tasks, config.text.max_tokens)
+                for row in latest.values()]
     held_out = max(1, round(len(examples) * args.held_out))
     if len(examples) < 2 * held_out + 1:
         raise UserError(f"{args.requests}: {len(examples)} distinct logged texts; a draft needs "
@@ -431,16 +439,22 @@ def _draft(args) -> None:
     parent = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".draft-", dir=parent)  # the folder appears whole
-    for split, rows in splits.items():
-        with open(os.path.join(staging, f"{split}.jsonl"), "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
-    if os.path.exists(args.out):
-        os.rmdir(args.out)
-    os.rename(staging, args.out)
+    try:
+        for split, rows in splits.items():
+            with open(os.path.join(staging, f"{split}.jsonl"), "w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in rows)
+        if os.path.exists(args.out):
+            os.rmdir(args.out)
+        os.rename(staging, args.out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     counts = ", ".join(f"{len(rows)} {split}" for split, rows in splits.items())
-    print(f"wrote {len(examples)} distinct logged texts to {args.out} ({counts}), labelled with "
-          "the served model's answers: correct the labels, then `mtmoe data convert --format "
-          f"jsonl {args.out} DATA_ROOT --config {args.config or 'CONFIG'}` makes them a span")
+    labelled = ", ".join(f"{task.name} {sum(task.label_field in e for e in examples)}"
+                         for task in config.tasks)
+    print(f"wrote {len(examples)} distinct logged texts to {args.out} ({counts}); labelled with "
+          f"the served model's answers: {labelled}. Correct the labels, then `mtmoe data convert "
+          f"--format jsonl {args.out} DATA_ROOT --config {args.config or 'CONFIG'}` makes them a "
+          "span")
 
 
 def _convert(args) -> None:

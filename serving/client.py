@@ -27,7 +27,9 @@ class RestClient:
     def __init__(self, url: str, model_name: str = SERVED_MODEL_NAME, timeout: float = 30.0,
                  request_log=None):
         """`request_log` (serving.request_log.RequestLog): `predict` logs a sample of its texts
-        and answers there, for callers of a TF Serving that logs nothing itself."""
+        and answers there, for callers of a TF Serving that logs nothing itself (its writer
+        process imports the calling script again: keep the script's top level under a
+        `__main__` guard)."""
         self.base = f"{url.rstrip('/')}/v1/models/{model_name}"
         self.timeout = timeout
         self.request_log = request_log

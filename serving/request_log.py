@@ -14,6 +14,7 @@ The texts are customer data: the folder is owner-only (0700), each file owner-on
 rotate at `max_bytes` and are deleted after `keep_days` (or beyond `max_files`), and `mask_digits`
 replaces every digit with `#` (account and card numbers) before anything is written.
 """
+import atexit
 import collections
 import logging
 import multiprocessing
@@ -21,6 +22,7 @@ import os
 import pickle
 import random
 import re
+import signal
 import threading
 import time
 from typing import Dict, Iterator, List, Optional, Tuple, Union
@@ -88,6 +90,7 @@ class RequestLog:
         child.close()
         self._thread = threading.Thread(target=self._hand_over, name="request-log", daemon=True)
         self._thread.start()
+        atexit.register(self.close)
 
     @property
     def written(self) -> int:
@@ -111,14 +114,16 @@ class RequestLog:
         self._pending.append((time.time(), version, texts, answer, chosen))
 
     def close(self, timeout: float = 5.0) -> None:
-        """Writes what is waiting (up to `timeout` s), then stops the writer."""
+        """Hands over what is waiting and lets the writer finish it (up to `timeout` s each),
+        then stops the writer. Called at exit too, for clients that never close their log."""
         self._closing.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._process.join(timeout)
-            self._heard()
+            if not self._thread.is_alive():
+                self._heard()
             if self._process.is_alive():
-                self._process.terminate()
+                self._process.kill()  # it ignores SIGTERM
 
     def _pause(self, reason: str) -> None:
         self.paused = reason
@@ -159,11 +164,14 @@ class RequestLog:
 def _write_requests(connection, written, folder, max_bytes, keep_days, max_files, mask_digits):
     """The writer process: batches of requests in, lines out, until told to stop (or the server
     is gone); the first failure is sent back once, and nothing more is written."""
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group: this process stops
+    # when the server closes the log (or is gone), after the last lines, not at the signal.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_IGN)
     writer = _Writer(folder, max_bytes, keep_days, max_files, mask_digits)
     failure = writer.write([])  # opens the first file (and retires old ones) at once
-    failed = bool(failure)
-    if failed:
-        connection.send(failure)
+    if failure is not None:
+        _tell(connection, failure)
     while True:
         try:
             batch = pickle.loads(connection.recv_bytes())
@@ -171,13 +179,19 @@ def _write_requests(connection, written, folder, max_bytes, keep_days, max_files
             batch = None
         if batch is None:
             break
-        if not failed:
+        if failure is None:
             failure = writer.write(batch)
-            if failure:
-                failed = True
-                connection.send(failure)
             written.value = writer.written
+            if failure is not None:
+                _tell(connection, failure)
     writer.close()
+
+
+def _tell(connection, failure: str) -> None:
+    try:
+        connection.send(failure)
+    except OSError:  # the server is gone
+        pass
 
 
 class _Writer:
@@ -187,7 +201,7 @@ class _Writer:
     def __init__(self, folder, max_bytes, keep_days, max_files, mask_digits):
         self.folder, self.max_bytes = folder, max_bytes
         self.keep_days, self.max_files, self.mask_digits = keep_days, max_files, mask_digits
-        self.file, self.size, self.written = None, 0, 0
+        self.file, self.path, self.size, self.written = None, None, 0, 0
         self._tasks = {}  # the tasks of each set of output names (a model version's outputs)
 
     def write(self, requests) -> Optional[str]:
@@ -223,13 +237,13 @@ class _Writer:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         path = os.path.join(self.folder, f"{FILE_PREFIX}{stamp}-{time.time_ns() % 10**9:09d}{FILE_SUFFIX}")
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self.file, self.size = os.fdopen(descriptor, "ab"), 0
+        self.file, self.path, self.size = os.fdopen(descriptor, "ab"), path, 0
         self._retire()
 
     def _retire(self) -> None:
         """Deletes the files past `keep_days`, and the oldest beyond `max_files`."""
         files = request_files(self.folder)
-        current = self.file.name if self.file is not None else None
+        current = self.path
         cutoff = time.time() - self.keep_days * 86400
         old = [path for path in files if path != current and os.path.getmtime(path) < cutoff]
         excess = [path for path in files if path != current and path not in old]

@@ -137,7 +137,9 @@ class Multilabel:
         return {"labels": [label for label, _ in chosen], "scores": [score for _, score in chosen]}
 
     def draft_label(self, task, answer):
-        return [label for label in answer["labels"] if label != UNKNOWN_LABEL]
+        """The predicted labels; none predicted leaves the example unlabelled (an empty list
+        would read as unlabelled anyway)."""
+        return [label for label in answer["labels"] if label != UNKNOWN_LABEL] or None
 
     def eval_output(self, task):
         return task.name
@@ -189,7 +191,17 @@ class TokenTagging:
                 "scores": [round(float(s), 4) for s in outputs[f"{task.name}_scores"][i][:n]]}
 
     def draft_label(self, task, answer):
-        return answer["tags"]
+        """The predicted tags as valid BIO: the reserved unknown tag as O, and a span the model
+        opened with I-x begun with B-x (as conlleval reads it)."""
+        tags, previous = [], "O"
+        for tag in answer["tags"]:
+            if tag == UNKNOWN_LABEL or not tag:
+                tag = "O"
+            elif tag.startswith("I-") and previous[2:] != tag[2:]:
+                tag = "B-" + tag[2:]
+            tags.append(tag)
+            previous = tag
+        return tags
 
     def eval_output(self, task):
         return f"{task.name}_tags"

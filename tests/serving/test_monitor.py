@@ -4,13 +4,15 @@ import json
 import numpy as np
 import pytest
 
-from mtmoe.serving.monitor import drift_findings
+from mtmoe.serving.monitor import _count_category, drift_findings
 
 
-def _columns(rng, n, labels, probabilities, length):
+UNKNOWN = [0.7, 0.2, 0.07, 0.03]  # texts with 0, 1, 2, 3 or more unknown tokens
+
+
+def _columns(rng, n, labels, probabilities, length, unknown=UNKNOWN):
     return {"tokens": rng.poisson(length, n).tolist(),
-            "unknown_tokens": rng.choice(["0", "1", "2", "3 or more"], n,
-                                         p=[0.7, 0.2, 0.07, 0.03]).tolist(),
+            "unknown_tokens": [_count_category(int(c)) for c in rng.choice(4, n, p=unknown)],
             "intent_label": rng.choice(labels, n, p=probabilities).tolist(),
             "intent_score": rng.beta(8, 1, n).tolist(),
             "intent_in_scope": rng.choice(["yes", "no"], n, p=[0.97, 0.03]).tolist()}
@@ -26,6 +28,13 @@ def test_a_sample_like_the_reference_passes_and_a_shifted_one_is_named_feature_b
     shifted = _columns(rng, 500, labels, skewed, 20)
     findings = drift_findings(reference, shifted)
     assert [f.split(":")[0] for f in findings] == ["intent_label", "tokens"]
+    # Texts from elsewhere: many more with unknown tokens, at the monitor's smallest sample.
+    strange = _columns(rng, 200, labels, even, 9, unknown=[0.45, 0.3, 0.15, 0.1])
+    assert [f.split(":")[0] for f in drift_findings(reference, strange)] == ["unknown_tokens"]
+
+
+def test_unknown_tokens_are_counted_into_four_categories():
+    assert [_count_category(n) for n in (0, 1, 2, 3, 9)] == ["0", "1", "2", "3 or more", "3 or more"]
 
 
 def test_a_malformed_or_small_log_is_one_line_and_exit_2(tmp_path, cli):
