@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run docs test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults bench-oos bench-monitor bench-decay
+.PHONY: run docs test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults bench-oos bench-monitor bench-decay bench-calibration-latency
 
 venv: $(PROJECT_STAMP)
 
@@ -100,6 +100,9 @@ bench-monitor: $(PROJECT_STAMP)
 
 bench-decay: $(PROJECT_STAMP)
 	$(BIN)/python bench/decay.py $(ARGS)
+
+bench-calibration-latency: $(PROJECT_STAMP)
+	$(BIN)/python bench/calibration_latency.py $(ARGS)
 
 # Span errors by entity type and kind on the dev split, for the models bench-snips pushed (seeds).
 bench-slot-errors: $(PROJECT_STAMP)
