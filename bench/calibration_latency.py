@@ -9,22 +9,16 @@ model's (the temperatures and threshold are fixed values; they change numbers, n
     python bench/calibration_latency.py [--work-dir bench/work/decay/base] [--rounds 10]
 """
 import argparse
-import glob
 import os
-import re
 import tempfile
 
 import mtmoe  # noqa: F401  sets the Keras environment before TensorFlow loads
 import numpy as np
 
-from machine import write_result
+from machine import newest, write_result
 from serving_latency import timed, warmup_texts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _latest(pattern: str) -> str:
-    return max(glob.glob(pattern), key=lambda path: int(re.search(r"/(\d+)$", path).group(1)))
 
 
 def exports(work_dir: str, config_path, folder: str):
@@ -38,7 +32,7 @@ def exports(work_dir: str, config_path, folder: str):
     from mtmoe.trainer.model import build_model
 
     config = load_config(config_path)
-    tft_output = tft.TFTransformOutput(_latest(f"{work_dir}/pipeline/Transform/transform_graph/*"))
+    tft_output = tft.TFTransformOutput(newest(f"{work_dir}/pipeline/Transform/transform_graph/*"))
     names = vocabularies(tft_output, config)
     classes = {task.name: len(names[task.name]) for task in config.tasks}
     model = build_model(config, vocabulary_sizes(tft_output, config), classes)
@@ -67,7 +61,7 @@ def main():
 
     dirs = exports(args.work_dir, args.config, tempfile.mkdtemp(prefix="calibration-latency-"))
     predictors = {name: Predictor(path) for name, path in dirs.items()}
-    texts = warmup_texts(_latest(f"{args.work_dir}/serving_model/*"))
+    texts = warmup_texts(newest(f"{args.work_dir}/serving_model/*"))
     batches = [[texts[i % len(texts)]] for i in range(args.requests)]
     rounds = {name: [] for name in dirs}
     for index in range(args.rounds):

@@ -1,8 +1,10 @@
 """What every benchmark result records: when, on which machine, with which versions, by which command."""
+import glob
 import importlib.metadata
 import json
 import os
 import platform
+import re
 import sys
 import time
 
@@ -10,6 +12,12 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # The installed packages a result depends on, recorded with their versions.
 PACKAGES = ("tensorflow", "keras", "tfx", "tensorflow-transform", "tensorflow-model-analysis",
             "tensorflow-text", "keras-tuner", "apache-beam")
+
+
+def newest(pattern: str) -> str:
+    """The path matching `pattern` with the highest number in it (an ML Metadata execution id, a
+    serving version): the latest a pipeline wrote."""
+    return max(glob.glob(pattern), key=lambda path: int(re.search(r"/(\d+)(/|$)", path).group(1)))
 
 
 def write_result(name: str, **fields) -> str:

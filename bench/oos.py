@@ -14,15 +14,13 @@ the served ones with the fitted temperature undone (softmax(T log p)).
     python bench/oos.py [--datasets clinc150 banking77] [--seeds 42 43 44]
 """
 import argparse
-import glob
 import json
 import os
-import re
 import sys
 
 import numpy as np
 
-from machine import RESULTS, write_result
+from machine import RESULTS, newest, write_result
 from defaults import DATASETS, prepare, seeded
 from snips_quality import run_pipeline, spread
 
@@ -34,11 +32,6 @@ OPERATING_POINTS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 PUBLISHED = {"clinc150": "Larson et al. 2019, Full, no pretraining: CNN 91.2 / 18.9 (oos trained), "
                          "90.9 / 30.9 (threshold); FastText 89.0 / 9.7; Rasa 91.5 / 45.3. With "
                          "pretrained encoders: BERT 96.9 / 40.3 (trained), 96.2 / 52.3 (threshold)"}
-
-
-def _latest(pattern: str) -> str:
-    """The newest execution's path matching `pattern` (ML Metadata's execution id in the path)."""
-    return max(glob.glob(pattern), key=lambda path: int(re.search(r"/(\d+)(/|$)", path).group(1)))
 
 
 def test_probabilities(work_dir: str, shared: str, name: str):
@@ -53,12 +46,12 @@ def test_probabilities(work_dir: str, shared: str, name: str):
     from mtmoe.trainer.features import class_names
 
     pipeline = os.path.join(work_dir, "pipeline")
-    model = tf.saved_model.load(_latest(f"{pipeline}/Trainer/model/*/Format-Serving"))
-    with open(os.path.join(_latest(f"{pipeline}/Trainer/model_run/*/training.json"))) as f:
+    model = tf.saved_model.load(newest(f"{pipeline}/Trainer/model/*/Format-Serving"))
+    with open(os.path.join(newest(f"{pipeline}/Trainer/model_run/*/training.json"))) as f:
         training = json.load(f)
     config = load_config(os.path.join(work_dir, "..", os.path.basename(work_dir) + ".yaml"))
     task = next(t for t in config.tasks if t.name == TASK)
-    names = class_names(tft.TFTransformOutput(_latest(f"{pipeline}/Transform/transform_graph/*")),
+    names = class_names(tft.TFTransformOutput(newest(f"{pipeline}/Transform/transform_graph/*")),
                         task)
     index = {label: i for i, label in enumerate(names[:-1])}
     rows = [obj for _, obj in jsonl_objects(os.path.join(shared, DATASETS[name][0], "test.jsonl"))]
