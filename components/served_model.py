@@ -69,7 +69,8 @@ def ServedModelChecker(examples: InputArtifact[standard_artifacts.Examples],
                 at_blessing = json.load(f)
         pooled_scores = pooled.result()
         # The newest version in the serving folder: the one TF Serving serves.
-        check.update(version=max(serving_versions(serving_dir), default=None), scores=scores, at_blessing=at_blessing,
+        check.update(version=max(serving_versions(serving_dir), default=None), scores=scores,
+                     at_blessing=at_blessing,
                      primary={task.name: pooled_scores[task.name][task_type(task).primary_metric]
                               for task in tasks if pooled.labelled[task.name]},
                      **judge(config.tasks, pooled_scores, pooled.labelled, at_blessing,

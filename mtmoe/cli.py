@@ -419,7 +419,6 @@ def _draft(args) -> None:
     latest, answered = {}, set()
     for _, row in logged_requests(args.requests):
         if row["text"].strip():  # a text is one example, with its latest answer
-            latest.pop(row["text"], None)
             latest[row["text"]] = row
             answered.update(name for name, value in row.items() if isinstance(value, dict))
     unanswered = [task.name for task in config.tasks if task.name not in answered]

@@ -143,11 +143,10 @@ class RequestLog:
             self._heard()
             requests = [self._pending.popleft() for _ in range(len(self._pending))]
             if self.paused is None and requests:
-                try:  # answers given as outputs are encoded here, as REST would have
+                try:
                     self._connection.send_bytes(pickle.dumps([
-                        (stamp, version, texts,
-                         answer if isinstance(answer, bytes) else prediction_body(answer, False),
-                         chosen) for stamp, version, texts, answer, chosen in requests]))
+                        (stamp, version, *_encoded(texts, answer, chosen))
+                        for stamp, version, texts, answer, chosen in requests]))
                 except OSError:
                     self._pause("the writer process stopped")
                 except Exception:  # a bug of ours must not stop the server either
@@ -159,6 +158,17 @@ class RequestLog:
                 except OSError:
                     pass
                 return
+
+
+def _encoded(texts, answer, chosen):
+    """(texts, REST body, chosen) of a waiting request: an answer given as outputs is encoded
+    here, as REST would have, for its sampled texts only."""
+    if isinstance(answer, bytes):
+        return texts, answer, chosen
+    if chosen is not None:
+        texts = [texts[i] for i in chosen]
+        answer = {name: np.asarray(values)[chosen] for name, values in answer.items()}
+    return texts, prediction_body(answer, False), None
 
 
 def _write_requests(connection, written, folder, max_bytes, keep_days, max_files, mask_digits):
