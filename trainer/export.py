@@ -10,7 +10,13 @@
   function (the bucket is a slicing feature).
 
 The TFT layer is a tf_keras object and cannot sit inside a Keras 3 model, so both hang off one tf.Module.
+The module saves the Keras model's variables, not the model object: its layer objects would add
+thousands of nodes to the object graph and a Keras serving function of their own, which saving,
+every load and no caller need. The signatures are traced without autograph: they hold no
+data-dependent Python control flow, and converting the Keras and TFT layers' Python code cost
+seconds of each export.
 """
+import functools
 import json
 import os
 
@@ -30,7 +36,9 @@ SIGNATURES = ("serving_default", "serving_examples", "transform_features")
 class ServingModule(tf.Module):
     def __init__(self, model, tft_output, config, temperatures=None, reject_below=None):
         super().__init__()
-        self.model = model
+        self.model_variables = list(model.variables)
+        self._call_model = functools.partial(model, training=False)  # a partial: not tracked
+        self._crf = crf_scores(model, config.tasks)
         self._temperatures = dict(temperatures or {})
         self._reject_below = dict(reject_below or {})
         self.tft_layer = tft_output.transform_features_layer()
@@ -47,12 +55,11 @@ class ServingModule(tf.Module):
         # The model and the decoder see the batch cut to its longest text (a 10-token request
         # costs 10 tokens, not max_tokens); token-level outputs are padded back to max_tokens.
         inputs, _ = cut_to_longest(model_inputs(transformed))
-        probabilities = calibrate(self._tasks, self.model(inputs, training=False),
-                                  self._temperatures)
+        probabilities = calibrate(self._tasks, self._call_model(inputs), self._temperatures)
         token_mask = tf.not_equal(inputs[TOKEN_IDS], PAD_ID)
         outputs = decode_outputs(self._tasks, probabilities, self._class_names, token_mask,
                                  pad_to=tf.shape(transformed[TOKEN_IDS])[1],
-                                 crf=crf_scores(self.model, self._tasks),
+                                 crf=self._crf,
                                  reject_below=self._reject_below)
         raw = {task.name: outputs.pop(task.name) for task in self._tasks}
         return {TOKENS: transformed[TOKENS], **outputs}, raw
@@ -60,18 +67,21 @@ class ServingModule(tf.Module):
     def _transform_text(self, text):
         return self.tft_layer({TEXT: tf.reshape(text, [-1, 1])})
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")],
+                 autograph=False)
     def serve_text(self, text):
         outputs, _ = self._predict(self._transform_text(text))
         return outputs
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
+                 autograph=False)
     def serve_examples(self, examples):
         raw = tf.io.parse_example(examples, {TEXT: self._raw_spec[TEXT]})
         outputs, probabilities = self._predict(self._transform_text(raw[TEXT]))
         return {**outputs, **probabilities}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
+                 autograph=False)
     def transform_features(self, examples):
         raw = tf.io.parse_example(examples, self._raw_spec)
         transformed = self.tft_layer(raw)
