@@ -10,7 +10,7 @@ import os
 import time
 
 from absl import logging
-from tfx import v1 as tfx
+from tfx.components.pusher import component as tfx_pusher_component
 from tfx.components.pusher import executor as tfx_pusher
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
@@ -68,7 +68,7 @@ class Executor(tfx_pusher.Executor):
                          pushed_version=os.path.basename(final))
 
 
-class Pusher(tfx.components.Pusher):
+class Pusher(tfx_pusher_component.Pusher):
     """tfx.components.Pusher with the atomic executor (same inputs, outputs and node id)."""
 
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)

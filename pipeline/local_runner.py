@@ -12,7 +12,7 @@ import tensorflow_model_analysis as tfma
 from absl import logging as absl_logging
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from mtmoe.components.data_validation import DATA_GATE
 from mtmoe.components.served_model import ServedModelCheck
@@ -115,9 +115,9 @@ def run_pipeline(config, paths: Paths, echo=print, tuning_only: bool = False,
         facts = gather_run_facts(config, paths, data_bytes)
         for span in spans_to_ingest(config, paths):
             echo(f"ingesting span {span} for the window of spans")
-            tfx.orchestration.LocalDagRunner().run(
+            LocalDagRunner().run(
                 create_ingest_pipeline(config, paths, span, data_bytes))
-        tfx.orchestration.LocalDagRunner().run(
+        LocalDagRunner().run(
             create_pipeline(config, paths, facts, tuning_only, compare_weightings,
                             allow_anomalies=allow_anomalies, force=force))
     except UserError:

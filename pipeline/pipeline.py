@@ -13,7 +13,18 @@ import json
 from typing import Optional
 
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
+from tfx.components import (Evaluator, ExampleValidator, ImportExampleGen, StatisticsGen, Trainer,
+                            Transform, Tuner)
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.experimental.conditionals.conditional import Cond
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy)
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2, transform_pb2
+from tfx.types import standard_artifacts
+from tfx.types.channel import Channel
 
 from mtmoe.components.data_validation import DATA_GATE, DataGate, LatestIfAnyStrategy
 from mtmoe.components.evaluation import build_eval_config
@@ -73,18 +84,19 @@ def example_gen(paths: Paths, span=None, every_span: bool = False):
     `every_span`, all spans as one artifact (the window of every span without a window resolver)."""
     range_config = None
     if span is not None:
-        range_config = tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(
+        range_config = range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
             start_span_number=span, end_span_number=span))
     folders = "span-*" if every_span else "span-{SPAN}"
-    return tfx.components.ImportExampleGen(
+    return ImportExampleGen(
         input_base=paths.data_root,
-        input_config=tfx.proto.Input(splits=[
-            tfx.proto.Input.Split(name=split, pattern=f"{folders}/{split}/*") for split in SPLITS]),
+        input_config=example_gen_pb2.Input(splits=[
+            example_gen_pb2.Input.Split(name=split, pattern=f"{folders}/{split}/*")
+            for split in SPLITS]),
         range_config=range_config)
 
 
 def create_ingest_pipeline(config: Config, paths: Paths, span: int,
-                           data_bytes: Optional[int] = None) -> tfx.dsl.Pipeline:
+                           data_bytes: Optional[int] = None) -> Pipeline:
     """ExampleGen alone, for one span older than the newest: a run ingests only the newest span, so
     spans written before the first run (or between runs) are ingested this way for the window."""
     return _pipeline(config, paths, [example_gen(paths, span)], data_bytes=data_bytes)
@@ -94,20 +106,22 @@ def vertex_training(cluster, image: str) -> dict:
     """The Trainer's custom_config entries that make TFX's Vertex AI Trainer run it as a Vertex AI
     custom job: one chief machine and `cluster.workers - 1` more in a second pool, all in `image`
     (Vertex AI sets each machine's TF_CONFIG)."""
-    vertex = tfx.extensions.google_cloud_ai_platform
+    from tfx.extensions.google_cloud_ai_platform import constants
+    from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_trainer
+
     def pool(count):
         return {"machine_spec": {"machine_type": cluster.machine_type}, "replica_count": count,
                 "container_spec": {"image_uri": image}}
 
-    return {vertex.ENABLE_VERTEX_KEY: True, vertex.VERTEX_REGION_KEY: cluster.region,
-            vertex.TRAINING_ARGS_KEY: {"project": cluster.project, "worker_pool_specs": [
+    return {constants.ENABLE_VERTEX_KEY: True, constants.VERTEX_REGION_KEY: cluster.region,
+            vertex_trainer.TRAINING_ARGS_KEY: {"project": cluster.project, "worker_pool_specs": [
                 pool(1)] + ([pool(cluster.workers - 1)] if cluster.workers > 1 else [])}}
 
 
 def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: bool = False,
                     compare_weightings: bool = False, local_metadata: bool = True,
                     allow_anomalies: bool = False, training_image: str = "",
-                    force: bool = False) -> tfx.dsl.Pipeline:
+                    force: bool = False) -> Pipeline:
     """The whole pipeline; with `tuning_only`, the components up to the Tuner, plus (with
     `compare_weightings`) one Trainer per reference weighting trained as long as a trial.
     `allow_anomalies`: a span that fails data validation goes on (the anomalies are logged).
@@ -126,16 +140,15 @@ def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: 
     new_span = example_gen(paths, every_span=every_span)
     # The statistics of the last span that passed the gate, resolved before this run's gate runs.
     # Kubeflow Pipelines runs TFX's own latest-artifact strategy only.
-    accepted_statistics = tfx.dsl.Resolver(
-        strategy_class=LatestIfAnyStrategy if local_metadata else
-        tfx.dsl.experimental.LatestArtifactStrategy,
-        statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
-                                   producer_component_id=DATA_GATE, output_key="checked_statistics"),
+    accepted_statistics = Resolver(
+        strategy_class=LatestIfAnyStrategy if local_metadata else LatestArtifactStrategy,
+        statistics=Channel(type=standard_artifacts.ExampleStatistics,
+                           producer_component_id=DATA_GATE, output_key="checked_statistics"),
     ).with_id("accepted_statistics_resolver")
-    statistics_gen = tfx.components.StatisticsGen(examples=new_span.outputs["examples"])
+    statistics_gen = StatisticsGen(examples=new_span.outputs["examples"])
     statistics_gen.add_upstream_node(accepted_statistics)
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=facts.schema_file)
-    example_validator = tfx.components.ExampleValidator(
+    schema_gen = ImportSchemaGen(schema_file=facts.schema_file)
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     data_gate = DataGate(
         examples=new_span.outputs["examples"],
@@ -152,11 +165,11 @@ def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: 
                   data_gate]
     examples = new_span.outputs["examples"]
     if config.spans.window != 1 and not every_span:
-        span_window = tfx.dsl.Resolver(
+        span_window = Resolver(
             strategy_class=NewestSpansStrategy,
             config={"range_config": window_range(config.spans.window)},
-            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
-                                     producer_component_id=new_span.id, output_key="examples"),
+            examples=Channel(type=standard_artifacts.Examples,
+                             producer_component_id=new_span.id, output_key="examples"),
         ).with_id("span_window_resolver")
         span_window.add_upstream_node(new_span)  # so that the window includes this run's span
         components.append(span_window)
@@ -168,10 +181,10 @@ def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: 
                                 compare_weightings=compare_weightings)
         return _pipeline(config, paths, components, local_metadata, facts.data_bytes)
 
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    model_resolver = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
     blessed_model = model_resolver.outputs["model"]
     served_check = ServedModelChecker(examples=new_span.outputs["examples"], model=blessed_model,
@@ -181,7 +194,7 @@ def create_pipeline(config: Config, paths: Paths, facts: RunFacts, tuning_only: 
     components += [model_resolver, served_check]
     # on_decay: what follows runs only when the served model does not hold on the new span.
     retrain = served_check.outputs["served_check"].future()[0].custom_property(RETRAIN_PROPERTY)
-    with (tfx.dsl.Cond(retrain == 1) if config.schedule.retrain == "on_decay"
+    with (Cond(retrain == 1) if config.schedule.retrain == "on_decay"
           else contextlib.nullcontext()):
         components += _training(config, paths, facts, examples, schema_gen, data_gate,
                                 training_image, blessed_model=blessed_model)
@@ -198,12 +211,12 @@ def _training(config: Config, paths: Paths, facts: RunFacts, examples, schema_ge
     transform_config = {
         "tasks": [{field: task[field] for field in _TRANSFORM_TASK_FIELDS} for task in raw_config["tasks"]],
         "text": raw_config["text"]}
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"config": transform_config, "source_fingerprint": facts.transform_code},
-        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)),
+        splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=list(SPLITS)),
         # Transform's own TFDV statistics of the raw data (StatisticsGen's again) and of its output:
         # nothing reads them, and they cost a Beam pass over every split.
         disable_statistics=True)
@@ -213,29 +226,32 @@ def _training(config: Config, paths: Paths, facts: RunFacts, examples, schema_ge
     def trainer(trainer_config: Config, export: bool = True, **kwargs):
         custom_config = {"config": trainer_config.to_dict(), "source_fingerprint": facts.trainer_code,
                          EXPORT_KEY: export}
-        component = tfx.components.Trainer
+        component = Trainer
         if training_image and config.cluster.project:
+            from tfx.extensions.google_cloud_ai_platform.trainer.component import (
+                Trainer as VertexTrainer)  # imports the Vertex AI client: only when used
+
             custom_config.update(vertex_training(config.cluster, training_image))
-            component = tfx.extensions.google_cloud_ai_platform.Trainer
+            component = VertexTrainer
         return component(
             run_fn=RUN_FN,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
-            train_args=tfx.proto.TrainArgs(splits=["train"]),
-            eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            train_args=trainer_pb2.TrainArgs(splits=["train"]),
+            eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
             custom_config=custom_config,
             **kwargs)
 
     tuner = None
     if config.tuning.enabled or tuning_only:
-        tuner = tfx.components.Tuner(
+        tuner = Tuner(
             tuner_fn=TUNER_FN,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
-            train_args=tfx.proto.TrainArgs(splits=["train"]),
-            eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            train_args=trainer_pb2.TrainArgs(splits=["train"]),
+            eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
             # The finished-trial count re-runs the Tuner (and so resumes the search) after a run
             # that stopped at its time budget; the search itself lives in paths.tuning_dir.
             custom_config={"config": config.to_dict(), "source_fingerprint": facts.trainer_code,
@@ -252,7 +268,7 @@ def _training(config: Config, paths: Paths, facts: RunFacts, examples, schema_ge
     if tuner:
         trainer_inputs["hyperparameters"] = tuner.outputs["best_hyperparameters"]
     trainer_component = trainer(config, **trainer_inputs)
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=examples,
         example_splits=["eval"],
         model=trainer_component.outputs["model"],
@@ -265,20 +281,20 @@ def _training(config: Config, paths: Paths, facts: RunFacts, examples, schema_ge
         config=json.dumps(config.to_dict()))
     components += [trainer_component, evaluator, test_scorer]
 
-    with tfx.dsl.Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
+    with Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
         pusher = Pusher(
             model=trainer_component.outputs["model"],
             # Runners that do not evaluate Cond (Airflow's) still push blessed models only.
             model_blessing=evaluator.outputs["blessing"],
-            push_destination=tfx.proto.PushDestination(
-                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=paths.serving_dir)))
+            push_destination=pusher_pb2.PushDestination(
+                filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=paths.serving_dir)))
     components.append(pusher)
     return components
 
 
 def _pipeline(config: Config, paths: Paths, components, local_metadata: bool = True,
-              data_bytes: Optional[int] = None) -> tfx.dsl.Pipeline:
-    return tfx.dsl.Pipeline(
+              data_bytes: Optional[int] = None) -> Pipeline:
+    return Pipeline(
         pipeline_name=config.pipeline.name,
         pipeline_root=paths.pipeline_root,
         components=components,

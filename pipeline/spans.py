@@ -3,9 +3,9 @@
 ExampleGen ingests one span per run (TFX's ExampleGen accepts only single-span ranges); the window is
 resolved from ML Metadata over every span ExampleGen has ingested, with TFX's RangeConfig.
 """
-from tfx import v1 as tfx
 from tfx.components.example_gen.utils import SPAN_PROPERTY_NAME
 from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
+from tfx.proto import range_config_pb2
 
 _LAST_SPAN = 2**31 - 1
 
@@ -13,9 +13,9 @@ _LAST_SPAN = 2**31 - 1
 def window_range(window: int):
     """RangeConfig of the newest `window` spans; 0 = every span."""
     if window == 0:
-        return tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(
+        return range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
             start_span_number=0, end_span_number=_LAST_SPAN))
-    return tfx.proto.RangeConfig(rolling_range=tfx.proto.RollingRange(num_spans=window))
+    return range_config_pb2.RangeConfig(rolling_range=range_config_pb2.RollingRange(num_spans=window))
 
 
 class NewestSpansStrategy(SpanRangeStrategy):

@@ -112,14 +112,14 @@ def test_a_failing_step_shows_its_error_and_the_log_path_and_logs_the_rest(tmp_p
     """Everything TensorFlow or TFX prints goes to the run's log; the console gets the failed step,
     its error and where the log is."""
     from absl import logging as absl_logging
-    from tfx import v1 as tfx
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     def broken_run(self, pipeline):
         absl_logging.info("Component Transform is running.")
         print("W0000 what TensorFlow prints")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(tfx.orchestration.LocalDagRunner, "run", broken_run)
+    monkeypatch.setattr(LocalDagRunner, "run", broken_run)
     result = cli("run", "--work-dir", tmp_path / "work")
     assert result.returncode == 1
     assert "error: Transform failed: RuntimeError: boom" in result.stderr

@@ -13,7 +13,7 @@ import keras
 import keras_tuner
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx import v1 as tfx
+from tfx.components.tuner.component import TunerFnResult
 from tfx_bsl.public import tfxio
 
 from mtmoe.core.config import MULTILABEL, Config
@@ -205,7 +205,7 @@ def set_thresholds(model, config, history, kept: int) -> dict:
     return thresholds
 
 
-def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
+def tuner_fn(fn_args) -> TunerFnResult:
     inputs = _Inputs(fn_args)
     config = inputs.config
 
@@ -213,7 +213,7 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
         return inputs.model(apply_hyperparameters(config, define_search_space(hp, config)))
 
     tuner = make_tuner(config, build, fn_args.custom_config[TUNING_DIR_KEY])
-    return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
+    return TunerFnResult(tuner=tuner, fit_kwargs={
         "x": inputs.train, "validation_data": inputs.evaluation,
         "epochs": config.tuning.epochs_per_trial, "verbose": 2,
         "callbacks": inputs.callbacks(config, config.tuning.epochs_per_trial) + [
