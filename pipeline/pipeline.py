@@ -218,8 +218,9 @@ def _training(config: Config, paths: Paths, facts: RunFacts, examples, schema_ge
         custom_config={"config": transform_config, "source_fingerprint": facts.transform_code},
         splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=list(SPLITS)),
         # Transform's own TFDV statistics of the raw data (StatisticsGen's again) and of its output:
-        # nothing reads them, and they cost a Beam pass over every split.
-        disable_statistics=True)
+        # nothing reads them, and they cost a Beam pass over every split. Nor does anything read
+        # the analyzer cache it would write per span (no run passes it back as analyzer_cache).
+        disable_statistics=True, disable_analyzer_cache=True)
     transform.add_upstream_node(data_gate)  # a span that fails validation is never transformed
     components = [transform]
 
