@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK_STAMP := $(VENV)/.lock-installed
 PROJECT_STAMP := $(VENV)/.project-installed
 
-.PHONY: run docs test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults bench-oos bench-monitor bench-decay bench-calibration-latency
+.PHONY: run docs test test-fast test-random venv clean bench bench-pipeline bench-serving bench-moe bench-snips bench-multitask bench-multi-worker bench-slot-errors bench-defaults bench-oos bench-monitor bench-decay bench-calibration-latency bench-first-run
 
 venv: $(PROJECT_STAMP)
 
@@ -59,6 +59,10 @@ bench: bench-pipeline bench-serving bench-multi-worker bench-moe bench-snips ben
 
 bench-pipeline: $(PROJECT_STAMP)
 	$(BIN)/python bench/pipeline_overhead.py
+
+# The first `make run` of two commits taking turns (BASE, NEW: commits; ROUNDS, default 2).
+bench-first-run: $(PROJECT_STAMP)
+	bash bench/first_run_versus.sh $(BASE) $(or $(NEW),HEAD) $(or $(ROUNDS),2)
 
 # MODEL: a serving folder or version (default: the model bench-pipeline pushed).
 bench-serving: $(PROJECT_STAMP)
