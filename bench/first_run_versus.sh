@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The first `mtmoe run` on the sample (a fresh work dir, default config) of two commits, taking
-# turns in one sitting on this machine, with the project's venv: each commit's package is laid out
-# as `pip install` lays it out (its layer folders inside mtmoe/) and put first on PYTHONPATH.
+# turns in one sitting on this machine, with the project's venv: each commit's package is installed
+# by its own setup.py into a folder of its own (no dependencies) and put first on PYTHONPATH.
 #   bench/first_run_versus.sh BASE_COMMIT NEW_COMMIT [ROUNDS] [FOLDER]
 # Prints one line per run: the whole command's seconds and each step's that took a second or more.
 set -euo pipefail
@@ -10,12 +10,10 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 python=$repo/.venv/bin/python
 
 for commit in "$base" "$new"; do
-  rm -rf "$folder/$commit" && mkdir -p "$folder/$commit/src" "$folder/$commit/pkg"
+  rm -rf "$folder/$commit" && mkdir -p "$folder/$commit/src"
   git -C "$repo" archive "$commit" | tar -x -C "$folder/$commit/src"
-  cp -r "$folder/$commit/src/mtmoe" "$folder/$commit/pkg/mtmoe"
-  for layer in trainer components serving pipeline; do
-    cp -r "$folder/$commit/src/$layer" "$folder/$commit/pkg/mtmoe/$layer"
-  done
+  "$python" -m pip install --quiet --no-deps --no-build-isolation --no-index \
+    --target "$folder/$commit/pkg" "$folder/$commit/src"
 done
 
 for round in $(seq "$rounds"); do
