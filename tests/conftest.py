@@ -147,14 +147,15 @@ def pipeline_run(tmp_path_factory, cli):
         return [MTMOE, command, "--config", str(config), "--data", str(data),
                 "--work-dir", str(root / "work"), *options]
 
-    def rerun(config=root / "config.yaml", *options, data=root / "data", code=0, command="run"):
-        result = cli(*run_command(config, *options, data=data, command=command)[1:])
+    def exited(result, code=0):
         assert result.returncode == code, result.stdout[-3000:] + result.stderr[-5000:]
         return result
 
+    def rerun(config=root / "config.yaml", *options, data=root / "data", code=0, command="run"):
+        return exited(cli(*run_command(config, *options, data=data, command=command)[1:]), code)
+
     started = time.monotonic()
-    result = subprocess.run(run_command(), capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    result = exited(subprocess.run(run_command(), capture_output=True, text=True, timeout=1500))
     return {"root": root, "vectors": vectors, "work": root / "work", "config": config,
             "stdout": result.stdout, "stderr": result.stderr,
             "seconds": time.monotonic() - started,
