@@ -53,8 +53,9 @@ class ValidationScores(keras.callbacks.Callback):
         super().set_model(model)
         # One graph for the model and the decoder (a Viterbi scan run eagerly is slow), per model
         # (the Tuner builds one per trial), traced once for every batch shape: batches are cut to
-        # their longest text, and a trace per length costs seconds.
-        self._decode_batch = tf.function(self._decoded,
+        # their longest text, and a trace per length costs seconds. Without autograph, as the
+        # export's signatures (the same model and decoder): converting their Python costs seconds.
+        self._decode_batch = tf.function(self._decoded, autograph=False,
                                          input_signature=list(self.dataset.element_spec))
 
     def scores(self):

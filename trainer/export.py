@@ -9,18 +9,23 @@
   compares with (`<task>_label`) and the text's `length_bucket`, used by TFMA as its preprocessing
   function (the bucket is a slicing feature).
 
-The TFT layer is a tf_keras object and cannot sit inside a Keras 3 model, so both hang off one tf.Module.
-The module saves the Keras model's variables, not the model object: its layer objects would add
-thousands of nodes to the object graph and a Keras serving function of their own, which saving,
-every load and no caller need. The signatures are traced without autograph: they hold no
-data-dependent Python control flow, and converting the Keras and TFT layers' Python code cost
-seconds of each export.
+The Transform graph and the Keras model hang off one tf.Module, each by what it needs saved:
+- the Keras model's variables, not the model object: its layer objects would add thousands of nodes
+  to the object graph and a Keras serving function of their own, which saving, every load and no
+  caller need;
+- TFT's loader of the Transform graph, tracked as TFT's own Keras layer tracks it, not that layer:
+  the layer is a tf_keras model, and tf_keras saves the first model it meets with a default
+  signature of its own, traced with autograph through tf_keras' code (half of each export's time,
+  for a function no caller uses).
+The signatures are traced without autograph: they hold no data-dependent Python control flow, and
+converting the Keras and TFT code's Python cost seconds of each export.
 """
 import functools
 import json
 import os
 
 import tensorflow as tf
+from tensorflow_transform.saved.saved_transform_io_v2 import SavedModelLoader
 
 from mtmoe.core.feature_names import LENGTH_BUCKET, PAD_ID, TEXT, TOKEN_IDS, TOKENS
 from mtmoe.core.file_names import CONFIG_FILE, EVAL_SCORES_FILE, WARMUP_FILE
@@ -41,7 +46,9 @@ class ServingModule(tf.Module):
         self._crf = crf_scores(model, config.tasks)
         self._temperatures = dict(temperatures or {})
         self._reject_below = dict(reject_below or {})
-        self.tft_layer = tft_output.transform_features_layer()
+        self._transform_graph = SavedModelLoader(tft_output.transform_savedmodel_dir)
+        # Its loaded graph, tables and assets, saved with the module (as TFT's layer saves them).
+        self.transform_graph_objects = self._transform_graph.__dict__
         self._tasks = config.tasks
         names = {task.name: class_names(tft_output, task) for task in config.tasks}
         self._num_classes = {name: len(v) for name, v in names.items()}
@@ -65,7 +72,7 @@ class ServingModule(tf.Module):
         return {TOKENS: transformed[TOKENS], **outputs}, raw
 
     def _transform_text(self, text):
-        return self.tft_layer({TEXT: tf.reshape(text, [-1, 1])})
+        return self._transform_graph.apply_transform_model({TEXT: tf.reshape(text, [-1, 1])})
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")],
                  autograph=False)
@@ -84,7 +91,7 @@ class ServingModule(tf.Module):
                  autograph=False)
     def transform_features(self, examples):
         raw = tf.io.parse_example(examples, self._raw_spec)
-        transformed = self.tft_layer(raw)
+        transformed = self._transform_graph.apply_transform_model(raw)
         targets = model_targets(transformed, self._tasks, self._num_classes)
         labels = {label_key(task): head_of(task).eval_label(targets[task.name],
                                                               self._class_names[task.name])

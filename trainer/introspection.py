@@ -28,7 +28,7 @@ class GateProbe:
             return [(layer.gate_probabilities(values[2 * i]), values[2 * i + 1])
                     for i, layer in enumerate(self.layers)]
 
-        self._gates = tf.function(gates, reduce_retracing=True)
+        self._gates = tf.function(gates, reduce_retracing=True, autograph=False)
 
     def __call__(self, batches) -> Dict[str, Dict[str, Dict[str, list]]]:
         """{layer: {router: {"mean_gate": [E], "load": [E]}}} over the non-padding tokens of
