@@ -216,7 +216,9 @@ def _training(config: Config, paths: Paths, facts: RunFacts, examples, schema_ge
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"config": transform_config, "source_fingerprint": facts.transform_code},
-        splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=list(SPLITS)),
+        # The splits the Trainer and Tuner read: the test split is scored raw, through the exported
+        # graph (TestScorer), as the Evaluator scores eval; a transformed copy of it went unread.
+        splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
         # Transform's own TFDV statistics of the raw data (StatisticsGen's again) and of its output:
         # nothing reads them, and they cost a Beam pass over every split. Nor does anything read
         # the analyzer cache it would write per span (no run passes it back as analyzer_cache).
