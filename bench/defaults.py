@@ -68,10 +68,11 @@ def _run(command, log):
         subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT)
 
 
-def prepare(name: str, shared: str, work: str):
-    """(init's config, the data root) of one dataset, made once."""
+def prepare(name: str, shared: str, work: str, source: str = None):
+    """(init's config, the data root) of one dataset (or of a variant of it in `source`, a folder in
+    the dataset's format), made once."""
     folder, fmt = DATASETS[name]
-    source = os.path.join(shared, folder) if folder else os.path.join(work, "source")
+    source = source or (os.path.join(shared, folder) if folder else os.path.join(work, "source"))
     if folder is None and not os.path.isdir(source):
         subprocess.run([sys.executable, os.path.join(ROOT, "bench", "mixsnips.py"), "--snips",
                         os.path.join(shared, "snips"), "--out", source], check=True)

@@ -84,9 +84,12 @@ def run_baseline(data: str, seed: int, log: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_pipeline(config: str, data_root: str, work_dir: str, epochs=None, log=None) -> dict:
-    """`mtmoe run`; returns its summary.json, with the whole command's seconds as `total_s`."""
-    command = mtmoe_command("run", "--config", config, "--data", data_root, "--work-dir", work_dir)
+def run_pipeline(config: str, data_root: str, work_dir: str, epochs=None, log=None,
+                 options=()) -> dict:
+    """`mtmoe run` (with `options`); returns its summary.json, with the whole command's seconds as
+    `total_s`."""
+    command = mtmoe_command("run", "--config", config, "--data", data_root, "--work-dir", work_dir,
+                            *options)
     if epochs:
         command += ["--epochs", str(epochs)]
     start = time.perf_counter()
