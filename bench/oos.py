@@ -41,7 +41,7 @@ PUBLISHED = {"clinc150": "Larson et al. 2019, Full, no pretraining: CNN 91.2 / 1
                          "pretrained encoders: BERT 96.9 / 40.3 (trained), 96.2 / 52.3 (threshold)"}
 
 
-def test_probabilities(work_dir: str, name: str):
+def test_probabilities(work_dir: str):
     """(served test probabilities [N, C], gold class ids [N] with the last class for out-of-scope
     or unseen labels, the Trainer's training.json) of a run's trained model, on the test split as
     `data convert` wrote it (tf.Examples, whatever the source format)."""
@@ -130,7 +130,7 @@ def run_dataset(name: str, args) -> dict:
         else:
             summary = run_pipeline(path, data, os.path.join(work, f"init-{seed}"), args.epochs,
                                    log=os.path.join(work, f"init-{seed}.log"), options=options)
-        probabilities, gold, training = test_probabilities(os.path.join(work, f"init-{seed}"), name)
+        probabilities, gold, training = test_probabilities(os.path.join(work, f"init-{seed}"))
         rejection = training.get("rejection", {}).get(TASK, {})
         temperature = training["calibration"][TASK]["temperature"]
         threshold = rejection.get("reject_below", 0.0)
