@@ -34,8 +34,9 @@ WORK = os.path.join(ROOT, "bench", "work", "oos")
 OUTPUT = os.path.join(RESULTS, "oos.json")
 TASK = "intent"
 OPERATING_POINTS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-# {variant: (the dataset it is made from, the out-of-scope label left out of its training split)}
-WITHOUT_OUT_OF_SCOPE_TRAINING = {"clinc150-threshold": ("clinc150", "oos")}
+# {variant: (the dataset it is made from, its label field, the out-of-scope label left out of its
+# training split)}
+WITHOUT_OUT_OF_SCOPE_TRAINING = {"clinc150-threshold": ("clinc150", "intent", "oos")}
 PUBLISHED = {"clinc150": "Larson et al. 2019, Full, no pretraining: CNN 91.2 / 18.9 (oos trained), "
                          "90.9 / 30.9 (threshold); FastText 89.0 / 9.7; Rasa 91.5 / 45.3. With "
                          "pretrained encoders: BERT 96.9 / 40.3 (trained), 96.2 / 52.3 (threshold)"}
@@ -94,8 +95,10 @@ def uncalibrated(probabilities, temperature: float):
     return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
 
 
-def without_out_of_scope_training(shared: str, dataset: str, label: str, work: str) -> str:
-    """A copy of a JSONL dataset whose training split lacks the `label` texts; eval and test whole."""
+def without_out_of_scope_training(shared: str, dataset: str, field: str, label: str,
+                                  work: str) -> str:
+    """A copy of a JSONL dataset whose training split lacks the texts whose `field` is `label`; eval
+    and test whole."""
     source = os.path.join(work, "source")
     if not os.path.isdir(source):
         os.makedirs(source + ".part")
@@ -103,7 +106,7 @@ def without_out_of_scope_training(shared: str, dataset: str, label: str, work: s
             with open(os.path.join(shared, DATASETS[dataset][0], f"{split}.jsonl")) as lines, \
                     open(os.path.join(source + ".part", f"{split}.jsonl"), "w") as out:
                 out.writelines(line for line in lines
-                               if split != "train" or json.loads(line)[TASK] != label)
+                               if split != "train" or json.loads(line)[field] != label)
         os.rename(source + ".part", source)
     return source
 
@@ -113,9 +116,9 @@ def run_dataset(name: str, args) -> dict:
     os.makedirs(work, exist_ok=True)
     options = ()
     if name in WITHOUT_OUT_OF_SCOPE_TRAINING:
-        dataset, label = WITHOUT_OUT_OF_SCOPE_TRAINING[name]
-        config, data = prepare(dataset, args.shared, work,
-                               without_out_of_scope_training(args.shared, dataset, label, work))
+        dataset, field, label = WITHOUT_OUT_OF_SCOPE_TRAINING[name]
+        config, data = prepare(dataset, args.shared, work, without_out_of_scope_training(
+            args.shared, dataset, field, label, work))
         options = ("--allow-anomalies",)
     else:
         config, data = prepare(name, args.shared, work)
